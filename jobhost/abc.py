@@ -1,0 +1,129 @@
+"""The few extension points, as Protocols in one place.
+
+- ``Executor`` runs processes (local asyncio processes, or Celery workers).
+- ``ExecutionEvents`` is what an executor reports back to; the engine implements it.
+- ``Store`` keeps executions, audit, users, tokens and sessions (SQLite or PostgreSQL).
+- ``Hook`` is the one typed seam for cross-cutting work (notifications, metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from jobhost.models import (
+    ApiToken,
+    AuditEvent,
+    AuditQuery,
+    Execution,
+    ExitInfo,
+    HistoryQuery,
+    LaunchSpec,
+    Page,
+    Session,
+    User,
+)
+
+
+class ExecutionEvents(Protocol):
+    """Callbacks an executor makes, always on the engine's event loop."""
+
+    def on_started(self, execution_id: str, pid: int | None, host: str) -> None:
+        """The process exists now."""
+
+    def on_output(self, execution_id: str, total_bytes: int) -> None:
+        """More output was appended to the log; ``total_bytes`` is the logical size so far."""
+
+    def on_exited(self, execution_id: str, info: ExitInfo) -> None:
+        """The process is gone (or never started: ``info.error`` says why)."""
+
+
+class Executor(Protocol):
+    """Runs processes for executions and reports through ``ExecutionEvents``."""
+
+    async def start(self, spec: LaunchSpec) -> None:
+        """Launch ``spec``; return once it is handed over (``on_started`` follows)."""
+
+    async def stop(self, execution_id: str, grace_seconds: float) -> None:
+        """SIGTERM the process group, SIGKILL after ``grace_seconds``; no-op when gone."""
+
+    def is_alive(self, execution: Execution) -> bool:
+        """For reconciliation after a restart: is this recorded run's process still there?"""
+
+    async def adopt(self, execution: Execution, spec: LaunchSpec) -> bool:
+        """Watch a live process left by a previous host process; False when it cannot."""
+
+    async def aclose(self) -> None:
+        """Release resources; running processes are left as they are."""
+
+
+class Store(Protocol):
+    """Durable state. Synchronous; the engine calls it through one bounded path."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic ``upgrade head``)."""
+
+    def close(self) -> None: ...
+
+    # executions
+    def save_executions(self, executions: Sequence[Execution]) -> None:
+        """Insert or replace these rows (by ``id``) in one transaction."""
+
+    def get_execution(self, execution_id: str) -> Execution | None: ...
+
+    def find_by_idempotency_key(self, user: str | None, key: str) -> Execution | None: ...
+
+    def active_executions(self) -> list[Execution]:
+        """Every execution not in a terminal status (for reconciliation)."""
+
+    def history(self, query: HistoryQuery) -> Page[Execution]: ...
+
+    def last_executions(self, job_ids: Sequence[str]) -> dict[str, Execution]:
+        """The newest execution of each job that has one."""
+
+    def prune(self, *, now: datetime, days: int | None, per_job: int | None) -> list[str]:
+        """Delete terminal executions past retention; returns the deleted IDs (logs go too)."""
+
+    # audit
+    def add_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def audit(self, query: AuditQuery) -> Page[AuditEvent]: ...
+
+    # users, tokens, sessions
+    def get_user(self, username: str) -> User | None: ...
+
+    def list_users(self) -> list[User]: ...
+
+    def count_users(self) -> int: ...
+
+    def save_user(self, user: User) -> None:
+        """Insert or replace by username."""
+
+    def delete_user(self, username: str) -> bool: ...
+
+    def save_token(self, token: ApiToken) -> None: ...
+
+    def get_token_by_hash(self, token_hash: str) -> ApiToken | None: ...
+
+    def list_tokens(self, username: str | None) -> list[ApiToken]: ...
+
+    def touch_token(self, token_id: str, at: datetime) -> None: ...
+
+    def revoke_token(self, token_id: str) -> bool: ...
+
+    def save_session(self, session: Session) -> None: ...
+
+    def get_session(self, id_hash: str) -> Session | None: ...
+
+    def delete_session(self, id_hash: str) -> None: ...
+
+    def delete_user_sessions(self, username: str) -> None: ...
+
+
+class Hook(Protocol):
+    """Cross-cutting observers of finished work (notifications, metrics). Must not block."""
+
+    def execution_finished(self, execution: Execution, previous: Execution | None) -> None:
+        """Called once per terminal execution, after it is stored; ``previous`` is the job's
+        prior terminal execution (for ``recovered`` rules), when known."""

@@ -1,0 +1,108 @@
+"""Settings: ``jobhost.toml`` in the working directory (or ``JOBHOST_CONFIG``), then ``JOBHOST_*``.
+
+Environment wins over the file; command-line options win over both (the CLI passes
+them as init arguments). ``JOBHOST_APPS`` takes several roots separated by ``:``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of a JobHost process, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBHOST_", extra="forbid", populate_by_name=True)
+
+    apps_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("apps")],
+        validation_alias=AliasChoices("apps_roots", "JOBHOST_APPS", "JOBHOST_APPS_ROOTS"),
+    )
+    data_dir: Path = Path(".data")
+    database_url: str | None = None  # None: SQLite file in data_dir
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None  # used in links (notifications); defaults to http://host:port
+
+    superuser_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    admin_password: str | None = None  # first start only; else a one-time password is printed
+
+    executor: Literal["local", "celery"] = "local"
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+
+    max_output_bytes: int = Field(default=16 * 1024 * 1024, gt=1024)  # head + tail kept
+    max_queue: int = Field(default=10_000, gt=0)  # pending commands before 429
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    init_timeout_seconds: float = Field(default=10.0, gt=0)
+    shutdown_policy: Literal["stop", "leave"] = "stop"  # what happens to running jobs on exit
+
+    retention_days: int | None = Field(default=None, gt=0)
+    retention_per_job: int | None = Field(default=None, gt=0)
+
+    session_hours: float = Field(default=12.0, gt=0)
+    login_attempts_per_minute: int = Field(default=10, gt=0)
+    adhoc_enabled: bool = False
+    adhoc_roles: list[str] = Field(default_factory=lambda: ["admin"])
+
+    watch: bool = True  # hot reload of job folders
+    default_timezone: str = "UTC"
+    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "jobhost@localhost"
+    webhooks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("apps_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("JOBHOST_CONFIG", "jobhost.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'jobhost.db').resolve()}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    def is_superuser(self, roles: frozenset[str] | set[str]) -> bool:
+        return not set(self.superuser_roles).isdisjoint(roles)

@@ -1,0 +1,319 @@
+"""Plain typed values that services take and return: no I/O here.
+
+Field names are the REST API's: ``Execution.to_api()`` is what the API, the CLI's
+``--json`` and the UI all show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    """The default clock: an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new execution/event ID: 32 hex characters, no structure to guess from."""
+    return uuid.uuid4().hex
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC ISO-8601 with a ``Z``, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ExecutionStatus(StrEnum):
+    """``queued → starting → running → succeeded | failed | stopped | timed_out``; or ``lost``."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """Holds (or is about to hold) a process: counts against ``max_concurrent``."""
+        return self in ACTIVE_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.STOPPED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.LOST,
+    }
+)
+ACTIVE_STATUSES = frozenset(
+    {ExecutionStatus.STARTING, ExecutionStatus.RUNNING, ExecutionStatus.STOPPING}
+)
+
+
+class Trigger(StrEnum):
+    """What started an execution."""
+
+    USER = "user"  # a person, through the UI or the API with a session
+    TOKEN = "token"  # an API token
+    CLI = "cli"  # the local CLI, acting as local superuser
+    SCHEDULE = "schedule"
+    RESTART = "restart"  # the restart policy or the restart action
+
+
+class Action(StrEnum):
+    """What a user may do to a job; each has a ``roles_<action>`` list in job.json."""
+
+    VIEW = "view"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    SCHEDULE = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: a signed-in user, a token's owner, or the local CLI."""
+
+    username: str
+    roles: frozenset[str] = frozenset()
+    superuser: bool = False  # resolved once from settings.superuser_roles
+
+    @classmethod
+    def local(cls) -> Principal:
+        """The local CLI: whoever can run it can read the job files anyway."""
+        import getpass
+
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "local"
+        return cls(username=name, roles=frozenset({"admin"}), superuser=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One run of one job. Immutable: a transition makes a new value (``evolve``)."""
+
+    id: str
+    job_id: str
+    status: ExecutionStatus
+    trigger: Trigger
+    user: str | None
+    variables: dict[str, Any] = field(default_factory=dict)  # secrets already redacted
+    test: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    result: Any = None
+    error: str | None = None  # why it failed/was lost, in words
+    pid: int | None = None
+    host: str | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    output_bytes: int = 0
+    progress: float | None = None
+    progress_message: str | None = None
+    idempotency_key: str | None = None
+    restart_count: int = 0
+    scheduled_for: datetime | None = None  # the fire time, for trigger=schedule
+
+    def evolve(self, **changes: Any) -> Execution:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or utcnow()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON shape used by the REST API, the CLI's ``--json`` and the UI."""
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "exit_signal": self.exit_signal,
+            "trigger": self.trigger.value,
+            "user": self.user,
+            "variables": self.variables,
+            "result": self.result,
+            "error": self.error,
+            "test": self.test,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "duration_seconds": self.duration_seconds,
+            "pid": self.pid,
+            "host": self.host,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "output_bytes": self.output_bytes,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "restart_count": self.restart_count,
+            "scheduled_for": iso(self.scheduled_for),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Filters for history; newest first; ``cursor`` is the opaque ``next_cursor`` of a page."""
+
+    job_id: str | None = None
+    user: str | None = None
+    statuses: tuple[ExecutionStatus, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One line of the audit trail: who did what to which target, and how it went."""
+
+    action: str  # e.g. "job.start", "auth.login", "token.create", "user.update"
+    user: str | None
+    target: str | None = None
+    outcome: str = "ok"  # "ok" | "denied" | "failed"
+    address: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=utcnow)
+    id: str = field(default_factory=new_id)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "action": self.action,
+            "user": self.user,
+            "target": self.target,
+            "outcome": self.outcome,
+            "address": self.address,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    user: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    password_hash: str
+    roles: frozenset[str] = frozenset()
+    disabled: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "roles": sorted(self.roles),
+            "disabled": self.disabled,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token; only its hash is stored, the clear value is shown once."""
+
+    id: str
+    username: str
+    name: str
+    token_hash: str
+    created_at: datetime = field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+            "revoked": self.revoked,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A browser session; the cookie holds ``id`` in clear, the store keeps its hash."""
+
+    id_hash: str
+    username: str
+    csrf_token: str
+    expires_at: datetime
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything an executor needs to run one execution; built by the engine."""
+
+    execution_id: str
+    job_id: str
+    argv: list[str]  # argv[0] is the program; never passed through a shell
+    cwd: str  # the job folder
+    env: dict[str, str]  # the complete environment of the child
+    log_path: str  # where output is written as it is produced
+    result_path: str  # JOBHOST_RESULT_PATH
+    timeout_seconds: float | None = None
+    stop_grace_seconds: float = 10.0
+    max_output_bytes: int = 16 * 1024 * 1024
+    queue: str | None = None  # worker routing (celery)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How a process ended, from the kernel's accounting (``os.wait4``)."""
+
+    exit_code: int | None  # None when killed by a signal
+    exit_signal: int | None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    output_bytes: int = 0
+    timed_out: bool = False
+    stopped: bool = False  # ended because stop() was called
+    error: str | None = None  # the process could not be started, or the worker vanished
