@@ -1,0 +1,1 @@
+"""Executions: launch specs, the state journal, restart policy, processes and their output."""

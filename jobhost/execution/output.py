@@ -1,0 +1,264 @@
+"""An execution's captured output: written as it is produced, capped, readable by offset.
+
+Offsets are positions in the stream the job *produced* (what ``on_output`` reports as
+``total_bytes``), so they never move: a follower that read up to offset N asks for N next,
+whether the job is still running, finished, or had the middle of its output dropped.
+
+The cap keeps the head (the first half) and the tail (roughly the last half) and drops the
+middle. On disk, while the job runs:
+
+- ``<log>`` holds the head, written through as it arrives;
+- ``<log>.tail.<offset>`` are segment files of the tail (each a quarter of the tail's
+  share, named by the stream offset of their first byte); opening a new segment deletes
+  the oldest ones so that the segments never hold more than the tail's share, which
+  bounds the disk use at about the cap;
+- ``<log>.index`` (JSON, written before the first segment) records the head's size.
+
+When the job ends, ``OutputLog.close`` appends the one marker line
+(``\\n[jobhost: N bytes of output dropped]\\n``) and the kept segments to ``<log>``, so the
+finished log is a plain file: head + marker + tail. The index then records where the tail
+starts; without a drop the index is removed and the log is the stream byte for byte.
+
+Reading an offset inside the dropped middle returns just the marker, counting the bytes
+this reader skips, and the offset of the first kept byte as the next offset; a reader that
+starts at 0 therefore sees exactly the bytes of the finished log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+from dataclasses import dataclass
+
+CHUNK = 64 * 1024
+MIN_CAP = 2  # one byte of head, one of tail: anything smaller would keep nothing useful
+
+
+def marker(dropped: int) -> bytes:
+    """The line that stands for ``dropped`` bytes removed from the middle."""
+    return f"\n[jobhost: {dropped} bytes of output dropped]\n".encode()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _segment_path(path: str, start: int) -> str:
+    return f"{path}.tail.{start}"
+
+
+def _index_path(path: str) -> str:
+    return f"{path}.index"
+
+
+def _write_index(path: str, index: dict[str, object]) -> None:
+    tmp = f"{_index_path(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump(index, file)
+    os.replace(tmp, _index_path(path))
+
+
+class OutputLog:
+    """Writer side: append everything a job prints; disk use stays at about ``max_bytes``.
+
+    Memory is O(1): every ``write`` goes straight to a file descriptor.
+    """
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        max_bytes = max(max_bytes, MIN_CAP)
+        self.path = path
+        self.total_bytes = 0  # produced so far: the logical size
+        self._head_cap = max_bytes // 2
+        self._tail_cap = max_bytes - self._head_cap
+        self._segment_cap = max(1, self._tail_cap // 4)
+        self._segments: list[tuple[int, int]] = []  # (start offset, size), oldest first
+        self._segment_fd: int | None = None
+        self._closed = False
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Bytes of the middle removed so far."""
+        if not self._segments:
+            return 0
+        return self._segments[0][0] - self._head_cap
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; head bytes go to the log, the rest into the tail segments."""
+        view = memoryview(data)
+        while view:
+            if self.total_bytes < self._head_cap:
+                n = min(len(view), self._head_cap - self.total_bytes)
+                _write_all(self._fd, view[:n])
+            else:
+                if self._segment_fd is None or self._segments[-1][1] >= self._segment_cap:
+                    self._open_segment()
+                assert self._segment_fd is not None
+                start, size = self._segments[-1]
+                n = min(len(view), self._segment_cap - size)
+                _write_all(self._segment_fd, view[:n])
+                self._segments[-1] = (start, size + n)
+            self.total_bytes += n
+            view = view[n:]
+
+    def _open_segment(self) -> None:
+        if not self._segments:
+            # Readers must learn the head's size before the first segment can exist.
+            _write_index(self.path, {"head_bytes": self._head_cap, "complete": False})
+        if self._segment_fd is not None:
+            os.close(self._segment_fd)
+            self._segment_fd = None
+        kept = sum(size for _, size in self._segments)
+        while self._segments and kept + self._segment_cap > self._tail_cap:
+            start, size = self._segments.pop(0)
+            kept -= size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_segment_path(self.path, start))
+        start = self.total_bytes
+        self._segment_fd = os.open(
+            _segment_path(self.path, start),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            0o640,
+        )
+        self._segments.append((start, 0))
+
+    def close(self) -> None:
+        """Finish the log: append the marker (if any) and the kept tail; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._segment_fd is not None:
+            os.close(self._segment_fd)
+            self._segment_fd = None
+        try:
+            if self._segments:
+                self._consolidate()
+        finally:
+            os.close(self._fd)
+
+    def _consolidate(self) -> None:
+        dropped = self.dropped_bytes
+        tail_start = self._segments[0][0]
+        mark = marker(dropped) if dropped else b""
+        # Appending is safe for concurrent readers: they only read the log below the
+        # head's size until the index says the log is complete.
+        _write_all(self._fd, memoryview(mark))
+        for start, _size in self._segments:
+            with open(_segment_path(self.path, start), "rb") as segment:
+                while chunk := segment.read(CHUNK):
+                    _write_all(self._fd, memoryview(chunk))
+        if dropped:
+            _write_index(
+                self.path,
+                {
+                    "head_bytes": self._head_cap,
+                    "complete": True,
+                    "tail_start": tail_start,
+                    "marker_bytes": len(mark),
+                },
+            )
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_index_path(self.path))
+        for start, _size in self._segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_segment_path(self.path, start))
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    head_bytes: int
+    complete: bool
+    tail_start: int = 0
+    marker_bytes: int = 0
+
+
+class _Moved(Exception):
+    """The writer rearranged the files under the reader; read again."""
+
+
+def _load_index(path: str) -> _Index | None:
+    try:
+        with open(_index_path(path), encoding="utf-8") as file:
+            raw = json.load(file)
+    except FileNotFoundError:
+        return None
+    return _Index(
+        head_bytes=int(raw["head_bytes"]),
+        complete=bool(raw["complete"]),
+        tail_start=int(raw.get("tail_start", 0)),
+        marker_bytes=int(raw.get("marker_bytes", 0)),
+    )
+
+
+def _pread(path: str, position: int, limit: int) -> bytes:
+    with open(path, "rb") as file:
+        return os.pread(file.fileno(), limit, position)
+
+
+def read_output(path: str, offset: int, limit: int = CHUNK) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of output from stream ``offset``, and the offset to ask next.
+
+    Returns ``(b"", offset)`` when nothing new is there yet (or the log does not exist).
+    Inside the dropped middle it returns only the marker line (see the module docstring).
+    """
+    offset = max(0, offset)
+    limit = max(1, limit)
+    for _ in range(10):
+        index = _load_index(path)
+        try:
+            return _read(path, index, offset, limit)
+        except _Moved:
+            continue
+    return b"", offset
+
+
+def _read(path: str, index: _Index | None, offset: int, limit: int) -> tuple[bytes, int]:
+    if index is None:
+        try:
+            data = _pread(path, offset, limit)
+        except FileNotFoundError:
+            return b"", offset
+        return data, offset + len(data)
+    head = index.head_bytes
+    if offset < head:
+        data = _pread(path, offset, min(limit, head - offset))
+        return data, offset + len(data)
+    if index.complete:
+        if offset < index.tail_start:
+            return marker(index.tail_start - offset), index.tail_start
+        position = head + index.marker_bytes + (offset - index.tail_start)
+        data = _pread(path, position, limit)
+        return data, offset + len(data)
+    return _read_segments(path, index, offset, limit)
+
+
+def _read_segments(path: str, index: _Index, offset: int, limit: int) -> tuple[bytes, int]:
+    starts = sorted(
+        int(name.rsplit(".", 1)[1]) for name in glob.glob(glob.escape(path) + ".tail.*")
+    )
+    if not starts:
+        if _load_index(path) != index:
+            raise _Moved  # the writer just finished: the log is complete now
+        return b"", offset  # the head is full and the first segment is not there yet
+    if offset < starts[0]:
+        return marker(starts[0] - offset), starts[0]
+    for position, start in enumerate(starts):
+        following = starts[position + 1] if position + 1 < len(starts) else None
+        if following is not None and offset >= following:
+            continue
+        try:
+            data = _pread(_segment_path(path, start), offset - start, limit)
+        except FileNotFoundError:
+            raise _Moved from None
+        if not data and following is not None:
+            raise _Moved  # a full segment shorter than expected cannot happen: re-list
+        return data, offset + len(data)
+    return b"", offset

@@ -1,0 +1,210 @@
+"""One child process: spawned in its own session, signalled by group, reaped with rusage.
+
+This module holds the operating-system side only (pipes, pidfd, ``wait4``, ``killpg``);
+``jobhost.executors.local`` wires it into the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psutil
+
+CONTROL_FD_ENV = "JOBHOST_CONTROL_FD"
+CREATE_TIME_SLACK_SECONDS = 1.0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+
+    Each running job holds about four descriptors (output pipe, control pipe, pidfd, log),
+    so a thousand jobs need more than the usual soft limit of 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """The kernel's account of a reaped process."""
+
+    exit_code: int | None
+    exit_signal: int | None
+    cpu_seconds: float
+    peak_rss_bytes: int
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False when the group is already gone."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The group still exists but holds only processes we may not signal (a setuid
+        # program, or a zombie leader on some kernels): nothing more can be done here.
+        return False
+    return True
+
+
+class ChildProcess:
+    """A spawned job process that leads its own process group.
+
+    ``output_fd`` is the non-blocking read end of the merged stdout/stderr pipe,
+    ``control_fd`` that of the progress pipe, ``pidfd`` becomes readable on exit.
+    """
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], output_fd: int, control_fd: int, pidfd: int
+    ) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.output_fd = output_fd
+        self.control_fd = control_fd
+        self.pidfd = pidfd
+        self.exit: Exit | None = None
+
+    @classmethod
+    def spawn(
+        cls, argv: Sequence[str], cwd: str, env: Mapping[str, str], *, stdin: int | None = None
+    ) -> ChildProcess:
+        """Start ``argv``; raises ``OSError`` (with errno and file name) if it cannot.
+
+        ``stdin`` is an open descriptor of ``/dev/null`` to share between spawns (saves an
+        ``open`` per job); by default the child gets a fresh one.
+        """
+        output_r, output_w = os.pipe2(os.O_CLOEXEC)
+        control_r, control_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            child_env = dict(env)
+            child_env[CONTROL_FD_ENV] = str(control_w)
+            popen = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=child_env,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=output_w,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                pass_fds=(control_w,),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(output_r)
+            os.close(control_r)
+            raise
+        finally:
+            # The child holds its own copies; ours would keep the pipes from ever ending.
+            os.close(output_w)
+            os.close(control_w)
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:
+            popen.kill()
+            popen.wait()
+            os.close(output_r)
+            os.close(control_r)
+            raise
+        os.set_blocking(output_r, False)
+        os.set_blocking(control_r, False)
+        return cls(popen, output_r, control_r, pidfd)
+
+    def signal(self, signum: int) -> bool:
+        """Signal the whole process group; False when it is gone."""
+        return signal_group(self.pid, signum)
+
+    def reap(self) -> Exit | None:
+        """``wait4`` without blocking: the exit and its rusage, or None if still running.
+
+        Before reaping, whatever is left in the group (grandchildren that did not start
+        their own session) is killed: while the leader is an unreaped zombie its pid, and
+        so the group ID, cannot be reused by an unrelated process.
+        """
+        if self.exit is not None:
+            return self.exit
+        try:
+            # Peek first (WNOWAIT keeps the zombie): the group is killed only on exit.
+            if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+            signal_group(self.pid, signal.SIGKILL)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Someone else reaped it (a foreign SIGCHLD handler): the status is lost.
+            self.exit = Exit(None, None, 0.0, 0)
+            self._popen.returncode = -1
+            return self.exit
+        if pid == 0:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = code  # so Popen neither warns nor reaps again
+        self.exit = Exit(
+            exit_code=code if code >= 0 else None,
+            exit_signal=-code if code < 0 else None,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            # Kilobytes on Linux. The kernel counts the spawner's memory at exec time in a
+            # child's high-water mark, so small jobs show at least the server's size.
+            peak_rss_bytes=usage.ru_maxrss * 1024,
+        )
+        return self.exit
+
+    def close(self) -> None:
+        """Close our descriptors; idempotent."""
+        for name in ("output_fd", "control_fd", "pidfd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, -1)
+
+    def detach(self) -> None:
+        """Stop owning a process that keeps running (the engine decided to leave it).
+
+        Popen would warn from its destructor and try to reap it later; the process is left
+        on purpose, so its handle is marked settled.
+        """
+        if self.exit is None:
+            self._popen.returncode = 0
+        self.close()
+
+
+def kill_orphan_group(pid: int, started_at: datetime) -> bool:
+    """Kill the group a crashed host left behind, if ``pid`` is still that process.
+
+    The process must exist and must not have been created after ``started_at`` (plus a
+    second of slack): a later create time means the pid was recycled by someone else.
+    """
+    try:
+        process = psutil.Process(pid)
+        created = process.create_time()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    if created > started_at.timestamp() + CREATE_TIME_SLACK_SECONDS:
+        return False
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    if group == pid:
+        return signal_group(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)  # it left its group: kill just the recorded process
+    except OSError as exc:
+        if exc.errno in (errno.ESRCH, errno.EPERM):
+            return False
+        raise
+    return True

@@ -1,0 +1,1 @@
+"""Executors: ``local`` runs processes on this machine; ``celery`` hands them to workers."""
