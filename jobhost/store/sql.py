@@ -1,0 +1,478 @@
+"""``SqlStore``: the ``Store`` contract on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+Synchronous by design: the engine calls it through one bounded path (a worker thread),
+so every method is one short transaction and none spans an await.
+
+SQLite: WAL journal, ``synchronous=NORMAL``, ``busy_timeout`` 5 s, foreign keys on, and
+writes start with ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout instead
+of failing with "database is locked" when a read transaction tries to upgrade.
+PostgreSQL: the psycopg 3 driver, a small pool with pre-ping so a database restart
+costs one reconnect, not an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from jobhost.errors import BadRequest
+from jobhost.models import (
+    TERMINAL_STATUSES,
+    ApiToken,
+    AuditEvent,
+    AuditQuery,
+    Execution,
+    HistoryQuery,
+    Page,
+    Session,
+    User,
+)
+from jobhost.store import tables as t
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MAX_PAGE = 1000
+BUSY_TIMEOUT_MS = 5000
+# pg_advisory_xact_lock key held while migrating ("JOBHOST" in ASCII): one migrator
+# per database at a time, whatever the schema.
+_MIGRATE_LOCK_KEY = 0x4A4F42484F5354
+# Bound parameters per IN (...) list; well under SQLite's and psycopg's limits.
+_IN_CHUNK = 500
+
+_TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` and point them at psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgres", "postgresql"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # The store is used from a worker thread, not the thread that built it.
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would issue a
+        # deferred BEGIN on its own); ``_on_begin`` below decides the kind.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # busy_timeout first, so the journal switch itself waits for other processes.
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get("jobhost_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _alembic_config() -> Config:
+    """Alembic's configuration, built in code: the package carries no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of JobHost knows."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no Alembic revisions found in {MIGRATIONS_DIR}")
+    return head
+
+
+def encode_cursor(at: datetime, row_id: str) -> str:
+    """An opaque page cursor: the (timestamp, id) of the last row of a page."""
+    raw = json.dumps([at.isoformat(), row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; anything else is a ``BadRequest``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at_text, row_id = json.loads(raw)
+        at = datetime.fromisoformat(at_text)
+        if at.tzinfo is None or not isinstance(row_id, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            f"Invalid cursor {cursor!r}: pass the next_cursor of a previous page unchanged, "
+            "or omit it to start from the newest"
+        ) from exc
+    return at, row_id
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(MAX_PAGE, limit))
+
+
+def _before(at_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: str) -> Any:
+    """Rows strictly after the cursor in newest-first order (keyset, ties broken by id)."""
+    at, row_id = decode_cursor(cursor)
+    return sa.or_(at_col < at, sa.and_(at_col == at, id_col < row_id))
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+class SqlStore:
+    """The durable store over one SQLAlchemy engine; see ``jobhost.abc.Store``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self._engine = _create_engine(self.url)
+        self._dialect = self._engine.dialect.name
+        # Same pool; on SQLite its transactions begin IMMEDIATE (see _configure_sqlite).
+        self._writer = self._engine.execution_options(jobhost_write=True)
+        self._upserts: dict[str, Any] = {}
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for features that add their own tables."""
+        return self._engine
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction: a consistent snapshot for several queries."""
+        with self._engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ``on_conflict_do_update``."""
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _upsert(
+        self, conn: Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]
+    ) -> None:
+        """INSERT … ON CONFLICT (key) DO UPDATE of every other column, for all rows.
+
+        The statement is built once per table (building it costs more than running it
+        for a small batch) and executed once with every row's parameters.
+        """
+        stmt = self._upserts.get(table.name)
+        if stmt is None:
+            insert = self._insert(table)
+            stmt = insert.on_conflict_do_update(
+                index_elements=[key],
+                set_={c.name: insert.excluded[c.name] for c in table.columns if c.name != key},
+            )
+            self._upserts[table.name] = stmt
+        conn.execute(stmt, rows)
+
+    # --- schema -------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to ``head``; a no-op when already there.
+
+        Safe on every start and from several processes at once: the whole upgrade runs
+        in one transaction that first takes the database's migration lock (PostgreSQL
+        advisory lock; SQLite's write lock via ``BEGIN IMMEDIATE`` and busy_timeout).
+        """
+        config = _alembic_config()
+        with self._sqlite_file_lock(), self.write() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATE_LOCK_KEY)))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _sqlite_file_lock(self) -> Iterator[None]:
+        """Hold ``<database>.migrate-lock`` exclusively (SQLite files only).
+
+        The first connection to a brand-new file switches it to WAL; two processes doing
+        that at the same moment can get "database is locked" without the busy handler
+        being consulted. Migrating under a file lock makes the first start serial.
+        """
+        database = make_url(self.url).database
+        if self._dialect != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at (None before the first ``migrate()``)."""
+        with self.read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- executions ---------------------------------------------------------------
+
+    def save_executions(self, executions: Sequence[Execution]) -> None:
+        """Upsert by id: one statement, executed for the whole batch, in one transaction."""
+        if not executions:
+            return
+        with self.write() as conn:
+            self._upsert(conn, t.executions, "id", [t.execution_to_row(e) for e in executions])
+
+    def get_execution(self, execution_id: str) -> Execution | None:
+        query = sa.select(t.executions).where(t.executions.c.id == execution_id)
+        with self.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return t.execution_from_row(row) if row else None
+
+    def find_by_idempotency_key(self, user: str | None, key: str) -> Execution | None:
+        c = t.executions.c
+        who = c.user.is_(None) if user is None else c.user == user
+        query = sa.select(t.executions).where(who, c.idempotency_key == key)
+        with self.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return t.execution_from_row(row) if row else None
+
+    def active_executions(self) -> list[Execution]:
+        c = t.executions.c
+        query = (
+            sa.select(t.executions).where(c.status.not_in(_TERMINAL)).order_by(c.created_at, c.id)
+        )
+        with self.read() as conn:
+            return [t.execution_from_row(r) for r in conn.execute(query).mappings()]
+
+    def history(self, query: HistoryQuery) -> Page[Execution]:
+        """Newest first, filtered, paged by an opaque (created_at, id) cursor."""
+        c = t.executions.c
+        limit = _clamp(query.limit)
+        stmt = sa.select(t.executions)
+        if query.job_id is not None:
+            stmt = stmt.where(c.job_id == query.job_id)
+        if query.user is not None:
+            stmt = stmt.where(c.user == query.user)
+        if query.statuses:
+            stmt = stmt.where(c.status.in_([s.value for s in query.statuses]))
+        if query.since is not None:
+            stmt = stmt.where(c.created_at >= query.since)
+        if query.until is not None:
+            stmt = stmt.where(c.created_at < query.until)
+        if query.visible_job_ids is not None:
+            visible: Any = c.job_id.in_(sorted(query.visible_job_ids))
+            if query.visible_user is not None:
+                visible = sa.or_(visible, c.user == query.visible_user)
+            stmt = stmt.where(visible)
+        if query.cursor:
+            stmt = stmt.where(_before(c.created_at, c.id, query.cursor))
+        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
+        with self.read() as conn:
+            items = [t.execution_from_row(r) for r in conn.execute(stmt).mappings()]
+        if len(items) <= limit:
+            return Page(items=items)
+        items = items[:limit]
+        return Page(items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id))
+
+    def last_executions(self, job_ids: Sequence[str]) -> dict[str, Execution]:
+        """The newest execution per job, in one query (a window over each job's rows)."""
+        wanted = sorted(set(job_ids))
+        if not wanted:
+            return {}
+        c = t.executions.c
+        rank = (
+            sa.func.row_number()
+            .over(partition_by=c.job_id, order_by=(c.created_at.desc(), c.id.desc()))
+            .label("rank")
+        )
+        found: dict[str, Execution] = {}
+        with self.read() as conn:
+            for chunk in _chunks(wanted):
+                ranked = sa.select(t.executions, rank).where(c.job_id.in_(chunk)).subquery()
+                stmt = sa.select(*[ranked.c[col.name] for col in t.executions.columns]).where(
+                    ranked.c.rank == 1
+                )
+                for row in conn.execute(stmt).mappings():
+                    execution = t.execution_from_row(row)
+                    found[execution.job_id] = execution
+        return found
+
+    def prune(self, *, now: datetime, days: int | None, per_job: int | None) -> list[str]:
+        """Delete terminal executions created more than ``days`` before ``now`` and/or
+        beyond the newest ``per_job`` terminal executions of their job.
+
+        Non-terminal executions are never deleted and do not count towards ``per_job``:
+        a job keeps its last ``per_job`` finished runs however many are in flight.
+        Returns the deleted IDs so the caller can remove their logs.
+        """
+        c = t.executions.c
+        terminal = c.status.in_(_TERMINAL)
+        doomed: set[str] = set()
+        with self.write() as conn:
+            if days is not None:
+                cutoff = now - timedelta(days=days)
+                old = sa.select(c.id).where(terminal, c.created_at < cutoff)
+                doomed.update(conn.execute(old).scalars())
+            if per_job is not None:
+                rank = (
+                    sa.func.row_number()
+                    .over(partition_by=c.job_id, order_by=(c.created_at.desc(), c.id.desc()))
+                    .label("rank")
+                )
+                ranked = sa.select(c.id, rank).where(terminal).subquery()
+                excess = sa.select(ranked.c.id).where(ranked.c.rank > per_job)
+                doomed.update(conn.execute(excess).scalars())
+            deleted = sorted(doomed)
+            for chunk in _chunks(deleted):
+                conn.execute(sa.delete(t.executions).where(c.id.in_(chunk)))
+        return deleted
+
+    # --- audit --------------------------------------------------------------------
+
+    def add_audit(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        with self.write() as conn:
+            conn.execute(sa.insert(t.audit_events), [t.audit_to_row(e) for e in events])
+
+    def audit(self, query: AuditQuery) -> Page[AuditEvent]:
+        """Newest first, filtered, paged by an opaque (at, id) cursor."""
+        c = t.audit_events.c
+        limit = _clamp(query.limit)
+        stmt = sa.select(t.audit_events)
+        if query.user is not None:
+            stmt = stmt.where(c.user == query.user)
+        if query.action is not None:
+            stmt = stmt.where(c.action == query.action)
+        if query.target is not None:
+            stmt = stmt.where(c.target == query.target)
+        if query.since is not None:
+            stmt = stmt.where(c.at >= query.since)
+        if query.until is not None:
+            stmt = stmt.where(c.at < query.until)
+        if query.cursor:
+            stmt = stmt.where(_before(c.at, c.id, query.cursor))
+        stmt = stmt.order_by(c.at.desc(), c.id.desc()).limit(limit + 1)
+        with self.read() as conn:
+            items = [t.audit_from_row(r) for r in conn.execute(stmt).mappings()]
+        if len(items) <= limit:
+            return Page(items=items)
+        items = items[:limit]
+        return Page(items=items, next_cursor=encode_cursor(items[-1].at, items[-1].id))
+
+    # --- users --------------------------------------------------------------------
+
+    def get_user(self, username: str) -> User | None:
+        query = sa.select(t.users).where(t.users.c.username == username)
+        with self.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return t.user_from_row(row) if row else None
+
+    def list_users(self) -> list[User]:
+        query = sa.select(t.users).order_by(t.users.c.username)
+        with self.read() as conn:
+            return [t.user_from_row(r) for r in conn.execute(query).mappings()]
+
+    def count_users(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one())
+
+    def save_user(self, user: User) -> None:
+        """Insert or replace by username (tokens and sessions are kept)."""
+        with self.write() as conn:
+            self._upsert(conn, t.users, "username", [t.user_to_row(user)])
+
+    def delete_user(self, username: str) -> bool:
+        """Delete the user and, by cascade, their tokens and sessions."""
+        with self.write() as conn:
+            result = conn.execute(sa.delete(t.users).where(t.users.c.username == username))
+        return result.rowcount > 0
+
+    # --- API tokens ---------------------------------------------------------------
+
+    def save_token(self, token: ApiToken) -> None:
+        """Insert or replace by id; the user must exist."""
+        with self.write() as conn:
+            self._upsert(conn, t.api_tokens, "id", [t.token_to_row(token)])
+
+    def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
+        query = sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == token_hash)
+        with self.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return t.token_from_row(row) if row else None
+
+    def list_tokens(self, username: str | None) -> list[ApiToken]:
+        """Every token (revoked ones too), of one user or of all when ``username`` is None."""
+        c = t.api_tokens.c
+        query = sa.select(t.api_tokens).order_by(c.created_at, c.id)
+        if username is not None:
+            query = query.where(c.username == username)
+        with self.read() as conn:
+            return [t.token_from_row(r) for r in conn.execute(query).mappings()]
+
+    def touch_token(self, token_id: str, at: datetime) -> None:
+        c = t.api_tokens.c
+        with self.write() as conn:
+            conn.execute(sa.update(t.api_tokens).where(c.id == token_id).values(last_used_at=at))
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Mark the token revoked; False when no token has that id."""
+        c = t.api_tokens.c
+        with self.write() as conn:
+            result = conn.execute(
+                sa.update(t.api_tokens).where(c.id == token_id).values(revoked=True)
+            )
+        return result.rowcount > 0
+
+    # --- sessions -----------------------------------------------------------------
+
+    def save_session(self, session: Session) -> None:
+        """Insert or replace by ``id_hash``; the user must exist."""
+        with self.write() as conn:
+            self._upsert(conn, t.sessions, "id_hash", [t.session_to_row(session)])
+
+    def get_session(self, id_hash: str) -> Session | None:
+        """The session, expired or not: the caller compares ``expires_at`` to its clock."""
+        query = sa.select(t.sessions).where(t.sessions.c.id_hash == id_hash)
+        with self.read() as conn:
+            row = conn.execute(query).mappings().first()
+        return t.session_from_row(row) if row else None
+
+    def delete_session(self, id_hash: str) -> None:
+        with self.write() as conn:
+            conn.execute(sa.delete(t.sessions).where(t.sessions.c.id_hash == id_hash))
+
+    def delete_user_sessions(self, username: str) -> None:
+        with self.write() as conn:
+            conn.execute(sa.delete(t.sessions).where(t.sessions.c.username == username))
+
+    def delete_expired_sessions(self, now: datetime) -> int:
+        """Remove sessions that expired at or before ``now``; returns how many."""
+        with self.write() as conn:
+            result = conn.execute(sa.delete(t.sessions).where(t.sessions.c.expires_at <= now))
+        return result.rowcount

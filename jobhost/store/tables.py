@@ -1,0 +1,321 @@
+"""The SQL tables and the one place each value type is converted to and from a row.
+
+The tables here describe the schema at ``head``; Alembic revisions in ``migrations/``
+create it. A change to a table is both: edit it here, then add a revision (how: the
+docstring of ``migrations/env.py``). ``tests/test_store.py`` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from jobhost.models import (
+    ApiToken,
+    AuditEvent,
+    Execution,
+    ExecutionStatus,
+    Session,
+    Trigger,
+    User,
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    PostgreSQL keeps ``timestamptz``. SQLite has no time zones: values are stored as
+    naive UTC text so that they sort and compare correctly, and come back aware.
+    A naive value is refused rather than guessed at.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; pass an aware UTC value")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# Constraint names are fixed so later revisions can refer to them on both backends.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("user", sa.Text),
+    sa.Column("variables", sa.JSON, nullable=False),
+    sa.Column("test", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("exit_signal", sa.Integer),
+    sa.Column("result", sa.JSON(none_as_null=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.Text),
+    sa.Column("cpu_seconds", sa.Float),
+    sa.Column("peak_rss_bytes", sa.BigInteger),
+    sa.Column("output_bytes", sa.BigInteger, nullable=False),
+    sa.Column("progress", sa.Float),
+    sa.Column("progress_message", sa.Text),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("restart_count", sa.Integer, nullable=False),
+    sa.Column("scheduled_for", UTCDateTime),
+    sa.Index("ix_executions_job_id_created_at_id", "job_id", "created_at", "id"),
+    sa.Index("ix_executions_user_created_at", "user", "created_at"),
+    sa.Index("ix_executions_status_created_at", "status", "created_at"),
+    sa.Index("ix_executions_created_at_id", "created_at", "id"),
+    sa.Index(
+        "uq_executions_user_idempotency_key",
+        "user",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("user", sa.Text),
+    sa.Column("target", sa.Text),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("address", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Index("ix_audit_events_at_id", "at", "id"),
+    sa.Index("ix_audit_events_user_at", "user", "at"),
+    sa.Index("ix_audit_events_target_at", "target", "at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("username", sa.Text, primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),  # sorted list of role names
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Tokens and sessions belong to a user: deleting the user takes them along, so a
+# deleted account can never be used through a leftover credential.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column(
+        "username",
+        sa.Text,
+        sa.ForeignKey("users.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("revoked", sa.Boolean, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id_hash", sa.Text, primary_key=True),
+    sa.Column(
+        "username",
+        sa.Text,
+        sa.ForeignKey("users.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+# --- conversions: value → dict of column values, row → value -------------------------
+
+
+def execution_to_row(execution: Execution) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "job_id": execution.job_id,
+        "status": execution.status.value,
+        "trigger": execution.trigger.value,
+        "user": execution.user,
+        "variables": execution.variables,
+        "test": execution.test,
+        "created_at": execution.created_at,
+        "started_at": execution.started_at,
+        "ended_at": execution.ended_at,
+        "exit_code": execution.exit_code,
+        "exit_signal": execution.exit_signal,
+        "result": execution.result,
+        "error": execution.error,
+        "pid": execution.pid,
+        "host": execution.host,
+        "cpu_seconds": execution.cpu_seconds,
+        "peak_rss_bytes": execution.peak_rss_bytes,
+        "output_bytes": execution.output_bytes,
+        "progress": execution.progress,
+        "progress_message": execution.progress_message,
+        "idempotency_key": execution.idempotency_key,
+        "restart_count": execution.restart_count,
+        "scheduled_for": execution.scheduled_for,
+    }
+
+
+def execution_from_row(row: sa.RowMapping) -> Execution:
+    return Execution(
+        id=row["id"],
+        job_id=row["job_id"],
+        status=ExecutionStatus(row["status"]),
+        trigger=Trigger(row["trigger"]),
+        user=row["user"],
+        variables=row["variables"] or {},
+        test=bool(row["test"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        exit_code=row["exit_code"],
+        exit_signal=row["exit_signal"],
+        result=row["result"],
+        error=row["error"],
+        pid=row["pid"],
+        host=row["host"],
+        cpu_seconds=row["cpu_seconds"],
+        peak_rss_bytes=row["peak_rss_bytes"],
+        output_bytes=row["output_bytes"],
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        idempotency_key=row["idempotency_key"],
+        restart_count=row["restart_count"],
+        scheduled_for=row["scheduled_for"],
+    )
+
+
+def audit_to_row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": event.at,
+        "action": event.action,
+        "user": event.user,
+        "target": event.target,
+        "outcome": event.outcome,
+        "address": event.address,
+        "details": event.details,
+    }
+
+
+def audit_from_row(row: sa.RowMapping) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        at=row["at"],
+        action=row["action"],
+        user=row["user"],
+        target=row["target"],
+        outcome=row["outcome"],
+        address=row["address"],
+        details=row["details"] or {},
+    )
+
+
+def user_to_row(user: User) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "password_hash": user.password_hash,
+        "roles": sorted(user.roles),
+        "disabled": user.disabled,
+        "created_at": user.created_at,
+    }
+
+
+def user_from_row(row: sa.RowMapping) -> User:
+    return User(
+        username=row["username"],
+        password_hash=row["password_hash"],
+        roles=frozenset(row["roles"] or ()),
+        disabled=bool(row["disabled"]),
+        created_at=row["created_at"],
+    )
+
+
+def token_to_row(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "username": token.username,
+        "name": token.name,
+        "token_hash": token.token_hash,
+        "created_at": token.created_at,
+        "expires_at": token.expires_at,
+        "last_used_at": token.last_used_at,
+        "revoked": token.revoked,
+    }
+
+
+def token_from_row(row: sa.RowMapping) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        username=row["username"],
+        name=row["name"],
+        token_hash=row["token_hash"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        revoked=bool(row["revoked"]),
+    )
+
+
+def session_to_row(session: Session) -> dict[str, Any]:
+    return {
+        "id_hash": session.id_hash,
+        "username": session.username,
+        "csrf_token": session.csrf_token,
+        "expires_at": session.expires_at,
+        "created_at": session.created_at,
+    }
+
+
+def session_from_row(row: sa.RowMapping) -> Session:
+    return Session(
+        id_hash=row["id_hash"],
+        username=row["username"],
+        csrf_token=row["csrf_token"],
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+    )
