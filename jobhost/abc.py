@@ -35,6 +35,9 @@ class ExecutionEvents(Protocol):
     def on_output(self, execution_id: str, total_bytes: int) -> None:
         """More output was appended to the log; ``total_bytes`` is the logical size so far."""
 
+    def on_progress(self, execution_id: str, fraction: float | None, message: str | None) -> None:
+        """The script reported progress (``jobhost.job.progress``)."""
+
     def on_exited(self, execution_id: str, info: ExitInfo) -> None:
         """The process is gone (or never started: ``info.error`` says why)."""
 
@@ -48,11 +51,9 @@ class Executor(Protocol):
     async def stop(self, execution_id: str, grace_seconds: float) -> None:
         """SIGTERM the process group, SIGKILL after ``grace_seconds``; no-op when gone."""
 
-    def is_alive(self, execution: Execution) -> bool:
-        """For reconciliation after a restart: is this recorded run's process still there?"""
-
-    async def adopt(self, execution: Execution, spec: LaunchSpec) -> bool:
-        """Watch a live process left by a previous host process; False when it cannot."""
+    async def terminate_orphan(self, execution: Execution) -> bool:
+        """Reconciliation after a host crash: kill the process group a recorded run left
+        behind (verified by pid and start time, never a recycled pid). True if one was found."""
 
     async def aclose(self) -> None:
         """Release resources; running processes are left as they are."""
@@ -127,3 +128,6 @@ class Hook(Protocol):
     def execution_finished(self, execution: Execution, previous: Execution | None) -> None:
         """Called once per terminal execution, after it is stored; ``previous`` is the job's
         prior terminal execution (for ``recovered`` rules), when known."""
+
+    def fire_missed(self, job_id: str, scheduled_for: datetime, reason: str) -> None:
+        """A scheduled fire did not run (downtime past the grace, or skipped)."""

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     adhoc_roles: list[str] = Field(default_factory=lambda: ["admin"])
 
     watch: bool = True  # hot reload of job folders
+    scheduler_enabled: bool = True  # fire cron schedules (the local CLI turns this off)
     default_timezone: str = "UTC"
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
 
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str = "jobhost@localhost"
-    webhooks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Notification channels by name (job.json's notify rules name one); see jobhost.notify.
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    notifications_enabled: bool = True
 
     @field_validator("apps_roots", mode="before")
     @classmethod

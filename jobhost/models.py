@@ -190,6 +190,10 @@ class HistoryQuery:
     until: datetime | None = None
     limit: int = 50
     cursor: str | None = None
+    # Permission scope, set by the engine (never from user input): when not None, only
+    # executions of these jobs, or started by ``visible_user``, are returned.
+    visible_job_ids: frozenset[str] | None = None
+    visible_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,3 +321,24 @@ class ExitInfo:
     timed_out: bool = False
     stopped: bool = False  # ended because stop() was called
     error: str | None = None  # the process could not be started, or the worker vanished
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """Bytes of an execution's output from ``offset``; ``next_offset`` is where to read next.
+
+    ``done`` is True when the execution has ended and nothing follows ``next_offset``.
+    """
+
+    data: bytes
+    offset: int
+    next_offset: int
+    done: bool
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "output": self.data.decode("utf-8", errors="replace"),
+            "offset": self.offset,
+            "next_offset": self.next_offset,
+            "done": self.done,
+        }

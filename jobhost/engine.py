@@ -1,0 +1,614 @@
+"""The JobHost façade: every entry point (API, CLI, scheduler) goes through here.
+
+A request becomes a run in one direction: permission check → variables (defaults →
+init hook → checks → substitution) → record → dispatch. Permission is checked here,
+for every caller, with the one rule in ``jobhost.security``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobhost.catalog.watch import watch_catalog
+from jobhost.execution.init_hook import run_init_hook
+
+from jobhost.abc import Executor, Hook, Store
+from jobhost.catalog.discovery import Catalog, Job, rescan, scan
+from jobhost.catalog.templates import apply_defaults, check_variables, redact, render
+from jobhost.config import Settings
+from jobhost.errors import (
+    BadRequest,
+    Conflict,
+    ExecutionNotFound,
+    InvalidDefinition,
+    JobNotFound,
+    PermissionDenied,
+    VariableError,
+)
+from jobhost.execution.journal import Journal
+from jobhost.execution.launch import base_env, log_path, result_path
+from jobhost.execution.output import read_output
+from jobhost.execution.supervisor import Launch, Supervisor
+from jobhost.models import (
+    Action,
+    AuditEvent,
+    AuditQuery,
+    Execution,
+    ExecutionStatus,
+    HistoryQuery,
+    OutputChunk,
+    Page,
+    Principal,
+    Trigger,
+    utcnow,
+)
+from jobhost.security import can, can_on_execution
+
+if TYPE_CHECKING:
+    from jobhost.notify import Notifier
+    from jobhost.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+DEFAULT_READ = 64 * 1024
+MAX_READ = 1024 * 1024
+SYSTEM = Principal(username="jobhost", roles=frozenset(), superuser=True)
+
+
+def default_executor(events: Supervisor) -> Executor:
+    from jobhost.executors.local import LocalExecutor
+
+    return LocalExecutor(events, host=socket.gethostname())
+
+
+class JobHost:
+    """Start, stop, restart, test and watch jobs; the one façade over catalog, store and runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        executor_factory: Callable[[Supervisor], Executor] = default_executor,
+        hooks: Sequence[Hook] = (),
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        if store is None:
+            from jobhost.store import make_store
+
+            store = make_store(settings)
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobhost-db")
+        self._executor_factory = executor_factory
+        self._hooks = list(hooks)
+        self._rng = rng
+        self._catalog = Catalog({})
+        self._watch_stop = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._idempotency: dict[tuple[str | None, str], asyncio.Future[Execution]] = {}
+        self._journal: Journal | None = None
+        self._supervisor: Supervisor | None = None
+        self._catalog_listeners: list[Callable[[Catalog], None]] = []
+        self.scheduler: Scheduler | None = None
+        self.notifier: Notifier | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def open(self) -> JobHost:
+        """Migrate the store, scan the catalog, reconcile orphans, start the watcher and
+        the scheduler (each per settings: ``watch``, ``scheduler_enabled``)."""
+        self._journal = Journal(self.store, self._pool)
+        self._journal.start()
+        await self._journal.call(self.store.migrate)
+        if self.settings.notifications_enabled:
+            from jobhost.notify import Notifier
+
+            self.notifier = Notifier(self)
+            await self.notifier.start()
+            self._hooks.append(self.notifier)
+        self._supervisor = Supervisor(
+            self.settings,
+            self._journal,
+            self._executor_factory,
+            hooks=self._hooks,
+            clock=self.clock,
+            rng=self._rng,
+        )
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._catalog = await asyncio.to_thread(scan, self.settings.apps_roots)
+        await self._reconcile()
+        last = await self._journal.call(self.store.last_executions, list(self._catalog))
+        self._supervisor.last_finished.update(last)
+        if self.settings.scheduler_enabled:
+            from jobhost.scheduler import Scheduler
+
+            self.scheduler = Scheduler(self)
+            await self.scheduler.start()
+        if self.settings.watch:
+            self._watch_task = asyncio.create_task(
+                watch_catalog(
+                    self.settings.apps_roots,
+                    lambda: self._catalog,
+                    self._catalog_changed,
+                    self._watch_stop,
+                ),
+                name="jobhost-catalog-watch",
+            )
+        return self
+
+    async def aclose(self) -> None:
+        """Stop (or leave, per ``shutdown_policy``) running jobs, flush, release everything."""
+        self._watch_stop.set()
+        if self.scheduler is not None:
+            await self.scheduler.aclose()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self._supervisor is not None:
+            await self._supervisor.aclose(stop_running=self.settings.shutdown_policy == "stop")
+        if self.notifier is not None:
+            await self.notifier.aclose()
+        if self._journal is not None:
+            await self._journal.aclose()
+        await asyncio.to_thread(self.store.close)
+        self._pool.shutdown(wait=True)
+
+    async def __aenter__(self) -> JobHost:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def supervisor(self) -> Supervisor:
+        if self._supervisor is None:
+            raise RuntimeError("JobHost.open() was not awaited")
+        return self._supervisor
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise RuntimeError("JobHost.open() was not awaited")
+        return self._journal
+
+    async def _reconcile(self) -> None:
+        """Nothing stays ``running`` forever: runs recorded as active by a previous host
+        process are ended as ``lost``; a process they left behind is killed, not adopted,
+        because its output pipe died with that host process."""
+        orphans = await self.journal.call(self.store.active_executions)
+        for execution in orphans:
+            killed = False
+            if execution.pid is not None:
+                killed = await self.supervisor.executor.terminate_orphan(execution)
+            if execution.status is ExecutionStatus.QUEUED:
+                reason = "JobHost restarted while this run was queued; it never ran"
+            elif killed:
+                reason = f"JobHost restarted during this run; its process {execution.pid} was ended"
+            else:
+                reason = "JobHost restarted during this run; its process was already gone"
+            lost = execution.evolve(
+                status=ExecutionStatus.LOST, ended_at=self.clock(), error=reason
+            )
+            await self.journal.record(lost)
+            log.warning(
+                "execution %s of %s marked lost: %s", execution.id, execution.job_id, reason
+            )
+
+    # ----------------------------------------------------------------- catalog
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def _catalog_changed(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        for listener in self._catalog_listeners:
+            listener(catalog)
+
+    def on_catalog_change(self, listener: Callable[[Catalog], None]) -> None:
+        """Call ``listener`` with the new catalog after every reload (watcher or API)."""
+        self._catalog_listeners.append(listener)
+
+    async def reload(self, principal: Principal = SYSTEM, *, address: str | None = None) -> Catalog:
+        """Rescan the apps roots now (the watcher does this by itself on changes)."""
+        self._catalog_changed(
+            await asyncio.to_thread(rescan, self._catalog, self.settings.apps_roots)
+        )
+        await self.audit("catalog.reload", principal, None, address=address)
+        return self._catalog
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """The cross-cutting observers (notifications); the scheduler reports missed fires."""
+        return self._hooks
+
+    def visible_jobs(self, principal: Principal) -> list[Job]:
+        return [job for job in self._catalog.values() if can(principal, job, Action.VIEW)]
+
+    def job(self, job_id: str, principal: Principal) -> Job:
+        """The job, if it exists and the principal may view it; else 404 (no existence leak)."""
+        job = self._catalog.get(job_id)
+        if job is None or not can(principal, job, Action.VIEW):
+            raise JobNotFound(f"No job {job_id!r} in the catalog")
+        return job
+
+    async def _require(
+        self, principal: Principal, job: Job, action: Action, address: str | None
+    ) -> None:
+        if can(principal, job, action):
+            return
+        await self.audit(
+            f"job.{action.value}", principal, job.id, outcome="denied", address=address
+        )
+        roles = job.definition.roles_for(action) if job.definition else None
+        need = f"one of the roles {', '.join(roles)}" if roles else "a superuser role"
+        raise PermissionDenied(
+            f"{principal.username!r} may not {action.value} {job.id!r}: requires {need}"
+        )
+
+    # ----------------------------------------------------------------- actions
+    async def start(
+        self,
+        job_id: str,
+        variables: Mapping[str, Any] | None = None,
+        principal: Principal = SYSTEM,
+        *,
+        trigger: Trigger | None = None,
+        test: bool = False,
+        idempotency_key: str | None = None,
+        scheduled_for: datetime | None = None,
+        address: str | None = None,
+    ) -> Execution:
+        """Start (or, with ``test``, test-run) a job; returns the execution as recorded."""
+        job = self.job(job_id, principal)
+        await self._require(principal, job, Action.START, address)
+        if idempotency_key is None:
+            return await self._start(
+                job, variables, principal, trigger, test, scheduled_for, address
+            )
+        key = (principal.username, idempotency_key)
+        pending = self._idempotency.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        # Registered before the first await, so concurrent retries wait for this one.
+        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        self._idempotency[key] = future
+        try:
+            stored = await self.journal.call(
+                self.store.find_by_idempotency_key, principal.username, idempotency_key
+            )
+            execution = stored or await self._start(
+                job, variables, principal, trigger, test, scheduled_for, address, idempotency_key
+            )
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the caller gets it via raise
+            del self._idempotency[key]
+            raise
+        future.set_result(execution)
+        if len(self._idempotency) > 10_000:  # the store answers for older keys
+            self._idempotency.clear()
+        return execution
+
+    async def _start(
+        self,
+        job: Job,
+        variables: Mapping[str, Any] | None,
+        principal: Principal,
+        trigger: Trigger | None,
+        test: bool,
+        scheduled_for: datetime | None,
+        address: str | None,
+        idempotency_key: str | None = None,
+        restart_count: int = 0,
+    ) -> Execution:
+        definition = job.definition
+        if definition is None or not job.valid:
+            raise InvalidDefinition(
+                f"Job {job.id!r} is invalid and cannot run: {'; '.join(job.errors)}",
+                details={"errors": list(job.errors)},
+            )
+        if not definition.enabled and not test:
+            raise Conflict(f'Job {job.id!r} is disabled ("enabled": false in its job.json)')
+        values = await self.resolve_variables(job, variables or {})
+        launch = Launch(
+            job=job, variables=values, rendered=render(definition, values), roles=principal.roles
+        )
+        execution = await self.supervisor.submit(
+            launch,
+            user=principal.username,
+            trigger=trigger or Trigger.USER,
+            test=test,
+            idempotency_key=idempotency_key,
+            restart_count=restart_count,
+            scheduled_for=scheduled_for,
+            redacted=redact(definition, values),
+        )
+        action = "job.test" if test else "job.start"
+        await self.audit(
+            action, principal, job.id, address=address, details={"execution": execution.id}
+        )
+        return execution
+
+    async def resolve_variables(self, job: Job, supplied: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults → init hook → required/unknown/type checks (the seed's order)."""
+        definition = job.definition
+        assert definition is not None
+        values = apply_defaults(definition, supplied)
+        if job.init_script is not None:
+            values = await run_init_hook(
+                job, values, timeout=self.settings.init_timeout_seconds, env=base_env()
+            )
+        return check_variables(definition, values)
+
+    async def test(
+        self,
+        job_id: str,
+        variables: Mapping[str, Any] | None = None,
+        principal: Principal = SYSTEM,
+        *,
+        address: str | None = None,
+    ) -> Execution:
+        """A test run: the script gets ``--test``; it ignores ``max_concurrent`` and restarts."""
+        return await self.start(job_id, variables, principal, test=True, address=address)
+
+    async def stop(
+        self,
+        principal: Principal = SYSTEM,
+        *,
+        execution_id: str | None = None,
+        job_id: str | None = None,
+        address: str | None = None,
+    ) -> list[Execution]:
+        """Stop one execution, or every live execution of a job."""
+        if execution_id is not None:
+            execution = await self.status(execution_id, principal)
+            job = self._catalog.get(execution.job_id)
+            if not can_on_execution(principal, job, execution, Action.STOP):
+                await self.audit(
+                    "job.stop",
+                    principal,
+                    execution.job_id,
+                    outcome="denied",
+                    address=address,
+                    details={"execution": execution.id},
+                )
+                raise PermissionDenied(
+                    f"{principal.username!r} may not stop execution {execution.id!r} "
+                    f"of {execution.job_id!r}"
+                )
+            if execution.id not in self.supervisor.live:
+                raise Conflict(
+                    f"Execution {execution.id!r} has already ended ({execution.status.value})"
+                )
+            targets = [execution]
+            target_job = execution.job_id
+        elif job_id is not None:
+            job = self.job(job_id, principal)
+            await self._require(principal, job, Action.STOP, address)
+            targets = [e for e in self.supervisor.live.values() if e.job_id == job.id]
+            target_job = job.id
+            cancelled = self.supervisor.cancel_restart(job.id)
+            if not targets and not cancelled:
+                raise Conflict(f"Job {job.id!r} has no running execution to stop")
+        else:
+            raise BadRequest("Give an execution_id or a job_id to stop")
+        stopped = [await self.supervisor.stop(e.id) for e in targets]
+        await self.audit(
+            "job.stop",
+            principal,
+            target_job,
+            address=address,
+            details={"executions": [e.id for e in stopped]},
+        )
+        return stopped
+
+    async def restart(
+        self,
+        principal: Principal = SYSTEM,
+        *,
+        execution_id: str | None = None,
+        job_id: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        address: str | None = None,
+    ) -> Execution:
+        """Stop the job's live run(s) and start it again with the same (or given) variables."""
+        previous: Execution | None = None
+        if execution_id is not None:
+            previous = await self.status(execution_id, principal)
+            job_id = previous.job_id
+        if job_id is None:
+            raise BadRequest("Give an execution_id or a job_id to restart")
+        job = self.job(job_id, principal)
+        await self._require(principal, job, Action.RESTART, address)
+        live = [e for e in self.supervisor.live.values() if e.job_id == job.id and not e.test]
+        if previous is None:
+            previous = max(live, key=lambda e: e.created_at) if live else None
+        if previous is None:
+            last = self.supervisor.last_finished.get(job.id)
+            previous = last
+        if variables is None:
+            variables = self._reusable_variables(job, previous)
+        self.supervisor.cancel_restart(job.id)
+        targets = [e for e in live if execution_id is None or e.id == execution_id]
+        waits = [asyncio.ensure_future(self.supervisor.wait(e.id)) for e in targets]
+        for execution in targets:
+            await self.supervisor.stop(execution.id)
+        await asyncio.gather(*waits)
+        execution = await self._start(
+            job,
+            variables,
+            principal,
+            Trigger.RESTART,
+            False,
+            None,
+            address,
+            restart_count=(previous.restart_count + 1) if previous else 0,
+        )
+        await self.audit(
+            "job.restart",
+            principal,
+            job.id,
+            address=address,
+            details={"execution": execution.id, "replaced": [e.id for e in targets]},
+        )
+        return execution
+
+    def _reusable_variables(self, job: Job, previous: Execution | None) -> dict[str, Any]:
+        if previous is None:
+            return {}
+        secret = [
+            name
+            for name, spec in (job.definition.template_variables if job.definition else {}).items()
+            if spec.secret and name in previous.variables
+        ]
+        if secret:
+            raise VariableError(
+                f"Cannot reuse the variables of {previous.id!r}: {', '.join(secret)} "
+                "are secret and not kept; give them again",
+                details={name: "secret value not kept; give it again" for name in secret},
+            )
+        return dict(previous.variables)
+
+    # ----------------------------------------------------------------- reading
+    async def status(self, execution_id: str, principal: Principal = SYSTEM) -> Execution:
+        execution = self.supervisor.live.get(execution_id)
+        if execution is None:
+            execution = await self.journal.call(self.store.get_execution, execution_id)
+        if execution is None or not can_on_execution(
+            principal, self._catalog.get(execution.job_id), execution, Action.VIEW
+        ):
+            raise ExecutionNotFound(f"No execution {execution_id!r}")
+        return execution
+
+    async def read_output(
+        self,
+        execution_id: str,
+        principal: Principal = SYSTEM,
+        *,
+        offset: int = 0,
+        limit: int = DEFAULT_READ,
+    ) -> OutputChunk:
+        """Output from ``offset`` (the seed's Receive-Job, but incremental and repeatable)."""
+        if offset < 0:
+            raise BadRequest(f"offset must be 0 or more, got {offset}")
+        limit = max(1, min(limit, MAX_READ))
+        execution = await self.status(execution_id, principal)
+        return self._read(execution, offset, limit)
+
+    def _read(self, execution: Execution, offset: int, limit: int) -> OutputChunk:
+        path = log_path(self.settings, execution.id)
+        data, next_offset = read_output(str(path), offset, limit)
+        ended = execution.id not in self.supervisor.live
+        return OutputChunk(
+            data=data, offset=offset, next_offset=next_offset, done=ended and not data
+        )
+
+    async def follow(
+        self, execution_id: str, principal: Principal = SYSTEM, *, offset: int = 0
+    ) -> AsyncIterator[OutputChunk]:
+        """Output as it is produced, until the execution ends; the last chunk has ``done``."""
+        execution = await self.status(execution_id, principal)
+        while True:
+            live = execution.id in self.supervisor.live
+            chunk = self._read(execution, offset, DEFAULT_READ)
+            if chunk.data:
+                offset = chunk.next_offset
+                yield chunk
+                continue
+            if not live:
+                yield OutputChunk(data=b"", offset=offset, next_offset=offset, done=True)
+                return
+            await self.supervisor.output_changed(execution.id)
+
+    async def wait(self, execution_id: str, principal: Principal = SYSTEM) -> Execution:
+        """The execution once it has ended."""
+        execution = await self.status(execution_id, principal)
+        finished = await self.supervisor.wait(execution.id)
+        return finished or await self.status(execution_id, principal)
+
+    def running(self, principal: Principal = SYSTEM) -> list[Execution]:
+        """Live executions (queued included) the principal may view, oldest first."""
+        return sorted(
+            (
+                e
+                for e in self.supervisor.live.values()
+                if can_on_execution(principal, self._catalog.get(e.job_id), e, Action.VIEW)
+            ),
+            key=lambda e: e.created_at,
+        )
+
+    async def history(self, query: HistoryQuery, principal: Principal = SYSTEM) -> Page[Execution]:
+        if not principal.superuser:
+            visible = frozenset(job.id for job in self.visible_jobs(principal))
+            query = HistoryQuery(
+                job_id=query.job_id,
+                user=query.user,
+                statuses=query.statuses,
+                since=query.since,
+                until=query.until,
+                limit=query.limit,
+                cursor=query.cursor,
+                visible_job_ids=visible,
+                visible_user=principal.username,
+            )
+        return await self.journal.call(self.store.history, query)
+
+    async def audit_log(self, query: AuditQuery) -> Page[AuditEvent]:
+        return await self.journal.call(self.store.audit, query)
+
+    def changes(self) -> AsyncIterator[Execution]:
+        return self.supervisor.changes()
+
+    # ----------------------------------------------------------------- upkeep
+    async def audit(
+        self,
+        action: str,
+        principal: Principal | str | None,
+        target: str | None,
+        *,
+        outcome: str = "ok",
+        address: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append to the audit trail (durable when this returns)."""
+        user = principal.username if isinstance(principal, Principal) else principal
+        await self.journal.audit(
+            AuditEvent(
+                action=action,
+                user=user,
+                target=target,
+                outcome=outcome,
+                address=address,
+                details=details or {},
+                at=self.clock(),
+            )
+        )
+
+    async def prune(self) -> list[str]:
+        """Apply the retention settings; removes the runs' logs too."""
+        settings = self.settings
+        if settings.retention_days is None and settings.retention_per_job is None:
+            return []
+        deleted = await self.journal.call(
+            lambda: self.store.prune(
+                now=self.clock(), days=settings.retention_days, per_job=settings.retention_per_job
+            )
+        )
+        for execution_id in deleted:
+            log = log_path(settings, execution_id)
+            # The log, its result file and any capture side files (``<log>.index``, tails).
+            for path in (log, result_path(settings, execution_id), *log.parent.glob(f"{log.name}.*")):
+                Path(path).unlink(missing_ok=True)
+        return deleted

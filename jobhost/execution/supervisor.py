@@ -1,0 +1,462 @@
+"""Live executions: dispatch, the state machine, concurrency, queueing and restarts.
+
+The supervisor owns every execution that is not finished. It is the executor's
+``ExecutionEvents``: transitions are applied in memory at once (so decisions never
+see stale state), written through the journal, and announced only after the write
+commits. It knows nothing of users or permissions: the engine checks those first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobhost.abc import Executor, Hook
+from jobhost.catalog.discovery import Job
+from jobhost.config import Settings
+from jobhost.errors import Conflict, TooManyRequests
+from jobhost.execution.journal import Journal
+from jobhost.execution.launch import build_spec, result_path
+from jobhost.execution.restart import RestartTracker, wants_restart
+from jobhost.models import Execution, ExecutionStatus, ExitInfo, Trigger, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_BYTES = 1024 * 1024
+SUBSCRIBER_QUEUE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What the engine resolved for one run: the job and its checked variables."""
+
+    job: Job
+    variables: dict[str, Any]  # the real values (secrets included), kept in memory only
+    rendered: Any  # catalog.templates.Rendered
+    roles: frozenset[str]
+
+
+class Supervisor:
+    """Executions in flight. All methods run on the event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        executor_factory: Callable[[Supervisor], Executor],
+        *,
+        hooks: Sequence[Hook] = (),
+        clock: Callable[[], Any] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.executor = executor_factory(self)
+        self._hooks = list(hooks)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.live: dict[str, Execution] = {}
+        self._launches: dict[str, Launch] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self._done: dict[str, list[asyncio.Future[Execution]]] = {}
+        self._output: dict[str, list[asyncio.Future[None]]] = {}
+        self._subscribers: set[asyncio.Queue[Execution]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._trackers: dict[str, RestartTracker] = {}
+        self._restart_timers: dict[str, asyncio.TimerHandle] = {}
+        self.last_finished: dict[str, Execution] = {}
+        self.finished_counts: dict[str, int] = {}
+        self.duration_sum = 0.0
+
+    # ----------------------------------------------------------------- starting
+    async def submit(
+        self,
+        launch: Launch,
+        *,
+        user: str | None,
+        trigger: Trigger,
+        test: bool = False,
+        idempotency_key: str | None = None,
+        restart_count: int = 0,
+        scheduled_for: Any = None,
+        redacted: dict[str, Any] | None = None,
+    ) -> Execution:
+        """Record a new execution and dispatch it now, queue it, or refuse it (409/429)."""
+        job = launch.job
+        definition = job.definition
+        assert definition is not None
+        status = ExecutionStatus.STARTING
+        replace: list[Execution] = []
+        if not test:
+            active = self.active_of(job.id)
+            limit = definition.max_concurrent
+            if limit and len(active) + len(self._queues.get(job.id, ())) >= limit:
+                if definition.on_conflict == "reject":
+                    running = ", ".join(e.id for e in active) or "queued runs"
+                    raise Conflict(
+                        f"Job {job.id!r} already has {len(active)} active execution(s) "
+                        f"(max_concurrent={limit}, on_conflict=reject): {running}. "
+                        "Stop it first, or restart it.",
+                        details={"running": [e.id for e in active]},
+                    )
+                if self.queued_total() >= self.settings.max_queue:
+                    raise TooManyRequests(
+                        f"The queue is full ({self.settings.max_queue} waiting executions); "
+                        "try again later"
+                    )
+                status = ExecutionStatus.QUEUED
+                if definition.on_conflict == "replace":
+                    replace = active
+        execution = Execution(
+            id=new_id(),
+            job_id=job.id,
+            status=status,
+            trigger=trigger,
+            user=user,
+            variables=redacted if redacted is not None else dict(launch.variables),
+            test=test,
+            created_at=self._clock(),
+            idempotency_key=idempotency_key,
+            restart_count=restart_count,
+            scheduled_for=scheduled_for,
+        )
+        self.live[execution.id] = execution
+        self._launches[execution.id] = launch
+        if status is ExecutionStatus.QUEUED:
+            self._queues.setdefault(job.id, deque()).append(execution.id)
+        await self.journal.record(execution)
+        self._announce(execution)
+        for old in replace:
+            await self.stop(old.id)
+        if status is ExecutionStatus.STARTING:
+            await self._dispatch(execution)
+        return self.live.get(execution.id, execution)
+
+    async def _dispatch(self, execution: Execution) -> None:
+        launch = self._launches[execution.id]
+        try:
+            spec = build_spec(
+                self.settings,
+                launch.job,
+                execution,
+                launch.rendered,
+                launch.variables,
+                launch.roles,
+            )
+        except OSError as exc:
+            self.on_exited(execution.id, ExitInfo(None, None, error=f"Cannot prepare run: {exc}"))
+            return
+        await self.executor.start(spec)
+
+    def active_of(self, job_id: str) -> list[Execution]:
+        return [
+            e for e in self.live.values() if e.job_id == job_id and e.status.active and not e.test
+        ]
+
+    def queued_total(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    # ----------------------------------------------------------------- stopping
+    async def stop(self, execution_id: str) -> Execution:
+        """Ask a live execution to stop; a queued one ends at once as ``stopped``."""
+        execution = self.live.get(execution_id)
+        if execution is None or execution.status.terminal:
+            # Ended meanwhile (its bookkeeping may still be in flight): nothing to stop.
+            return execution or await self._stored(execution_id)
+        if execution.status is ExecutionStatus.QUEUED:
+            queue = self._queues.get(execution.job_id)
+            if queue and execution_id in queue:
+                queue.remove(execution_id)
+            final = execution.evolve(
+                status=ExecutionStatus.STOPPED,
+                ended_at=self._clock(),
+                error="Stopped while queued; it never ran",
+            )
+            await self._finish(final)
+            return final
+        if execution.status is ExecutionStatus.STOPPING:
+            return execution
+        stopping = execution.evolve(status=ExecutionStatus.STOPPING)
+        self._set(stopping)
+        await self.journal.record(stopping)
+        self._announce(stopping)
+        launch = self._launches.get(execution_id)
+        definition = launch.job.definition if launch else None
+        grace = definition.stop_grace_seconds if definition else 10.0
+        await self.executor.stop(execution_id, grace)
+        return self.live.get(execution_id, stopping)
+
+    async def _stored(self, execution_id: str) -> Execution:
+        stored = await self.journal.call(self.journal.store.get_execution, execution_id)
+        if stored is None:
+            raise KeyError(execution_id)
+        return stored
+
+    def cancel_restart(self, job_id: str) -> bool:
+        timer = self._restart_timers.pop(job_id, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    # ----------------------------------------------------------------- executor events
+    def on_started(self, execution_id: str, pid: int | None, host: str) -> None:
+        execution = self.live.get(execution_id)
+        if execution is None or execution.status.terminal:
+            return
+        status = execution.status
+        if status is ExecutionStatus.STARTING:
+            status = ExecutionStatus.RUNNING
+        updated = execution.evolve(status=status, pid=pid, host=host, started_at=self._clock())
+        self._set(updated)
+        self._spawn(self._persist_and_announce(updated))
+
+    def on_output(self, execution_id: str, total_bytes: int) -> None:
+        execution = self.live.get(execution_id)
+        if execution is not None:
+            self.live[execution_id] = execution.evolve(output_bytes=total_bytes)
+        self._wake_output(execution_id)
+
+    def on_progress(self, execution_id: str, fraction: float | None, message: str | None) -> None:
+        execution = self.live.get(execution_id)
+        if execution is None:
+            return
+        updated = execution.evolve(progress=fraction, progress_message=message)
+        self._set(updated)
+        self.journal.record_soon(updated)
+        self._announce(updated)
+
+    def on_exited(self, execution_id: str, info: ExitInfo) -> None:
+        execution = self.live.get(execution_id)
+        if execution is None:
+            return
+        if info.error:
+            status = ExecutionStatus.FAILED
+        elif info.timed_out:
+            status = ExecutionStatus.TIMED_OUT
+        elif info.stopped:
+            status = ExecutionStatus.STOPPED
+        elif info.exit_code == 0:
+            status = ExecutionStatus.SUCCEEDED
+        else:
+            status = ExecutionStatus.FAILED
+        result, result_error = self._read_result(execution_id)
+        error = info.error or result_error
+        if status is ExecutionStatus.TIMED_OUT and error is None:
+            definition = self._launches[execution_id].job.definition
+            limit = definition.timeout_seconds if definition else None
+            error = f"Timed out after {limit} s"
+        final = execution.evolve(
+            status=status,
+            ended_at=self._clock(),
+            exit_code=info.exit_code,
+            exit_signal=info.exit_signal,
+            cpu_seconds=info.cpu_seconds,
+            peak_rss_bytes=info.peak_rss_bytes,
+            output_bytes=max(info.output_bytes, execution.output_bytes),
+            result=result,
+            error=error,
+        )
+        self._spawn(self._finish(final))
+
+    # ----------------------------------------------------------------- finishing
+    async def _finish(self, final: Execution) -> None:
+        launch = self._launches.get(final.id)
+        self._set(final)
+        await self.journal.record(final)
+        self.live.pop(final.id, None)
+        previous = self.last_finished.get(final.job_id)
+        if not final.test:
+            self.last_finished[final.job_id] = final
+        self.finished_counts[final.status.value] = self.finished_counts.get(final.status, 0) + 1
+        self.duration_sum += final.duration_seconds or 0.0
+        self._announce(final)
+        for waiter in self._done.pop(final.id, []):
+            if not waiter.done():
+                waiter.set_result(final)
+        self._wake_output(final.id)
+        for hook in self._hooks:
+            try:
+                hook.execution_finished(final, previous)
+            except Exception:  # a hook must never break the run's bookkeeping
+                log.exception("hook %r failed for %s", hook, final.id)
+        self._launches.pop(final.id, None)
+        if launch is not None:
+            self._maybe_restart(final, launch)
+        await self._drain_queue(final.job_id)
+
+    async def _drain_queue(self, job_id: str) -> None:
+        queue = self._queues.get(job_id)
+        while queue:
+            execution = self.live.get(queue[0])
+            if execution is None or execution.status is not ExecutionStatus.QUEUED:
+                queue.popleft()
+                continue
+            definition = self._launches[execution.id].job.definition
+            limit = definition.max_concurrent if definition else 1
+            if limit and len(self.active_of(job_id)) >= limit:
+                return
+            queue.popleft()
+            starting = execution.evolve(status=ExecutionStatus.STARTING)
+            self._set(starting)
+            await self.journal.record(starting)
+            self._announce(starting)
+            await self._dispatch(starting)
+        self._queues.pop(job_id, None)
+
+    def _maybe_restart(self, final: Execution, launch: Launch) -> None:
+        definition = launch.job.definition
+        if definition is None or not wants_restart(definition.restart, final):
+            return
+        tracker = self._trackers.setdefault(
+            final.job_id,
+            RestartTracker(
+                window_seconds=definition.restart_window_seconds,
+                burst=definition.restart_burst,
+                max_backoff_seconds=definition.restart_max_backoff_seconds,
+            ),
+        )
+        delay = tracker.next_delay(final, self._clock(), self._rng)
+        if delay is None:
+            note = (
+                f"Restart given up: {tracker.burst} quick failures within "
+                f"{tracker.window_seconds:g} s"
+            )
+            self._spawn(self._persist_and_announce(final.evolve(error=note)))
+            self._trackers.pop(final.job_id, None)
+            return
+
+        def fire() -> None:
+            self._restart_timers.pop(final.job_id, None)
+            self._spawn(self._restart(final, launch))
+
+        self.cancel_restart(final.job_id)
+        self._restart_timers[final.job_id] = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _restart(self, final: Execution, launch: Launch) -> None:
+        try:
+            await self.submit(
+                launch,
+                user=final.user,
+                trigger=Trigger.RESTART,
+                restart_count=final.restart_count + 1,
+                redacted=final.variables,
+            )
+        except Conflict:
+            log.info("restart of %s skipped: another execution is active", final.job_id)
+
+    def secret_values(self, execution_id: str) -> list[str]:
+        """The clear values of a live run's secret variables, for scrubbing text that is
+        about to leave the host (notifications). Kept in memory only, never stored."""
+        launch = self._launches.get(execution_id)
+        definition = launch.job.definition if launch else None
+        if launch is None or definition is None:
+            return []
+        names = [n for n, spec in definition.template_variables.items() if spec.secret]
+        values = (launch.variables.get(name) for name in names)
+        return [str(v) for v in values if v not in (None, "")]
+
+    # ----------------------------------------------------------------- watching
+    async def wait(self, execution_id: str) -> Execution | None:
+        """The execution once it has ended; None when it is not live here."""
+        if execution_id not in self.live:
+            return None
+        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        self._done.setdefault(execution_id, []).append(future)
+        return await future
+
+    async def output_changed(self, execution_id: str) -> None:
+        """Return when more output arrives or the execution ends."""
+        if execution_id not in self.live:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._output.setdefault(execution_id, []).append(future)
+        try:
+            await future
+        finally:
+            waiters = self._output.get(execution_id)
+            if waiters and future in waiters:
+                waiters.remove(future)
+
+    async def changes(self) -> AsyncIterator[Execution]:
+        """Every announced transition, as it happens (bounded: a slow reader loses the oldest)."""
+        queue: asyncio.Queue[Execution] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # ----------------------------------------------------------------- internals
+    def _set(self, execution: Execution) -> None:
+        if execution.id in self.live:
+            self.live[execution.id] = execution
+
+    async def _persist_and_announce(self, execution: Execution) -> None:
+        await self.journal.record(execution)
+        self._announce(execution)
+
+    def _announce(self, execution: Execution) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(execution)
+
+    def _wake_output(self, execution_id: str) -> None:
+        for future in self._output.pop(execution_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("supervisor task failed", exc_info=task.exception())
+
+    def _read_result(self, execution_id: str) -> tuple[Any, str | None]:
+        path = Path(result_path(self.settings, execution_id))
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_RESULT_BYTES + 1)
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"Could not read the result file: {exc}"
+        finally:
+            path.unlink(missing_ok=True)
+        if len(raw) > MAX_RESULT_BYTES:
+            return None, f"Result ignored: larger than {MAX_RESULT_BYTES} bytes"
+        try:
+            return json.loads(raw), None
+        except ValueError as exc:
+            return None, f"Result ignored: not valid JSON ({exc})"
+
+    async def drain(self) -> None:
+        """Wait for every pending bookkeeping task (used at shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self, *, stop_running: bool) -> None:
+        for job_id in list(self._restart_timers):
+            self.cancel_restart(job_id)
+        if stop_running:
+            waits = []
+            for execution_id in list(self.live):
+                waits.append(asyncio.ensure_future(self.wait(execution_id)))
+                await self.stop(execution_id)
+            if waits:
+                await asyncio.gather(*waits, return_exceptions=True)
+        await self.drain()
+        await self.executor.aclose()
