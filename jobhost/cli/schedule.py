@@ -1,0 +1,145 @@
+"""``jobhost schedule show|set|enable|disable|clear``: schedule overrides on the local store.
+
+Acts as the local superuser, like the other local verbs. A server that is already
+running picks the change up when it restarts (it keeps its schedules in memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from jobhost.catalog.definition import parse_job_id
+from jobhost.cli.common import handle_errors, out, parse_vars, print_json
+from jobhost.cli.local import with_engine
+from jobhost.engine import JobHost
+from jobhost.models import Principal
+from jobhost.scheduler import UNSET, Scheduler
+
+app = typer.Typer(
+    name="schedule",
+    help="Show and change job schedules (stored overrides of job.json's default_schedule).",
+    no_args_is_help=True,
+)
+
+JobArg = Annotated[str, typer.Argument(metavar="JOB_ID", help="App/Job.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _with_scheduler(
+    ctx: typer.Context, work: Callable[[Scheduler, Principal], Awaitable[Any]]
+) -> Any:
+    async def go(engine: JobHost) -> Any:
+        scheduler = Scheduler(engine)
+        await scheduler.load()
+        return await work(scheduler, Principal.local())
+
+    return with_engine(ctx, go)
+
+
+def _render(schedules: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(schedules)
+        return
+    table = Table("Job", "Schedule", "Zone", "Enabled", "Source", "Next fire", "Last fire")
+    for item in schedules:
+        last = item["last_fire"]
+        table.add_row(
+            item["job_id"],
+            item["schedule"] or "-",
+            item["timezone"],
+            "yes" if item["enabled"] else "no",
+            item["source"],
+            (item["next_fires"] or ["-"])[0],
+            f"{last['scheduled_for']} {last['outcome'] or 'claimed'}" if last else "-",
+        )
+    out.print(table)
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(
+    ctx: typer.Context,
+    job_id: Annotated[str | None, typer.Argument(metavar="[JOB_ID]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every job's schedule, or one job's with its next five fire times."""
+
+    async def work(scheduler: Scheduler, principal: Principal) -> list[dict[str, Any]]:
+        if job_id is None:
+            return await scheduler.list_schedules(principal)
+        parse_job_id(job_id)
+        return [await scheduler.get(job_id, principal)]
+
+    schedules: list[dict[str, Any]] = _with_scheduler(ctx, work)
+    _render(schedules, as_json)
+    if job_id is not None and not as_json:
+        for when in schedules[0]["next_fires"]:
+            out.print(f"  next: {when}")
+
+
+def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None:
+    parse_job_id(job_id)
+
+    async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
+        return await scheduler.set_override(job_id, principal, **changes)
+
+    _render([_with_scheduler(ctx, work)], as_json)
+
+
+@app.command("set")
+@handle_errors
+def set_cmd(
+    ctx: typer.Context,
+    job_id: JobArg,
+    cron_expr: Annotated[
+        str | None, typer.Option("--cron", help="Cron expression, e.g. '*/5 * * * *'.")
+    ] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA zone, e.g. Europe/Berlin.")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="A variable for scheduled runs: NAME=VALUE.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Override the schedule, zone and/or variables of a job (what is not given is kept)."""
+    _set(
+        ctx,
+        job_id,
+        as_json,
+        schedule=cron_expr if cron_expr is not None else UNSET,
+        timezone=tz if tz is not None else UNSET,
+        variables=parse_vars(var) if var else UNSET,
+    )
+
+
+@app.command("enable")
+@handle_errors
+def enable_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """Let the job's schedule fire again."""
+    _set(ctx, job_id, as_json, enabled=True)
+
+
+@app.command("disable")
+@handle_errors
+def disable_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """Stop the job's schedule from firing (the job can still be started by hand)."""
+    _set(ctx, job_id, as_json, enabled=False)
+
+
+@app.command("clear")
+@handle_errors
+def clear_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """Remove the override: job.json's default_schedule applies again."""
+    parse_job_id(job_id)
+
+    async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
+        return await scheduler.clear_override(job_id, principal)
+
+    _render([_with_scheduler(ctx, work)], as_json)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="schedule")

@@ -1,0 +1,518 @@
+"""Cron fires for every scheduled job: one asyncio task sleeping until the next fire.
+
+Shape: a heap of (next fire, job) and one task that sleeps until the heap's head is due,
+or until ``wake()`` (a schedule change, a catalog reload) — never a polling tick. The
+clock is a dependency (``Clock``): tests drive a ``ManualClock`` and nothing waits.
+
+Never twice: each fire is claimed in the store (``schedule_fires`` primary key) before
+the run starts, so a restart or a second server process cannot run it again.
+Never silently missed: after downtime (or a stall longer than a fire), the fires since
+the newest recorded one coalesce into one run when the newest is within the job's
+``misfire_grace_seconds``; the others (at most ``MISSED_KEPT`` per job) are recorded as
+``missed``. A job seen for the first time starts from now. Overlap is the engine's
+business (``max_concurrent``/``on_conflict``); a refusal is recorded as ``skipped``.
+
+Overrides (``set_override``/``clear_override``) change a job's schedule, time zone,
+enabled flag and variables live; they are stored, audited and need ``roles_schedule``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import heapq
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from jobhost import cron
+from jobhost.catalog.discovery import Catalog, Job
+from jobhost.catalog.templates import apply_defaults, check_variables
+from jobhost.errors import (
+    Conflict,
+    InvalidSchedule,
+    JobHostError,
+    PermissionDenied,
+    TooManyRequests,
+    VariableError,
+)
+from jobhost.models import Action, Principal, Trigger, iso, utcnow
+from jobhost.security import can
+from jobhost.store import schedules as db
+from jobhost.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from jobhost.engine import JobHost
+
+log = logging.getLogger(__name__)
+
+MISSED_KEPT = 100  # missed fires recorded per job and downtime; older ones are not written
+FIRES_KEPT = 1000  # fire rows kept per job (pruned every FIRES_KEPT claims)
+PREVIEW_MAX = 100
+# Longest single sleep: the event loop's timer follows the monotonic clock, so a wall
+# clock step (NTP, a suspended machine) is noticed after at most this long.
+MAX_SLEEP_SECONDS = 300.0
+
+
+class Clock(Protocol):
+    """Where the scheduler gets the time and how it waits for it."""
+
+    def now(self) -> datetime:
+        """An aware UTC datetime."""
+        ...
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
+        """Return at ``when`` (never when None), or earlier once ``wake`` is set."""
+        ...
+
+
+class SystemClock:
+    """The real time; sleeps on the event loop's timer."""
+
+    def __init__(self, now: Callable[[], datetime] = utcnow) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now()
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
+        timeout = MAX_SLEEP_SECONDS
+        if when is not None:
+            timeout = min(timeout, max(0.0, (when - self._now()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)
+
+
+class ManualClock:
+    """A clock that moves only when told (tests, benchmarks): ``advance`` wakes sleepers."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._sleepers: set[asyncio.Event] = set()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, by: timedelta | float) -> datetime:
+        step = by if isinstance(by, timedelta) else timedelta(seconds=by)
+        return self.set(self._now + step)
+
+    def set(self, when: datetime) -> datetime:
+        self._now = when
+        for event in self._sleepers:
+            event.set()
+        return when
+
+    async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
+        if when is not None and when <= self._now:
+            return
+        self._sleepers.add(wake)
+        try:
+            await wake.wait()
+        finally:
+            self._sleepers.discard(wake)
+
+
+class _Unset(enum.Enum):
+    token = 0
+
+
+UNSET: Final = _Unset.token  # "not given" in set_override (None means "as in job.json")
+
+
+@dataclass
+class _Entry:
+    """A job's effective schedule and its next fire."""
+
+    job_id: str
+    expr: str | None
+    tz: str
+    enabled: bool
+    source: str  # "job.json" | "override" | "none"
+    variables: dict[str, Any]
+    grace: float
+    schedule: cron.CronSchedule | None = None
+    problem: str | None = None
+    next_fire: datetime | None = None
+    claims: int = field(default=0, compare=False)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.schedule is not None
+
+    def same_timing(self, other: _Entry) -> bool:
+        return (self.expr, self.tz, self.active) == (other.expr, other.tz, other.active)
+
+
+def sql_store(engine: JobHost) -> SqlStore:
+    store = engine.store
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"schedules need the SQL store, got {type(store).__name__}")
+    return store
+
+
+class Scheduler:
+    """Fires cron schedules through ``engine.start``; the service behind the Schedules API."""
+
+    def __init__(self, engine: JobHost, *, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock: Clock = clock if clock is not None else SystemClock(engine.clock)
+        self._store = sql_store(engine)
+        self._entries: dict[str, _Entry] = {}
+        self._overrides: dict[str, db.Override] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.fired = 0  # claims won, for metrics and benchmarks
+
+    # ----------------------------------------------------------------- lifecycle
+    async def load(self) -> None:
+        """Read overrides and build every job's entry; no fires (the CLI stops here)."""
+        self._overrides = await self.engine.journal.call(db.load_overrides, self._store)
+        for job in self.engine.catalog.values():
+            self._entries[job.id] = self._entry(job)
+
+    async def start(self) -> None:
+        """Load, catch up on fires missed while down, then run the loop."""
+        await self.load()
+        now = self.clock.now()
+        last = await self.engine.journal.call(db.last_fires, self._store)
+        for entry in self._entries.values():
+            if entry.schedule is None or not entry.active:
+                continue
+            recorded = last.get(entry.job_id)
+            if recorded is not None:
+                due = entry.schedule.between(recorded.scheduled_for, now, MISSED_KEPT + 1)
+                self._settle_due(entry, due, now)
+            self._plan(entry, entry.schedule.next_after(now))
+        self.engine.on_catalog_change(self._catalog_changed)
+        self._task = asyncio.create_task(self._run(), name="jobhost-scheduler")
+
+    async def aclose(self) -> None:
+        """Stop firing; fires already claimed finish recording their outcome."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Re-read the heap now (after a schedule change)."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def settle(self) -> None:
+        """Return once every fire due by the clock's now has been claimed and recorded
+        (tests and benchmarks: advance the clock, then settle)."""
+        while True:
+            self.wake()
+            await self._idle.wait()
+            if not self._inflight:
+                return
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    # ----------------------------------------------------------------- the loop
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                when, job_id = heapq.heappop(self._heap)
+                entry = self._entries.get(job_id)
+                if entry is None or entry.next_fire != when or entry.schedule is None:
+                    continue  # superseded by a change
+                following = entry.schedule.next_after(when)
+                if following is not None and following <= now:
+                    # Late by more than one fire (a stall, a suspended machine): coalesce.
+                    due = entry.schedule.between(when - timedelta(microseconds=1), now, 101)
+                    self._settle_due(entry, due, now)
+                    following = entry.schedule.next_after(now)
+                else:
+                    self._settle_due(entry, [when], now)
+                self._plan(entry, following)
+            if not self._wake.is_set():
+                self._idle.set()
+            head = self._heap[0][0] if self._heap else None
+            await self.clock.sleep_until(head, self._wake)
+
+    def _plan(self, entry: _Entry, when: datetime | None) -> None:
+        entry.next_fire = when
+        if when is not None:
+            heapq.heappush(self._heap, (when, entry.job_id))
+
+    def _settle_due(self, entry: _Entry, due: list[datetime], now: datetime) -> None:
+        """Run the newest due fire if within grace; record the rest as missed."""
+        if not due:
+            return
+        newest = due[-1]
+        late = (now - newest).total_seconds()
+        missed = due[:-1]
+        if late <= entry.grace:
+            self._spawn(self._fire(entry.job_id, newest, dict(entry.variables)))
+        else:
+            missed = due
+        if missed:
+            if late <= entry.grace:
+                reason = f"coalesced: only the newest missed fire ({iso(newest)}) runs"
+            else:
+                reason = (
+                    f"missed: due {late:.0f} s ago, beyond the misfire grace of "
+                    f"{entry.grace:g} s (JobHost was down or stalled)"
+                )
+            times = missed[-MISSED_KEPT:]
+            self._spawn(self._call(db.record_missed, entry.job_id, times, reason, now))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await self.engine.journal.call(fn, self._store, *args)
+        except Exception:  # the loop goes on; the log says what was not recorded
+            log.exception("schedule store call %s failed", getattr(fn, "__name__", fn))
+
+    async def _fire(self, job_id: str, when: datetime, variables: dict[str, Any]) -> None:
+        journal, store = self.engine.journal, self._store
+        try:
+            won = await journal.call(db.claim_fire, store, job_id, when, self.clock.now())
+        except Exception:
+            log.exception("could not claim the fire of %s at %s; not running it", job_id, when)
+            return
+        if not won:
+            log.info("fire of %s at %s already claimed elsewhere", job_id, iso(when))
+            return
+        self.fired += 1
+        outcome, reason, execution_id = "started", None, None
+        try:
+            execution = await self.engine.start(
+                job_id, variables, trigger=Trigger.SCHEDULE, scheduled_for=when
+            )
+            execution_id = execution.id
+        except (Conflict, TooManyRequests) as exc:
+            outcome, reason = "skipped", exc.message
+        except JobHostError as exc:
+            outcome, reason = "failed", exc.message
+        except Exception as exc:
+            log.exception("scheduled start of %s failed", job_id)
+            outcome, reason = "failed", f"{type(exc).__name__}: {exc}"
+        if outcome != "started":
+            log.warning("scheduled fire of %s at %s %s: %s", job_id, iso(when), outcome, reason)
+        args = (job_id, when, outcome, reason, execution_id, self.clock.now())
+        await self._call(db.finish_fire, *args)
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            entry.claims += 1
+            if entry.claims % FIRES_KEPT == 0:
+                await self._call(db.prune_fires, job_id, FIRES_KEPT)
+
+    # ----------------------------------------------------------------- entries
+    def _entry(self, job: Job) -> _Entry:
+        definition, override = job.definition, self._overrides.get(job.id)
+        expr = definition.default_schedule if definition else None
+        tz = (definition.timezone if definition else None) or self.engine.settings.default_timezone
+        enabled = job.valid and definition is not None and definition.enabled
+        variables: dict[str, Any] = {}
+        if override is not None:
+            expr = override.schedule or expr
+            tz = override.timezone or tz
+            if override.enabled is not None:
+                enabled = enabled and override.enabled
+            variables = dict(override.variables or {})
+        source = "override" if override else ("job.json" if expr else "none")
+        grace = self.engine.settings.misfire_grace_seconds
+        if definition is not None and "misfire_grace_seconds" in definition.model_fields_set:
+            grace = definition.misfire_grace_seconds
+        entry = _Entry(job.id, expr, tz, enabled, source, variables, grace)
+        if expr:
+            try:
+                entry.schedule = cron.parse(expr, tz)
+            except InvalidSchedule as exc:
+                entry.problem = exc.message
+                log.warning("schedule of %s is not used: %s", job.id, exc.message)
+        return entry
+
+    def _refresh(self, job: Job) -> None:
+        """Rebuild one job's entry; a changed timing restarts from now (no backfill)."""
+        new = self._entry(job)
+        old = self._entries.get(job.id)
+        self._entries[job.id] = new
+        if old is not None and old.same_timing(new):
+            new.next_fire, new.claims = old.next_fire, old.claims
+        elif new.active and new.schedule is not None:
+            self._plan(new, new.schedule.next_after(self.clock.now()))
+        self.wake()
+
+    def _catalog_changed(self, catalog: Catalog) -> None:
+        if self._closed:
+            return
+        for job_id in set(self._entries) - set(catalog):
+            del self._entries[job_id]
+        for job in catalog.values():
+            self._refresh(job)
+
+    # ----------------------------------------------------------------- service
+    def next_fire(self, job_id: str) -> datetime | None:
+        """The job's next fire time (for the catalog), or None."""
+        entry = self._entries.get(job_id)
+        return entry.next_fire if entry is not None and entry.active else None
+
+    def preview(self, expr: str, tz: str | None = None, count: int = 5) -> list[datetime]:
+        """The next ``count`` fire times of ``expr`` from now; InvalidSchedule when bad."""
+        count = max(1, min(PREVIEW_MAX, count))
+        schedule = cron.parse(expr, tz or self.engine.settings.default_timezone)
+        fires = schedule.next_fires(self.clock.now(), count)
+        if not fires:
+            raise InvalidSchedule(f"Cron expression {expr!r} never fires (no such date)")
+        return fires
+
+    async def list_schedules(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every job the principal may view, with its schedule (``source: none`` if unset)."""
+        last = await self.engine.journal.call(db.last_fires, self._store)
+        jobs = self.engine.visible_jobs(principal)
+        return [self._describe(job, principal, last.get(job.id)) for job in jobs]
+
+    async def get(self, job_id: str, principal: Principal) -> dict[str, Any]:
+        """One job's schedule; JobNotFound when it is not visible."""
+        job = self.engine.job(job_id, principal)
+        recent = await self.engine.journal.call(db.fires, self._store, job.id, 1)
+        return self._describe(job, principal, recent[0] if recent else None)
+
+    async def fires(self, job_id: str, principal: Principal, limit: int = 20) -> list[db.Fire]:
+        """The job's newest fires, newest first."""
+        job = self.engine.job(job_id, principal)
+        return await self.engine.journal.call(db.fires, self._store, job.id, limit)
+
+    async def set_override(
+        self,
+        job_id: str,
+        principal: Principal,
+        *,
+        schedule: str | _Unset | None = UNSET,
+        enabled: bool | _Unset | None = UNSET,
+        variables: Mapping[str, Any] | _Unset | None = UNSET,
+        timezone: str | _Unset | None = UNSET,
+        address: str | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given (None: back to job.json's value), keep the rest; audited."""
+        job = await self._editable(job_id, principal, address)
+        current = self._overrides.get(job.id) or db.Override(job_id=job.id)
+        changes: dict[str, Any] = {}
+        if not isinstance(schedule, _Unset):
+            changes["schedule"] = schedule.strip() if schedule is not None else None
+        if not isinstance(enabled, _Unset):
+            changes["enabled"] = enabled
+        if not isinstance(timezone, _Unset):
+            changes["timezone"] = timezone.strip() if timezone is not None else None
+        if not isinstance(variables, _Unset):
+            changes["variables"] = self._check_variables(job, variables)
+        override = dataclasses.replace(
+            current, **changes, updated_by=principal.username, updated_at=self.clock.now()
+        )
+        definition = job.definition
+        expr = override.schedule or (definition.default_schedule if definition else None)
+        tz = (
+            override.timezone
+            or (definition.timezone if definition else None)
+            or self.engine.settings.default_timezone
+        )
+        cron.zone(tz)
+        if expr:
+            cron.parse(expr, tz)
+        await self.engine.journal.call(db.save_override, self._store, override)
+        self._overrides[job.id] = override
+        self._refresh(job)
+        # Secrets are refused in overrides, so the changes can be audited as given.
+        await self.engine.audit(
+            "schedule.update", principal, job.id, address=address, details=changes
+        )
+        return await self.get(job.id, principal)
+
+    async def clear_override(
+        self, job_id: str, principal: Principal, *, address: str | None = None
+    ) -> dict[str, Any]:
+        """Drop the override: job.json's schedule applies again; audited."""
+        job = await self._editable(job_id, principal, address)
+        removed = await self.engine.journal.call(db.delete_override, self._store, job.id)
+        self._overrides.pop(job.id, None)
+        self._refresh(job)
+        await self.engine.audit(
+            "schedule.update",
+            principal,
+            job.id,
+            address=address,
+            details={"cleared": True, "had_override": removed},
+        )
+        return await self.get(job.id, principal)
+
+    async def _editable(self, job_id: str, principal: Principal, address: str | None) -> Job:
+        job = self.engine.job(job_id, principal)
+        if can(principal, job, Action.SCHEDULE):
+            return job
+        await self.engine.audit(
+            "schedule.update", principal, job.id, outcome="denied", address=address
+        )
+        roles = job.definition.roles_schedule if job.definition else None
+        need = f"one of the roles {', '.join(roles)}" if roles else "a superuser role"
+        raise PermissionDenied(
+            f"{principal.username!r} may not change the schedule of {job.id!r}: requires {need}"
+        )
+
+    def _check_variables(
+        self, job: Job, variables: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Variables a scheduled run will get, checked now so a bad one fails here."""
+        if variables is None:
+            return None
+        definition = job.definition
+        if definition is None:
+            raise VariableError(f"Job {job.id!r} is invalid, so it takes no variables")
+        secret = sorted(
+            name
+            for name in variables
+            if name in definition.template_variables and definition.template_variables[name].secret
+        )
+        if secret:
+            raise VariableError(
+                f"Variables rejected: {', '.join(secret)} is secret, and secrets are never "
+                "stored, so a schedule cannot carry it; give it a default in job.json or "
+                "init-job instead",
+                details={name: f"{name} is secret and cannot be stored" for name in secret},
+            )
+        checked = check_variables(definition, apply_defaults(definition, variables))
+        return {name: checked[name] for name in variables if name in checked}
+
+    def _describe(self, job: Job, principal: Principal, last: db.Fire | None) -> dict[str, Any]:
+        """The API's schedule object (see the REST contract)."""
+        entry = self._entries.get(job.id) or self._entry(job)
+        upcoming: list[datetime] = []
+        if entry.active and entry.schedule is not None:
+            upcoming = entry.schedule.next_fires(self.clock.now(), 5)
+        return {
+            "job_id": job.id,
+            "schedule": entry.expr,
+            "timezone": entry.tz,
+            "enabled": entry.enabled,
+            "source": entry.source,
+            "variables": entry.variables,
+            "next_fires": [iso(when) for when in upcoming],
+            "last_fire": None
+            if last is None
+            else {
+                "scheduled_for": iso(last.scheduled_for),
+                "execution_id": last.execution_id,
+                "status": last.status,
+                "outcome": last.outcome,
+            },
+            "can_edit": can(principal, job, Action.SCHEDULE),
+        }

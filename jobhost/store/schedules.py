@@ -1,0 +1,245 @@
+"""Schedule overrides and fire claims in SQL (SQLite and PostgreSQL), synchronous.
+
+The scheduler calls these through ``engine.journal.call`` (the bounded database path),
+so each function is one short transaction on the ``SqlStore``'s engine.
+
+A fire is claimed by inserting ``(job_id, scheduled_for)``; the primary key makes the
+insert fail for whoever comes second (another server process, or this one after a
+restart), which is what keeps a fire from running twice. ``outcome`` is NULL while the
+claim is open and becomes ``started``/``skipped``/``failed`` (or ``missed`` for fires
+that fell into downtime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobhost.store import tables as t
+from jobhost.store.sql import SqlStore
+
+OUTCOMES = ("started", "skipped", "missed", "failed")
+
+schedule_overrides = sa.Table(
+    "schedule_overrides",
+    t.metadata,
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("schedule", sa.Text),  # NULL: job.json's default_schedule
+    sa.Column("enabled", sa.Boolean),  # NULL: job.json's enabled
+    sa.Column("variables", sa.JSON(none_as_null=True)),
+    sa.Column("timezone", sa.Text),  # NULL: job.json's timezone, then the default
+    sa.Column("updated_by", sa.Text),
+    sa.Column("updated_at", t.UTCDateTime, nullable=False),
+)
+
+schedule_fires = sa.Table(
+    "schedule_fires",
+    t.metadata,
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("scheduled_for", t.UTCDateTime, primary_key=True),
+    sa.Column("outcome", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("execution_id", sa.Text),
+    sa.Column("recorded_at", t.UTCDateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A stored change to a job's schedule; a None field keeps job.json's value."""
+
+    job_id: str
+    schedule: str | None = None
+    enabled: bool | None = None
+    variables: dict[str, Any] | None = None
+    timezone: str | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One claimed (or missed) fire; ``status`` is its execution's status, when there is one."""
+
+    job_id: str
+    scheduled_for: datetime
+    outcome: str | None
+    reason: str | None
+    execution_id: str | None
+    recorded_at: datetime
+    status: str | None = None
+
+
+def _insert(store: SqlStore, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    if store.engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _override(row: sa.RowMapping) -> Override:
+    return Override(
+        job_id=row["job_id"],
+        schedule=row["schedule"],
+        enabled=row["enabled"],
+        variables=row["variables"],
+        timezone=row["timezone"],
+        updated_by=row["updated_by"],
+        updated_at=row["updated_at"],
+    )
+
+
+def load_overrides(store: SqlStore) -> dict[str, Override]:
+    with store.read() as conn:
+        rows = conn.execute(sa.select(schedule_overrides)).mappings()
+        return {row["job_id"]: _override(row) for row in rows}
+
+
+def save_override(store: SqlStore, override: Override) -> None:
+    """Insert or replace the override of ``override.job_id``."""
+    row = {
+        "job_id": override.job_id,
+        "schedule": override.schedule,
+        "enabled": override.enabled,
+        "variables": override.variables,
+        "timezone": override.timezone,
+        "updated_by": override.updated_by,
+        "updated_at": override.updated_at,
+    }
+    stmt = _insert(store, schedule_overrides)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id"],
+        set_={key: stmt.excluded[key] for key in row if key != "job_id"},
+    )
+    with store.write() as conn:
+        conn.execute(stmt, [row])
+
+
+def delete_override(store: SqlStore, job_id: str) -> bool:
+    """Remove the override; False when there was none."""
+    with store.write() as conn:
+        result = conn.execute(
+            sa.delete(schedule_overrides).where(schedule_overrides.c.job_id == job_id)
+        )
+    return result.rowcount > 0
+
+
+def claim_fire(store: SqlStore, job_id: str, scheduled_for: datetime, at: datetime) -> bool:
+    """Claim the fire; False when it was already claimed (by anyone, ever)."""
+    stmt = (
+        _insert(store, schedule_fires)
+        .values(job_id=job_id, scheduled_for=scheduled_for, recorded_at=at)
+        .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
+    )
+    with store.write() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def finish_fire(
+    store: SqlStore,
+    job_id: str,
+    scheduled_for: datetime,
+    outcome: str,
+    reason: str | None,
+    execution_id: str | None,
+    at: datetime,
+) -> None:
+    """Record how a claimed fire went."""
+    c = schedule_fires.c
+    stmt = (
+        sa.update(schedule_fires)
+        .where(c.job_id == job_id, c.scheduled_for == scheduled_for)
+        .values(outcome=outcome, reason=reason, execution_id=execution_id, recorded_at=at)
+    )
+    with store.write() as conn:
+        conn.execute(stmt)
+
+
+def record_missed(
+    store: SqlStore, job_id: str, times: Sequence[datetime], reason: str, at: datetime
+) -> None:
+    """Record fires that fell into downtime as ``missed``; already-recorded ones are kept."""
+    if not times:
+        return
+    rows = [
+        {
+            "job_id": job_id,
+            "scheduled_for": when,
+            "outcome": "missed",
+            "reason": reason,
+            "execution_id": None,
+            "recorded_at": at,
+        }
+        for when in times
+    ]
+    stmt = _insert(store, schedule_fires).on_conflict_do_nothing(
+        index_elements=["job_id", "scheduled_for"]
+    )
+    with store.write() as conn:
+        conn.execute(stmt, rows)
+
+
+def _fires_query() -> sa.Select[Any]:
+    """Fires joined with their execution's status."""
+    f = schedule_fires.c
+    return sa.select(schedule_fires, t.executions.c.status).select_from(
+        schedule_fires.outerjoin(t.executions, t.executions.c.id == f.execution_id)
+    )
+
+
+def _fire(row: sa.RowMapping) -> Fire:
+    return Fire(
+        job_id=row["job_id"],
+        scheduled_for=row["scheduled_for"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        execution_id=row["execution_id"],
+        recorded_at=row["recorded_at"],
+        status=row["status"],
+    )
+
+
+def last_fires(store: SqlStore) -> dict[str, Fire]:
+    """The newest recorded fire of every job, in one query."""
+    f = schedule_fires.c
+    newest = (
+        sa.select(f.job_id, sa.func.max(f.scheduled_for).label("newest"))
+        .group_by(f.job_id)
+        .subquery()
+    )
+    stmt = _fires_query().join(
+        newest, sa.and_(newest.c.job_id == f.job_id, newest.c.newest == f.scheduled_for)
+    )
+    with store.read() as conn:
+        return {fire.job_id: fire for fire in map(_fire, conn.execute(stmt).mappings())}
+
+
+def fires(store: SqlStore, job_id: str, limit: int = 50) -> list[Fire]:
+    """The newest ``limit`` fires of one job, newest first."""
+    f = schedule_fires.c
+    stmt = _fires_query().where(f.job_id == job_id).order_by(f.scheduled_for.desc()).limit(limit)
+    with store.read() as conn:
+        return [_fire(row) for row in conn.execute(stmt).mappings()]
+
+
+def prune_fires(store: SqlStore, job_id: str, keep: int) -> int:
+    """Delete all but the newest ``keep`` fires of a job; returns how many went."""
+    f = schedule_fires.c
+    cutoff = (
+        sa.select(f.scheduled_for)
+        .where(f.job_id == job_id)
+        .order_by(f.scheduled_for.desc())
+        .offset(keep - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    with store.write() as conn:
+        result = conn.execute(
+            sa.delete(schedule_fires).where(f.job_id == job_id, f.scheduled_for < cutoff)
+        )
+    return result.rowcount
