@@ -37,7 +37,8 @@ METRICS = job_folder("WebHostMetrics/CollectMetrics")
 BACKUP = job_folder("Maintenance/DatabaseBackup")
 ROTATION = job_folder("Maintenance/LogRotation")
 HEALTH = job_folder("Monitoring/HealthCheck")
-ALL_JOBS = [HELLO, FLAKY, METRICS, BACKUP, ROTATION, HEALTH]
+REPORT = job_folder("Reports/JobReport")
+ALL_JOBS = [HELLO, FLAKY, METRICS, BACKUP, ROTATION, HEALTH, REPORT]
 PG_URL = "postgresql://root@127.0.0.1:5432/test"
 
 
