@@ -1,0 +1,50 @@
+// uPlot, loaded on first use so the first view stays small (the library is ~50 KB).
+
+import { h } from "./dom.js";
+
+let loading = null;
+
+/** Resolves to the uPlot constructor, loading vendor/uPlot.iife.min.js once. */
+export function loadUPlot() {
+  if (window.uPlot) return Promise.resolve(window.uPlot);
+  if (!loading) {
+    loading = new Promise((resolve, reject) => {
+      document.head.append(h("link", { rel: "stylesheet", href: "vendor/uPlot.min.css" }));
+      const script = h("script", { src: "vendor/uPlot.iife.min.js" });
+      script.addEventListener("load", () => resolve(window.uPlot));
+      script.addEventListener("error", () => {
+        loading = null;
+        reject(new Error("The chart library (vendor/uPlot.iife.min.js) could not be loaded."));
+      });
+      document.head.append(script);
+    });
+  }
+  return loading;
+}
+
+/** A colour from the theme's CSS custom properties, so charts follow light/dark. */
+export function themeColour(name, fallback) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return value || fallback;
+}
+
+/** A chart width that fits its container (charts must not overflow at 200% zoom). */
+export function chartWidth(container) {
+  return Math.max(240, Math.min(1100, (container.clientWidth || 600) - 40));
+}
+
+/** An x range that stays readable with one point or a short span (uPlot would pad to years). */
+export function timeRange(u, min, max) {
+  const xs = u.data && u.data[0];
+  if (!xs || !xs.length) return [min, max];
+  const first = xs[0];
+  const last = xs[xs.length - 1];
+  return last - first < 600 ? [first - 300, last + 300] : [first, last];
+}
+
+/** Keep a chart as wide as its container. Returns a function that stops watching. */
+export function fitWidth(plot, container, height) {
+  const observer = new ResizeObserver(() => plot.setSize({ width: chartWidth(container), height }));
+  observer.observe(container);
+  return () => observer.disconnect();
+}

@@ -1,0 +1,185 @@
+// The start / test-run form, generated from a catalog entry's `variables`.
+//
+// Client-side checks mirror the server's (jobhost/catalog/templates.py, same wording)
+// so most mistakes are caught before a round trip. They are skipped for jobs with an
+// init script: the server runs that script *before* its own checks, and the script
+// may fill in or normalise values, so only the server can judge the final values.
+
+import { api } from "./api.js";
+import { openDialog } from "./dialog.js";
+import { clear, field, h, notice } from "./dom.js";
+
+function inputFor(spec) {
+  const name = spec.name;
+  if (spec.type === "boolean") {
+    return h("input", { type: "checkbox", name, checked: spec.default === true });
+  }
+  if (Array.isArray(spec.choices) && spec.choices.length) {
+    const select = h("select", { name });
+    if (!spec.required) select.append(h("option", { value: "", text: "(none)" }));
+    for (const choice of spec.choices) {
+      select.append(h("option", { value: String(choice), text: String(choice), selected: choice === spec.default }));
+    }
+    return select;
+  }
+  const defaultValue = spec.default === null || spec.default === undefined || spec.secret ? "" : String(spec.default);
+  if (spec.type === "integer" || spec.type === "number") {
+    return h("input", {
+      type: "number",
+      name,
+      value: defaultValue,
+      min: spec.min ?? null,
+      max: spec.max ?? null,
+      step: spec.type === "integer" ? "1" : "any",
+      inputmode: spec.type === "integer" ? "numeric" : "decimal",
+    });
+  }
+  return h("input", {
+    type: spec.secret ? "password" : "text",
+    name,
+    value: defaultValue,
+    pattern: spec.pattern ?? null,
+    autocomplete: spec.secret ? "new-password" : "off",
+    placeholder: spec.secret && spec.default === "***" ? "(leave empty to use the stored default)" : null,
+  });
+}
+
+function readValue(spec, input) {
+  if (spec.type === "boolean") return input.checked;
+  const text = input.value;
+  if (text === "") return null;
+  if (spec.type === "integer" || spec.type === "number") {
+    const n = Number(text);
+    return Number.isFinite(n) ? n : text;
+  }
+  return text;
+}
+
+function g(n) {
+  return String(Number(n)); // like Python's :g for the values job.json holds
+}
+
+/** The server's message for a bad value, or null; same words as templates.py. */
+export function checkValue(spec, value) {
+  const name = spec.name;
+  if (value === null || value === "") return spec.required ? `${name} is required` : null;
+  if (spec.type === "integer" || spec.type === "number") {
+    if (typeof value !== "number") return `${name} must be ${spec.type === "integer" ? "an integer" : "a number"}, got '${value}'`;
+    if (spec.type === "integer" && !Number.isInteger(value)) return `${name} must be an integer, got ${value}`;
+    if (spec.min !== null && spec.min !== undefined && value < spec.min) return `${name} must be at least ${g(spec.min)}, got ${value}`;
+    if (spec.max !== null && spec.max !== undefined && value > spec.max) return `${name} must be at most ${g(spec.max)}, got ${value}`;
+  } else if (spec.type === "string") {
+    const size = [...value].length;
+    if (spec.min !== null && spec.min !== undefined && size < spec.min) return `${name} must be at least ${g(spec.min)} characters long, got ${size}`;
+    if (spec.max !== null && spec.max !== undefined && size > spec.max) return `${name} must be at most ${g(spec.max)} characters long, got ${size}`;
+  }
+  if (spec.pattern && typeof value === "string") {
+    let re = null;
+    try {
+      re = new RegExp(`^(?:${spec.pattern})$`, "u");
+    } catch {
+      re = null; // a Python-only pattern: the server checks it
+    }
+    if (re && !re.test(value)) return `${name} must match the pattern '${spec.pattern}', got '${value}'`;
+  }
+  if (Array.isArray(spec.choices) && spec.choices.length && !spec.choices.map(String).includes(String(value))) {
+    return `${name} must be one of ${spec.choices.join(", ")}, got '${value}'`;
+  }
+  return null;
+}
+
+/** Which field a detail-less message is about: the variable its first word names. */
+function fieldNamedBy(message, names) {
+  const first = String(message).split(/[\s:]/, 1)[0];
+  return names.includes(first) ? first : null;
+}
+
+/**
+ * Open the start (mode "start") or test-run (mode "test") dialog for a catalog entry;
+ * on success calls onStarted(execution).
+ */
+export function openStartForm(job, mode, onStarted) {
+  const specs = job.variables || [];
+  const fields = new Map();
+  const top = h("div", { class: "form-status", "aria-live": "polite" });
+  const form = h("form", { class: "start-form", novalidate: true });
+  form.append(top);
+  if (job.description) form.append(h("p", { class: "muted", text: job.description }));
+  if (!specs.length) form.append(h("p", { text: "This job takes no variables." }));
+  for (const spec of specs) {
+    const input = inputFor(spec);
+    const hint = [spec.description, spec.required ? "Required." : null].filter(Boolean).join(" ");
+    const f = field(spec.name, input, hint || null);
+    if (spec.type === "boolean") f.wrap.classList.add("field-check");
+    fields.set(spec.name, { spec, ...f });
+    form.append(f.wrap);
+  }
+  if (job.has_init_script) {
+    form.append(h("p", { class: "hint", text: "This job's init script checks the values when you submit." }));
+  }
+  const submit = h("button", { type: "submit", class: "primary", text: mode === "test" ? "Start test run" : "Start" });
+  const cancel = h("button", { type: "button", text: "Cancel" });
+  form.append(h("div", { class: "actions" }, submit, cancel));
+
+  const title = `${mode === "test" ? "Test run" : "Start"}: ${job.name}`;
+  const { close } = openDialog(title, form);
+  cancel.addEventListener("click", close);
+
+  const showErrors = (perField, message) => {
+    clear(top);
+    for (const f of fields.values()) {
+      f.error.textContent = "";
+      f.input.removeAttribute("aria-invalid");
+    }
+    if (message) top.append(notice(message, "error"));
+    let firstBad = null;
+    for (const [name, text] of Object.entries(perField)) {
+      const f = fields.get(name);
+      if (!f) continue;
+      f.error.textContent = text;
+      f.input.setAttribute("aria-invalid", "true");
+      firstBad = firstBad || f.input;
+    }
+    if (firstBad) firstBad.focus();
+  };
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const variables = {};
+    const problems = {};
+    for (const [name, f] of fields) {
+      const value = readValue(f.spec, f.input);
+      if (f.spec.secret && value === null && f.spec.default === "***") continue; // keep stored default
+      if (!job.has_init_script) {
+        const problem = checkValue(f.spec, value);
+        if (problem) problems[name] = problem;
+      }
+      if (value !== null) variables[name] = value;
+    }
+    if (Object.keys(problems).length) {
+      showErrors(problems, "Fix the highlighted values and submit again.");
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const execution = await api(mode === "test" ? "/api/v1/jobs/test" : "/api/v1/jobs/start", {
+        method: "POST",
+        body: { job_id: job.id, variables },
+      });
+      close();
+      onStarted(execution);
+    } catch (err) {
+      let perField = {};
+      if (err.details && typeof err.details === "object" && !Array.isArray(err.details)) {
+        perField = Object.fromEntries(Object.entries(err.details).filter(([k]) => fields.has(k)));
+      }
+      if (!Object.keys(perField).length && err.status === 422) {
+        const named = fieldNamedBy(err.message, [...fields.keys()]);
+        if (named) perField = { [named]: err.message };
+      }
+      showErrors(perField, err.message);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}

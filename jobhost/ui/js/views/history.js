@@ -1,0 +1,181 @@
+// History: filtered, paginated executions (newest first) and, for one job, a chart of
+// duration over time with points coloured by outcome. Filters live in the URL hash so
+// a filtered view can be bookmarked and shared.
+
+import { api, query } from "../api.js";
+import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "../charts.js";
+import { clear, field, formatDuration, formatTime, h, notice, statusBadge } from "../dom.js";
+
+const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "stopped", "timed_out", "lost"];
+const CHART_STATUSES = [
+  ["succeeded", "--ok", "#16a34a"],
+  ["failed", "--bad", "#dc2626"],
+  ["stopped", "--warn", "#d97706"],
+  ["timed_out", "--bad-2", "#9333ea"],
+  ["lost", "--muted", "#6b7280"],
+];
+
+/** datetime-local value (local time) → ISO UTC, and back. */
+function toIso(local) {
+  if (!local) return "";
+  const d = new Date(local);
+  return Number.isNaN(d.getTime()) ? "" : d.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+function toLocal(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+function row(e) {
+  return h(
+    "tr",
+    { dataset: { executionId: e.id } },
+    h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}`, text: formatTime(e.created_at) })),
+    h("td", { text: e.job_id + (e.test ? " (test)" : "") }),
+    h("td", {}, statusBadge(e.status)),
+    h("td", { text: e.user || e.trigger }),
+    h("td", { text: e.trigger }),
+    h("td", { text: formatDuration(e.duration_seconds) }),
+    h("td", { text: e.exit_signal ? `signal ${e.exit_signal}` : e.exit_code ?? "—" }),
+  );
+}
+
+async function drawChart(holder, executions) {
+  const points = executions.filter((e) => e.duration_seconds !== null && e.started_at).reverse();
+  if (!points.length) {
+    holder.append(h("p", { class: "muted", text: "No finished runs to chart yet." }));
+    return null;
+  }
+  const UPlot = await loadUPlot();
+  const xs = points.map((e) => Date.parse(e.started_at) / 1000);
+  const series = CHART_STATUSES.map(([status]) => points.map((e) => (e.status === status ? e.duration_seconds : null)));
+  const plot = new UPlot(
+    {
+      width: chartWidth(holder),
+      height: 240,
+      scales: { x: { time: true, range: timeRange } },
+      axes: [{ stroke: themeColour("--fg", "#222") }, { stroke: themeColour("--fg", "#222"), values: (u, ticks) => ticks.map((t) => formatDuration(t)) }],
+      series: [
+        {},
+        ...CHART_STATUSES.map(([status, colourVar, fallback]) => ({
+          label: status,
+          stroke: themeColour(colourVar, fallback),
+          fill: themeColour(colourVar, fallback),
+          paths: () => null, // points only: runs are separate events, not a line
+          points: { show: true, size: 8, fill: themeColour(colourVar, fallback) },
+          value: (u, v) => (v === null || v === undefined ? "—" : formatDuration(v)),
+        })),
+      ],
+    },
+    [xs, ...series],
+    holder,
+  );
+  return fitWidth(plot, holder, 240);
+}
+
+export function render(container, ctx) {
+  const params = ctx.route.params;
+  const jobSelect = h("select", { name: "job_id" }, h("option", { value: "", text: "All jobs" }));
+  const user = field("User", h("input", { name: "user", value: params.get("user") || "", autocomplete: "off" }));
+  const since = field("Since", h("input", { type: "datetime-local", name: "since", value: toLocal(params.get("since")) }));
+  const until = field("Until", h("input", { type: "datetime-local", name: "until", value: toLocal(params.get("until")) }));
+  const chosen = new Set(params.getAll("status"));
+  const statusBoxes = STATUSES.map((s) => {
+    const box = h("input", { type: "checkbox", name: "status", value: s, id: `status-${s}`, checked: chosen.has(s) });
+    return h("label", { class: "check", for: box.id }, box, ` ${s}`);
+  });
+  const form = h(
+    "form",
+    { class: "filters card", "aria-label": "History filters" },
+    field("Job", jobSelect).wrap,
+    user.wrap,
+    since.wrap,
+    until.wrap,
+    h("fieldset", { class: "statuses" }, h("legend", { text: "Status" }), statusBoxes),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary", text: "Apply filters" }), h("a", { href: "#/history", text: "Clear" })),
+  );
+  const status = h("div", { "aria-live": "polite" });
+  const chartHolder = h("section", { class: "card chart-card", "aria-label": "Duration chart", hidden: true });
+  const body = h("tbody");
+  const more = h("button", { type: "button", hidden: true, text: "Load more" });
+  const table = h(
+    "table",
+    { class: "table" },
+    h("caption", { class: "visually-hidden", text: "Executions, newest first" }),
+    h("thead", {}, h("tr", {}, ["When", "Job", "Status", "By", "Trigger", "Duration", "Exit"].map((t) => h("th", { scope: "col", text: t })))),
+    body,
+  );
+  container.append(h("h1", { text: "History" }), form, status, chartHolder, h("div", { class: "table-wrap" }, table), more);
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = query({
+      job_id: jobSelect.value,
+      user: user.input.value.trim(),
+      since: toIso(since.input.value),
+      until: toIso(until.input.value),
+      status: statusBoxes.map((l) => l.querySelector("input")).filter((b) => b.checked).map((b) => b.value),
+    });
+    ctx.navigate(`#/history${q}`);
+  });
+
+  api("/api/v1/jobs/catalog")
+    .then((data) => {
+      for (const job of data.jobs || []) {
+        jobSelect.append(h("option", { value: job.id, text: job.id, selected: job.id === params.get("job_id") }));
+      }
+    })
+    .catch(() => {});
+
+  const filters = {
+    job_id: params.get("job_id"),
+    user: params.get("user"),
+    status: params.getAll("status"),
+    since: params.get("since"),
+    until: params.get("until"),
+    limit: 50,
+  };
+  let cursor = null;
+  let unfit = null;
+  const loaded = [];
+
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const page = await api(`/api/v1/jobs/history${query({ ...filters, cursor })}`);
+      const items = page.executions || [];
+      items.forEach((e) => body.append(row(e)));
+      loaded.push(...items);
+      cursor = page.next_cursor || null;
+      more.hidden = !cursor;
+      if (!loaded.length) status.append(notice("No executions match these filters."));
+      return items;
+    } catch (err) {
+      status.append(notice(err.message, "error"));
+      return [];
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener("click", load);
+
+  load().then(() => {
+    if (!filters.job_id) return;
+    chartHolder.hidden = false;
+    chartHolder.append(h("h2", { text: `Duration and outcome: ${filters.job_id}` }));
+    drawChart(chartHolder, loaded)
+      .then((stop) => {
+        unfit = stop;
+      })
+      .catch((err) => chartHolder.append(notice(err.message, "error")));
+  });
+
+  return () => {
+    if (unfit) unfit();
+    clear(chartHolder);
+  };
+}

@@ -1,0 +1,194 @@
+"""Browser-test fixtures: a real ``jobhost serve`` process and Debian's Chromium.
+
+Import them explicitly where used::
+
+    from tests.uifixtures import browser, server  # noqa: F401
+
+- ``server`` (module scope): ``jobhost serve`` on a free port with a temporary data
+  dir, ``JOBHOST_ADMIN_PASSWORD`` set, and an apps root holding a copy of the
+  repository's ``apps/`` plus ``XssApp/Payload``, a job whose Name, Description and
+  output carry HTML/script payloads and ANSI colours. Terminated at the end.
+- ``browser`` (module scope): headless Chromium from the system (never downloaded);
+  skipped when it is not installed, except when ``CI`` is set, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import require_service
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "admin-password-for-ui-tests"
+STARTUP_SECONDS = 30.0
+
+XSS_NAME = '<img src=x onerror="alert(1)">Payload'
+XSS_DESCRIPTION = "<script>alert(2)</script> & <b>not bold</b>"
+XSS_OUTPUT = "<script>alert(1)</script>"
+PAYLOAD_SCRIPT = """\
+import sys
+
+print("<script>alert(1)</script>")
+print('<img src=x onerror="alert(3)">')
+print("\\x1b[31mred text\\x1b[0m and \\x1b[1;32mbold green\\x1b[0m")
+sys.stdout.flush()
+"""
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class Server:
+    """A running ``jobhost serve``: where it listens and how to act as admin."""
+
+    base_url: str
+    data_dir: Path
+    apps_root: Path
+    process: subprocess.Popen[bytes]
+    admin_password: str = ADMIN_PASSWORD
+
+    def admin_client(self) -> httpx.Client:
+        """An httpx client signed in as admin (session cookie + CSRF header)."""
+        client = httpx.Client(base_url=self.base_url, timeout=10)
+        response = client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": self.admin_password}
+        )
+        response.raise_for_status()
+        client.headers["X-CSRF-Token"] = response.json()["csrf_token"]
+        return client
+
+    def create_user(self, username: str, password: str, roles: list[str]) -> dict[str, Any]:
+        client = self.admin_client()
+        try:
+            response = client.post(
+                "/api/v1/users", json={"username": username, "password": password, "roles": roles}
+            )
+            response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            return body
+        finally:
+            client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _make_apps(root: Path) -> Path:
+    apps = root / "apps"
+    shutil.copytree(REPO / "apps", apps, ignore=shutil.ignore_patterns("__pycache__", ".state"))
+    job = apps / "XssApp" / "jobs" / "Payload"
+    job.mkdir(parents=True)
+    (job / "payload.py").write_text(PAYLOAD_SCRIPT, encoding="utf-8")
+    definition = {
+        "Name": XSS_NAME,
+        "Description": XSS_DESCRIPTION,
+        "ScriptRelativePath": "payload.py",
+        "roles_start": [],
+        "timeout_seconds": 30,
+        "max_concurrent": 0,
+    }
+    (job / "job.json").write_text(json.dumps(definition, indent=2), encoding="utf-8")
+    return apps
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    # Readiness of another process has no event to await: poll /healthz briefly.
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"jobhost serve exited with code {process.returncode}:\n"
+                + log.read_text(errors="replace")
+            )
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"jobhost serve did not answer /healthz within {STARTUP_SECONDS:g} s:\n"
+        + log.read_text(errors="replace")
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("ui-server")
+    apps = _make_apps(root)
+    data_dir = root / "data"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "JOBHOST_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "JOBHOST_CONFIG": str(root / "no-jobhost.toml"),  # ignore a developer's jobhost.toml
+        "JOBHOST_WATCH": "false",
+    }
+    jobhost = Path(sys.executable).with_name("jobhost")
+    log = root / "server.log"
+    argv = [
+        str(jobhost),
+        *("--apps", str(apps), "--data-dir", str(data_dir)),
+        *("serve", "--host", "127.0.0.1", "--port", str(port)),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base_url, process, log)
+        yield Server(base_url=base_url, data_dir=data_dir, apps_root=apps, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    require_service(executable is not None, "chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def sign_in(page: Page, server: Server, username: str, password: str) -> None:
+    """Open the app and sign in through the form; returns once the catalog shows."""
+    page.goto(f"{server.base_url}/#/catalog")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Job catalog").wait_for()
