@@ -325,7 +325,19 @@ class JobHost:
         launch = Launch(
             job=job, variables=values, rendered=render(definition, values), roles=principal.roles
         )
-        execution = await self.supervisor.submit(
+        action = "job.test" if test else "job.start"
+
+        def audit(execution: Execution) -> AuditEvent:
+            return AuditEvent(
+                action=action,
+                user=principal.username,
+                target=job.id,
+                address=address,
+                details={"execution": execution.id, "trigger": execution.trigger.value},
+                at=self.clock(),
+            )
+
+        return await self.supervisor.submit(
             launch,
             user=principal.username,
             trigger=trigger or Trigger.USER,
@@ -334,12 +346,8 @@ class JobHost:
             restart_count=restart_count,
             scheduled_for=scheduled_for,
             redacted=redact(definition, values),
+            audit=audit,
         )
-        action = "job.test" if test else "job.start"
-        await self.audit(
-            action, principal, job.id, address=address, details={"execution": execution.id}
-        )
-        return execution
 
     async def resolve_variables(self, job: Job, supplied: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults → init hook → required/unknown/type checks (the seed's order)."""
@@ -609,6 +617,10 @@ class JobHost:
         for execution_id in deleted:
             log = log_path(settings, execution_id)
             # The log, its result file and any capture side files (``<log>.index``, tails).
-            for path in (log, result_path(settings, execution_id), *log.parent.glob(f"{log.name}.*")):
+            for path in (
+                log,
+                result_path(settings, execution_id),
+                *log.parent.glob(f"{log.name}.*"),
+            ):
                 Path(path).unlink(missing_ok=True)
         return deleted

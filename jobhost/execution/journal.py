@@ -44,9 +44,11 @@ class Journal:
         """Run a blocking store call on the bounded database pool (reads use this too)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def record(self, execution: Execution) -> None:
-        """Make ``execution`` durable; returns after the batch holding it is committed."""
+    async def record(self, execution: Execution, *audit: AuditEvent) -> None:
+        """Make ``execution`` (and the audit events that explain it) durable in one
+        transaction; returns after the batch holding them is committed."""
         self._executions[execution.id] = execution
+        self._audit.extend(audit)
         await self._wait()
 
     def record_soon(self, execution: Execution) -> None:

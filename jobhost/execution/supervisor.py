@@ -25,7 +25,15 @@ from jobhost.errors import Conflict, TooManyRequests
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import build_spec, result_path
 from jobhost.execution.restart import RestartTracker, wants_restart
-from jobhost.models import Execution, ExecutionStatus, ExitInfo, Trigger, new_id, utcnow
+from jobhost.models import (
+    AuditEvent,
+    Execution,
+    ExecutionStatus,
+    ExitInfo,
+    Trigger,
+    new_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,12 @@ class Supervisor:
         restart_count: int = 0,
         scheduled_for: Any = None,
         redacted: dict[str, Any] | None = None,
+        audit: Callable[[Execution], AuditEvent] | None = None,
     ) -> Execution:
-        """Record a new execution and dispatch it now, queue it, or refuse it (409/429)."""
+        """Record a new execution and dispatch it now, queue it, or refuse it (409/429).
+
+        ``audit`` makes the event that explains the start; it is committed in the same
+        transaction as the execution's first record."""
         job = launch.job
         definition = job.definition
         assert definition is not None
@@ -131,7 +143,7 @@ class Supervisor:
         self._launches[execution.id] = launch
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
-        await self.journal.record(execution)
+        await self.journal.record(execution, *([audit(execution)] if audit else []))
         self._announce(execution)
         for old in replace:
             await self.stop(old.id)

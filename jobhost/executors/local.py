@@ -9,6 +9,11 @@ the pipe open. When the leader exits, whatever is left in its process group is k
 the leader is reaped with ``wait4`` (exit status and rusage), what is still buffered in
 the pipes is drained, and ``on_exited`` reports it.
 
+Spawning goes through a small fixed pool of threads (``SPAWN_THREADS``): ``fork_exec``
+releases the GIL, so two cores start processes in parallel and the loop keeps serving
+while a spawn is in progress. The pool is bounded and busy only during the spawn itself;
+no thread ever waits on a running job.
+
 Log writes are synchronous ``os.write`` calls of at most one read chunk (64 KiB) into
 the page cache: cheaper than a hop to a thread, and bounded per loop iteration.
 """
@@ -23,6 +28,7 @@ import os
 import shlex
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from jobhost.abc import ExecutionEvents
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_CONTROL_LINE = 4096  # a progress line longer than this is dropped whole
 MAX_PROGRESS_MESSAGE = 1000
 DRAIN_CHUNKS = 64  # after exit, read at most this many chunks still buffered
+SPAWN_THREADS = 4
+_NO_STOP = -1.0  # in ``_spawning``: no stop was asked for while the process was starting
 
 
 @dataclass(eq=False, slots=True)
@@ -79,6 +87,9 @@ class LocalExecutor:
         self._events = events
         self._host = host or socket.gethostname()
         self._runs: dict[str, _Run] = {}
+        # Executions being spawned right now → the grace of a stop asked for meanwhile.
+        self._spawning: dict[str, float] = {}
+        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="jobhost-spawn")
         self._devnull = -1  # shared stdin of every child, opened on first use
         raise_fd_limit()
 
@@ -94,7 +105,7 @@ class LocalExecutor:
         """Spawn ``spec``; ``on_started`` (or ``on_exited`` with an error) follows."""
         loop = asyncio.get_running_loop()
         execution_id = spec.execution_id
-        if execution_id in self._runs:
+        if execution_id in self._runs or execution_id in self._spawning:
             raise Conflict(f"Execution {execution_id!r} is already running on {self._host}")
         try:
             output = OutputLog(spec.log_path, spec.max_output_bytes)
@@ -106,8 +117,13 @@ class LocalExecutor:
                 raise ValueError("the command is empty")
             if self._devnull < 0:
                 self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            process = ChildProcess.spawn(spec.argv, spec.cwd, spec.env, stdin=self._devnull)
+            self._spawning[execution_id] = _NO_STOP
+            process = await loop.run_in_executor(
+                self._spawner,
+                lambda: ChildProcess.spawn(spec.argv, spec.cwd, spec.env, stdin=self._devnull),
+            )
         except (OSError, ValueError) as exc:
+            self._spawning.pop(execution_id, None)
             output.close()
             command = shlex.join(spec.argv) or "job"
             self._fail(loop, execution_id, f"Cannot start {command}: {exc}")
@@ -121,9 +137,15 @@ class LocalExecutor:
             run.timeout_timer = loop.call_later(spec.timeout_seconds, self._timed_out, run)
         # Scheduled rather than called: it lands before any output or exit callback.
         loop.call_soon(self._events.on_started, execution_id, process.pid, self._host)
+        stop_grace = self._spawning.pop(execution_id, _NO_STOP)
+        if stop_grace != _NO_STOP:  # stop() came while the process was being spawned
+            self._terminate(run, stop_grace, stopped=True)
 
     async def stop(self, execution_id: str, grace_seconds: float) -> None:
         """SIGTERM the group now, SIGKILL after ``grace_seconds``; no-op when gone."""
+        if execution_id in self._spawning:
+            self._spawning[execution_id] = max(0.0, grace_seconds)
+            return
         run = self._runs.get(execution_id)
         if run is not None:
             self._terminate(run, grace_seconds, stopped=True)
@@ -141,6 +163,7 @@ class LocalExecutor:
             self._release(loop, run)
             run.process.detach()
         self._runs.clear()
+        self._spawner.shutdown(wait=True)  # a spawn in flight takes a millisecond
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1

@@ -1,0 +1,105 @@
+"""``jobhost serve``: the web server (API + UI) in one process, with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from jobhost.cli.common import err, handle_errors, state
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """Prints where it serves once the engine is open and the socket is bound."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which makes the
+        # process die "killed by signal"; a completed graceful shutdown should exit 0.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        app: Any = self.config.app
+        engine = app.state.engine
+        port = self.config.port
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+                break
+        host = self.config.host
+        err.print(
+            f"JobHost serving {len(engine.catalog)} jobs at http://{host}:{port}/ "
+            "— sign in as admin",
+            markup=False,
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def serve(
+        ctx: typer.Context,
+        host: Annotated[
+            str | None, typer.Option("--host", help="Address to bind. Env: JOBHOST_HOST.")
+        ] = None,
+        port: Annotated[
+            int | None, typer.Option("--port", help="Port to bind. Env: JOBHOST_PORT.")
+        ] = None,
+        apps: Annotated[
+            list[Path] | None, typer.Option("--apps", help="An apps root (repeatable).")
+        ] = None,
+        data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.")] = None,
+    ) -> None:
+        """Serve the REST API and the web UI (one process; Ctrl-C or SIGTERM to stop)."""
+        from jobhost.server import create_app
+
+        overrides: dict[str, Any] = {}
+        if host is not None:
+            overrides["host"] = host
+        if port is not None:
+            overrides["port"] = port
+        if apps:
+            overrides["apps_roots"] = apps
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        settings = state(ctx).settings(**overrides)
+        if apps:
+            settings = settings.model_copy(update={"apps_roots": apps})
+        if data_dir is not None:
+            settings = settings.model_copy(update={"data_dir": data_dir})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        web = create_app(settings)
+        config = uvicorn.Config(
+            web,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            log_level="info",
+            # Live streams (SSE) never end by themselves; do not wait on them forever.
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        server.run()
+        if not server.started:
+            raise typer.Exit(1)

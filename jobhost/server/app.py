@@ -1,0 +1,96 @@
+"""The app factory: ``create_app(settings)`` → a FastAPI app whose lifespan runs the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jobhost.config import Settings
+from jobhost.engine import JobHost
+from jobhost.server.adhoc import AdhocRunner
+from jobhost.server.auth import Authenticator
+from jobhost.server.errors import install_error_handlers
+from jobhost.server.limits import BodySizeLimit, LoginLimiter
+from jobhost.server.routes import routers
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware: the strict CSP and friends on every response, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
+    """The whole server; the lifespan opens the engine (catalog, watcher, reconciliation),
+    creates the first admin when there are no users, and closes it all on shutdown
+    (running jobs stopped or left per ``settings.shutdown_policy``)."""
+    host = engine if engine is not None else JobHost(settings)
+    auth = Authenticator(host)
+    adhoc = AdhocRunner(cwd=str(settings.data_dir / "adhoc"))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await host.open()
+        try:
+            app.state.one_time_password = await auth.bootstrap_admin()
+            yield
+        finally:
+            await adhoc.aclose()
+            await host.aclose()
+
+    app = FastAPI(
+        title="JobHost",
+        summary="Discover, run, schedule and watch the jobs that live next to your apps.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = host
+    app.state.auth = auth
+    app.state.adhoc = adhoc
+    app.state.login_limiter = LoginLimiter(settings.login_attempts_per_minute)
+    app.state.one_time_password = None
+    install_error_handlers(app)
+    for router in routers():
+        app.include_router(router)
+    # The UI comes last, so it never shadows an API route.
+    if UI_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    # Added last = outermost: headers land even on a 413 answered before the app runs.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,265 @@
+"""Who is asking: session cookies, bearer tokens, CSRF, and the first admin.
+
+Browsers hold a session cookie (``jobhost_session``: HttpOnly, SameSite=Strict) and
+send ``X-CSRF-Token`` on every write; scripts and the CLI send ``Authorization: Bearer
+jh_…`` and need no CSRF header, because a browser never attaches one by itself. Session
+IDs and tokens are stored only as hashes; a stolen database yields neither.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from jobhost.engine import JobHost
+from jobhost.errors import NotAuthenticated, PermissionDenied
+from jobhost.models import ApiToken, Principal, Session, User
+from jobhost.security import (
+    BEARER_PREFIX,
+    hash_password,
+    hash_token,
+    needs_rehash,
+    new_csrf_token,
+    new_session_id,
+    verify_password,
+)
+
+SESSION_COOKIE = "jobhost_session"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOUCH_EVERY_SECONDS = 60.0  # last_used_at is informative; one write a minute is plenty
+BAD_LOGIN = "Invalid username or password"
+SESSION_GONE = "Your session is not valid (signed out or expired); sign in again"
+# Verifying against this when the user is unknown keeps both answers equally slow.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated request: the principal, and the session or token that proved it."""
+
+    principal: Principal
+    user: User
+    session: Session | None = None
+    token: ApiToken | None = None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class Authenticator:
+    """Sessions and tokens over the store; one per app."""
+
+    def __init__(self, engine: JobHost) -> None:
+        self.engine = engine
+        self._touched: dict[str, float] = {}
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await self.engine.journal.call(fn, *args)
+
+    def principal_for(self, user: User) -> Principal:
+        return Principal(
+            username=user.username,
+            roles=frozenset(user.roles),
+            superuser=self.engine.settings.is_superuser(user.roles),
+        )
+
+    # ------------------------------------------------------------- bootstrap
+    async def bootstrap_admin(self) -> str | None:
+        """With no users at all, create ``admin``; returns the one-time password if generated.
+
+        The generated password goes to stderr only, never to a log file.
+        """
+        store = self.engine.store
+        if await self._call(store.count_users) > 0:
+            return None
+        given = self.engine.settings.admin_password
+        password = given or secrets.token_urlsafe(12)
+        admin = User(
+            username="admin",
+            password_hash=hash_password(password),
+            roles=frozenset({"admin"}),
+            created_at=self.engine.clock(),
+        )
+        await self._call(store.save_user, admin)
+        await self.engine.audit("user.create", None, "admin", details={"bootstrap": True})
+        if given:
+            return None
+        sys.stderr.write(
+            "JobHost created the user 'admin' with this one-time password "
+            f"(shown only now; change it after signing in): {password}\n"
+        )
+        sys.stderr.flush()
+        return password
+
+    # ------------------------------------------------------------- sessions
+    async def login(self, username: str, password: str) -> tuple[str, Session, User]:
+        """(cookie value, session, user); NotAuthenticated with one message for every failure."""
+        store = self.engine.store
+        user: User | None = await self._call(store.get_user, username)
+        if user is None:
+            verify_password(_DUMMY_HASH, password)
+            raise NotAuthenticated(BAD_LOGIN)
+        if not verify_password(user.password_hash, password) or user.disabled:
+            raise NotAuthenticated(BAD_LOGIN)
+        if needs_rehash(user.password_hash):
+            user = User(
+                username=user.username,
+                password_hash=hash_password(password),
+                roles=user.roles,
+                disabled=user.disabled,
+                created_at=user.created_at,
+            )
+            await self._call(store.save_user, user)
+        session_id = new_session_id()
+        now = self.engine.clock()
+        session = Session(
+            id_hash=hash_token(session_id),
+            username=user.username,
+            csrf_token=new_csrf_token(),
+            expires_at=now + timedelta(hours=self.engine.settings.session_hours),
+            created_at=now,
+        )
+        await self._call(store.save_session, session)
+        return session_id, session, user
+
+    async def logout(self, identity: Identity) -> None:
+        if identity.session is not None:
+            await self._call(self.engine.store.delete_session, identity.session.id_hash)
+
+    # ------------------------------------------------------------- per request
+    async def _active_user(self, username: str) -> User | None:
+        user: User | None = await self._call(self.engine.store.get_user, username)
+        if user is None or user.disabled:
+            return None
+        return user
+
+    async def _from_token(self, token: str) -> Identity:
+        invalid = NotAuthenticated(
+            "Invalid, expired or revoked API token; create a new one with POST /api/v1/auth/tokens"
+        )
+        if not token.startswith(BEARER_PREFIX):
+            raise invalid
+        stored: ApiToken | None = await self._call(
+            self.engine.store.get_token_by_hash, hash_token(token)
+        )
+        now = self.engine.clock()
+        if stored is None or stored.revoked:
+            raise invalid
+        if stored.expires_at is not None and stored.expires_at <= now:
+            raise invalid
+        user = await self._active_user(stored.username)
+        if user is None:
+            raise invalid
+        last = self._touched.get(stored.id)
+        if last is None or time.monotonic() - last >= TOUCH_EVERY_SECONDS:
+            self._touched[stored.id] = time.monotonic()
+            if len(self._touched) > 100_000:
+                self._touched.clear()
+            await self._call(self.engine.store.touch_token, stored.id, now)
+        return Identity(principal=self.principal_for(user), user=user, token=stored)
+
+    async def _from_cookie(self, value: str) -> Identity:
+        store = self.engine.store
+        session: Session | None = await self._call(store.get_session, hash_token(value))
+        if session is None:
+            raise NotAuthenticated(
+                "Your session is not valid (signed out or expired); sign in again"
+            )
+        if session.expires_at <= self.engine.clock():
+            await self._call(store.delete_session, session.id_hash)
+            raise NotAuthenticated("Your session has expired; sign in again")
+        user = await self._active_user(session.username)
+        if user is None:
+            raise NotAuthenticated(
+                "Your session is not valid (signed out or expired); sign in again"
+            )
+        return Identity(principal=self.principal_for(user), user=user, session=session)
+
+    async def identify(self, request: Request) -> Identity:
+        """The request's identity; a bearer token wins over a cookie. NotAuthenticated if none."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise NotAuthenticated(
+                    "Unsupported Authorization header: send 'Authorization: Bearer jh_…'"
+                )
+            return await self._from_token(token.strip())
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return await self._from_cookie(cookie)
+        raise NotAuthenticated(
+            "Sign in first: send a session cookie (POST /api/v1/auth/login) "
+            "or 'Authorization: Bearer <token>'"
+        )
+
+
+def engine_of(request: Request) -> JobHost:
+    engine: JobHost = request.app.state.engine
+    return engine
+
+
+def authenticator_of(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+async def deny(request: Request, user: str | None, reason: str) -> None:
+    """Audit a 401/403 decided at the HTTP layer (the engine audits its own denials)."""
+    await engine_of(request).audit(
+        "http.denied",
+        user,
+        request.url.path,
+        outcome="denied",
+        address=client_address(request),
+        details={"method": request.method, "reason": reason},
+    )
+
+
+async def current_identity(request: Request) -> Identity:
+    """The signed-in identity; 401 when there is none, 403 for a cookie write without CSRF."""
+    cached = getattr(request.state, "identity", None)
+    if isinstance(cached, Identity):
+        return cached
+    try:
+        identity = await authenticator_of(request).identify(request)
+    except NotAuthenticated as exc:
+        await deny(request, None, exc.message)
+        raise
+    if identity.session is not None and request.method in UNSAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not secrets.compare_digest(sent.encode(), identity.session.csrf_token.encode()):
+            await deny(request, identity.principal.username, "CSRF token missing or invalid")
+            raise PermissionDenied("CSRF token missing or invalid")
+    request.state.identity = identity
+    return identity
+
+
+async def current_principal(
+    identity: Annotated[Identity, Depends(current_identity)],
+) -> Principal:
+    return identity.principal
+
+
+async def superuser_identity(
+    request: Request, identity: Annotated[Identity, Depends(current_identity)]
+) -> Identity:
+    """The identity, if it is a superuser's; 403 otherwise."""
+    if not identity.principal.superuser:
+        reason = f"{identity.principal.username!r} is not a superuser; this needs an admin role"
+        await deny(request, identity.principal.username, reason)
+        raise PermissionDenied(reason)
+    return identity
+
+
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+SuperIdentity = Annotated[Identity, Depends(superuser_identity)]

@@ -1,0 +1,260 @@
+"""The job routes: catalog, start/test/stop/restart, status, running, history, reload, samples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobhost.catalog.definition import parse_job_id
+from jobhost.catalog.discovery import Job
+from jobhost.engine import JobHost
+from jobhost.errors import BadRequest
+from jobhost.execution.launch import state_dir
+from jobhost.models import ExecutionStatus, HistoryQuery, Principal, Trigger, iso
+from jobhost.server.auth import (
+    CurrentIdentity,
+    Identity,
+    SuperIdentity,
+    client_address,
+    engine_of,
+)
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+Scalar = str | int | float | bool
+EXECUTION_ID = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SAMPLES = 10_000
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(max_length=201)
+    variables: dict[str, Scalar] | None = None
+
+
+class TargetBody(BaseModel):
+    """A job or one execution of it (exactly one of the two)."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str | None = Field(default=None, max_length=201)
+    execution_id: str | None = Field(default=None, pattern=EXECUTION_ID)
+
+    def target(self) -> tuple[str | None, str | None]:
+        if (self.job_id is None) == (self.execution_id is None):
+            raise BadRequest("Give exactly one of job_id or execution_id")
+        if self.job_id is not None:
+            parse_job_id(self.job_id)
+        return self.job_id, self.execution_id
+
+
+class RestartBody(TargetBody):
+    variables: dict[str, Scalar] | None = None
+
+
+def job_id_of(app: str, job: str) -> str:
+    """The job ID from path parts, validated (traversal and friends are a 400)."""
+    parse_job_id(f"{app}/{job}")
+    return f"{app}/{job}"
+
+
+def _trigger(identity: Identity) -> Trigger:
+    return Trigger.TOKEN if identity.token is not None else Trigger.USER
+
+
+def catalog_entry(engine: JobHost, job: Job, principal: Principal) -> dict[str, Any]:
+    entry = job.to_api(principal)
+    entry["next_fire"] = None
+    next_fire = getattr(engine.scheduler, "next_fire", None) if engine.scheduler else None
+    if callable(next_fire):
+        when = next_fire(job.id)
+        entry["next_fire"] = iso(when) if isinstance(when, datetime) else None
+    return entry
+
+
+@router.get("/catalog")
+async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    jobs = [
+        catalog_entry(engine, j, identity.principal)
+        for j in engine.visible_jobs(identity.principal)
+    ]
+    return {"jobs": jobs, "count": len(jobs)}
+
+
+@router.get("/catalog/{app}/{job}")
+async def job_detail(
+    app: str, job: str, identity: CurrentIdentity, request: Request
+) -> dict[str, Any]:
+    engine = engine_of(request)
+    found = engine.job(job_id_of(app, job), identity.principal)
+    entry = catalog_entry(engine, found, identity.principal)
+    recent = await engine.history(HistoryQuery(job_id=found.id, limit=10), identity.principal)
+    entry["recent"] = [e.to_api() for e in recent.items]
+    return entry
+
+
+@router.get("/catalog/{app}/{job}/samples")
+async def samples(
+    app: str,
+    job: str,
+    identity: CurrentIdentity,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=MAX_SAMPLES)] = 100,
+) -> dict[str, Any]:
+    """The last ``limit`` JSON lines of the job's ``samples.jsonl`` (written by CollectMetrics)."""
+    engine = engine_of(request)
+    found = engine.job(job_id_of(app, job), identity.principal)
+    path = state_dir(engine.settings, found.id) / "samples.jsonl"
+
+    def tail() -> list[Any]:
+        try:
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                lines = deque(handle, maxlen=limit)
+        except FileNotFoundError:
+            return []
+        values = []
+        for line in lines:
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written right now, or garbage: skip it
+        return values
+
+    return {"samples": await asyncio.to_thread(tail)}
+
+
+@router.post("/start", status_code=202)
+async def start(
+    body: StartBody,
+    identity: CurrentIdentity,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    engine = engine_of(request)
+    parse_job_id(body.job_id)
+    execution = await engine.start(
+        body.job_id,
+        body.variables,
+        identity.principal,
+        trigger=_trigger(identity),
+        idempotency_key=idempotency_key or None,
+        address=client_address(request),
+    )
+    return execution.to_api()
+
+
+@router.post("/test", status_code=202)
+async def test_run(body: StartBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    parse_job_id(body.job_id)
+    execution = await engine.start(
+        body.job_id,
+        body.variables,
+        identity.principal,
+        trigger=_trigger(identity),
+        test=True,
+        address=client_address(request),
+    )
+    return execution.to_api()
+
+
+@router.post("/stop", status_code=202)
+async def stop(body: TargetBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    job_id, execution_id = body.target()
+    stopped = await engine_of(request).stop(
+        identity.principal,
+        job_id=job_id,
+        execution_id=execution_id,
+        address=client_address(request),
+    )
+    return {"executions": [e.to_api() for e in stopped]}
+
+
+@router.post("/restart", status_code=202)
+async def restart(body: RestartBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    job_id, execution_id = body.target()
+    execution = await engine_of(request).restart(
+        identity.principal,
+        job_id=job_id,
+        execution_id=execution_id,
+        variables=body.variables,
+        address=client_address(request),
+    )
+    return execution.to_api()
+
+
+@router.get("/status/{execution_id}")
+async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    execution = await engine_of(request).status(execution_id, identity.principal)
+    return execution.to_api()
+
+
+@router.get("/running")
+async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    return {"executions": [e.to_api() for e in engine_of(request).running(identity.principal)]}
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """An ISO-8601 query value (``Z`` allowed; naive means UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise BadRequest(
+            f"Invalid {name} {value!r}: use ISO-8601, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def parse_statuses(values: list[str]) -> tuple[ExecutionStatus, ...]:
+    names = [part for value in values for part in value.split(",") if part]
+    try:
+        return tuple(ExecutionStatus(name) for name in names)
+    except ValueError:
+        known = ", ".join(s.value for s in ExecutionStatus)
+        raise BadRequest(f"Invalid status in {names!r}: use one of {known}") from None
+
+
+@router.get("/history")
+async def history(
+    identity: CurrentIdentity,
+    request: Request,
+    job_id: str | None = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    if job_id is not None:
+        parse_job_id(job_id)
+    query = HistoryQuery(
+        job_id=job_id,
+        user=user,
+        statuses=parse_statuses(status or []),
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+        limit=limit,
+        cursor=cursor or None,
+    )
+    page = await engine_of(request).history(query, identity.principal)
+    return {"executions": [e.to_api() for e in page.items], "next_cursor": page.next_cursor}
+
+
+@router.post("/reload")
+async def reload(identity: SuperIdentity, request: Request) -> dict[str, Any]:
+    catalog = await engine_of(request).reload(identity.principal, address=client_address(request))
+    return {
+        "count": len(catalog),
+        "invalid": [{"id": j.id, "errors": list(j.errors)} for j in catalog.invalid()],
+    }

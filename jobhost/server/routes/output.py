@@ -1,0 +1,110 @@
+"""Output of executions: by offset, live (SSE), and the stream of execution changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from jobhost.errors import BadRequest
+from jobhost.models import Action
+from jobhost.security import can_on_execution
+from jobhost.server.auth import CurrentIdentity, engine_of
+from jobhost.server.sse import HEADERS, frame, with_heartbeats
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["output"])
+
+
+@router.get("/output/{execution_id}")
+async def output(
+    execution_id: str,
+    identity: CurrentIdentity,
+    request: Request,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = 64 * 1024,
+) -> dict[str, Any]:
+    chunk = await engine_of(request).read_output(
+        execution_id, identity.principal, offset=offset, limit=limit
+    )
+    return chunk.to_api()
+
+
+def _resume_offset(last_event_id: str | None, offset: int | None) -> int:
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            value = int(last_event_id)
+        except ValueError:
+            raise BadRequest(
+                f"Invalid Last-Event-ID {last_event_id!r}: it must be the id of an output event"
+            ) from None
+        if value < 0:
+            raise BadRequest(f"Invalid Last-Event-ID {last_event_id!r}: it must be 0 or more")
+        return value
+    return offset or 0
+
+
+@router.get("/output/{execution_id}/stream")
+async def output_stream(
+    execution_id: str,
+    identity: CurrentIdentity,
+    request: Request,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """``output`` events as the run writes, then one ``end`` event with the execution."""
+    engine = engine_of(request)
+    principal = identity.principal
+    start = _resume_offset(last_event_id, offset)
+    await engine.status(execution_id, principal)  # a 404 now, before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        async for chunk in engine.follow(execution_id, principal, offset=start):
+            if chunk.data:
+                data = chunk.to_api()
+                data.pop("done", None)
+                yield frame("output", data, chunk.next_offset)
+            if chunk.done:
+                break
+        final = await engine.status(execution_id, principal)
+        yield frame("end", final.to_api())
+
+    return StreamingResponse(
+        with_heartbeats(events()), media_type="text/event-stream", headers=HEADERS
+    )
+
+
+@router.get("/events")
+async def execution_events(identity: CurrentIdentity, request: Request) -> StreamingResponse:
+    """Every change of an execution the user may view, as ``execution`` events."""
+    engine = engine_of(request)
+    principal = identity.principal
+    changes = engine.changes()
+
+    async def events() -> AsyncIterator[bytes]:
+        # Subscribe before telling the client it is connected, so no change made after
+        # the client saw ": connected" can be missed.
+        pending = asyncio.ensure_future(anext(changes))
+        try:
+            await asyncio.sleep(0)
+            yield b": connected\n\n"
+            while True:
+                execution = await pending
+                pending = asyncio.ensure_future(anext(changes))
+                job = engine.catalog.get(execution.job_id)
+                if can_on_execution(principal, job, execution, Action.VIEW):
+                    yield frame("execution", execution.to_api())
+        finally:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+            closer = getattr(changes, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    return StreamingResponse(
+        with_heartbeats(events()), media_type="text/event-stream", headers=HEADERS
+    )
