@@ -82,12 +82,14 @@ async def _run(root: Path) -> dict[str, float]:
     async with JobHost(settings) as engine:
         figures: dict[str, float] = {}
         await _latency(engine, "Bench/True", 20)  # warm-up
-        figures["start_to_running_true_p50_ms"], figures["start_to_running_true_p99_ms"] = (
-            await _latency(engine, "Bench/True", 300)
-        )
-        figures["start_to_running_python_p50_ms"], figures["start_to_running_python_p99_ms"] = (
-            await _latency(engine, "Bench/Python", 100)
-        )
+        (
+            figures["start_to_running_true_p50_ms"],
+            figures["start_to_running_true_p99_ms"],
+        ) = await _latency(engine, "Bench/True", 300)
+        (
+            figures["start_to_running_python_p50_ms"],
+            figures["start_to_running_python_p99_ms"],
+        ) = await _latency(engine, "Bench/Python", 100)
         figures["completed_per_second_1000_true"] = await _throughput(engine, "Bench/True", 1000)
         figures["host_rss_mb_1000_running_sleep"] = await _memory(engine, "Bench/Sleep", 1000)
         figures["journal_rows_per_batch"] = engine.journal.rows / max(1, engine.journal.batches)

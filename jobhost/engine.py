@@ -18,12 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobhost.catalog.watch import watch_catalog
-from jobhost.execution.init_hook import run_init_hook
-
 from jobhost.abc import Executor, Hook, Store
 from jobhost.catalog.discovery import Catalog, Job, rescan, scan
 from jobhost.catalog.templates import apply_defaults, check_variables, redact, render
+from jobhost.catalog.watch import watch_catalog
 from jobhost.config import Settings
 from jobhost.errors import (
     BadRequest,
@@ -34,6 +32,7 @@ from jobhost.errors import (
     PermissionDenied,
     VariableError,
 )
+from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import base_env, log_path, result_path
 from jobhost.execution.output import read_output

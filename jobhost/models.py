@@ -74,7 +74,7 @@ class Trigger(StrEnum):
     """What started an execution."""
 
     USER = "user"  # a person, through the UI or the API with a session
-    TOKEN = "token"  # an API token
+    TOKEN = "token"  # an API token  # noqa: S105 - a trigger name, not a secret
     CLI = "cli"  # the local CLI, acting as local superuser
     SCHEDULE = "schedule"
     RESTART = "restart"  # the restart policy or the restart action

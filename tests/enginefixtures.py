@@ -1,6 +1,6 @@
 """An engine on a temporary data dir and apps root, opened and closed around each test.
 
-Import explicitly: ``from tests.enginefixtures import apps, engine_factory``.
+Registered for every suite in tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from jobhost.errors import Conflict, InitHookFailed, JobNotFound, PermissionDenied, VariableError
 from jobhost.models import ExecutionStatus, HistoryQuery, Principal, Trigger
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
 ECHO = """
@@ -58,8 +58,10 @@ async def test_start_runs_the_script_and_records_everything(
     assert final.result == {"word": hostile, "test": "0"}
     assert final.user == "alice"
     assert final.trigger is Trigger.USER
-    assert final.cpu_seconds is not None and final.cpu_seconds > 0
-    assert final.peak_rss_bytes is not None and final.peak_rss_bytes > 0
+    assert final.cpu_seconds is not None
+    assert final.cpu_seconds > 0
+    assert final.peak_rss_bytes is not None
+    assert final.peak_rss_bytes > 0
     assert f"args ['--word', {hostile!r}]" in output
     async with engine_factory() as engine:  # durable: a new engine reads the same record
         again = await engine.status(started.id)
@@ -236,7 +238,8 @@ async def test_conflict_policies(apps: Path, engine_factory: EngineFactory) -> N
         assert q2.status is ExecutionStatus.QUEUED
         done = [await engine.wait(q1.id), await engine.wait(q2.id)]
         assert [e.status for e in done] == [ExecutionStatus.SUCCEEDED] * 2
-        assert done[1].started_at is not None and done[0].ended_at is not None
+        assert done[1].started_at is not None
+        assert done[0].ended_at is not None
         assert done[1].started_at >= done[0].ended_at  # never overlapped
 
         old = await engine.start("Demo/Replace")

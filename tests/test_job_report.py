@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures are imported, then taken as arguments)
 """Reports/JobReport over real history made through a real engine, mailed for real."""
 
 from __future__ import annotations
@@ -9,9 +8,10 @@ from pathlib import Path
 
 from jobhost.engine import JobHost
 from jobhost.models import Execution, ExecutionStatus, Trigger, utcnow
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
-from tests.test_notify import SmtpServer, notifier_of, settled, smtp_server  # noqa: F401
+from tests.notifyfixtures import SmtpServer
+from tests.test_notify import notifier_of, settled
 
 REPORT_FOLDER = Path(__file__).resolve().parent.parent / "apps" / "Reports" / "jobs" / "JobReport"
 EXIT_WITH = "import os, sys\nprint('working')\nsys.exit(int(os.environ['JOBHOST_VAR_Code']))\n"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures are imported, then taken as arguments)
 """Notifications end to end: real jobs through a real engine, a real SMTP server
 (aiosmtpd) and a real HTTP receiver, both in this process."""
 
@@ -8,18 +7,15 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from jobhost.catalog.definition import load_definition
 from jobhost.engine import JobHost
@@ -27,8 +23,9 @@ from jobhost.errors import BadRequest
 from jobhost.notify import Notifier
 from jobhost.notify.channels import parse_channels
 from jobhost.store.deliveries import Delivery
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
+from tests.notifyfixtures import SmtpServer
 from tests.serverfixtures import make_settings, running_harness
 
 # Prints 25 numbered lines and the secret, then exits with the code it is given.
@@ -48,46 +45,6 @@ SECRET = "s3cr3t-token-value"
 
 
 # ---------------------------------------------------------------- receivers
-
-
-class _Inbox:
-    """aiosmtpd handler: keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-
-@dataclass
-class SmtpServer:
-    port: int
-    inbox: _Inbox
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    inbox = _Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer(port=port, inbox=inbox)
-    finally:
-        controller.stop()
 
 
 @dataclass

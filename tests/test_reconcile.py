@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from jobhost.models import ExecutionStatus, HistoryQuery
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
 HOST = """

@@ -55,7 +55,8 @@ def test_brake_gives_up_after_a_burst_within_the_window() -> None:
     rng = random.Random(0)
     at = [T0, T0 + timedelta(seconds=5), T0 + timedelta(seconds=10)]
     results = [tracker.next_delay(ended(ExecutionStatus.FAILED, 1, t), t, rng) for t in at]
-    assert results[0] is not None and results[1] is not None
+    assert results[0] is not None
+    assert results[1] is not None
     assert results[2] is None
 
 
@@ -75,5 +76,6 @@ def test_a_stable_run_resets_the_backoff() -> None:
         tracker.next_delay(ended(ExecutionStatus.FAILED, 1, t), t, rng)
     later = T0 + timedelta(hours=1)
     delay = tracker.next_delay(ended(ExecutionStatus.FAILED, 3600, later), later, rng)
-    assert delay is not None and delay <= 1.0
+    assert delay is not None
+    assert delay <= 1.0
     assert tracker.consecutive == 0

@@ -15,7 +15,7 @@ from jobhost.errors import InvalidSchedule, PermissionDenied, VariableError
 from jobhost.models import AuditQuery, Execution, HistoryQuery, Principal, Trigger
 from jobhost.scheduler import ManualClock, Scheduler
 from jobhost.store import schedules as db
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import touch_later, write_job
 
 T0 = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -29,7 +29,7 @@ def job(root: Path, name: str, **fields: Any) -> Path:
 
 
 @pytest.fixture
-async def engine(engine_factory: EngineFactory) -> AsyncIterator[JobHost]:  # noqa: F811
+async def engine(engine_factory: EngineFactory) -> AsyncIterator[JobHost]:
     async with engine_factory() as host:
         yield host
 
@@ -45,7 +45,7 @@ async def runs(engine: JobHost, job_id: str) -> list[Execution]:
     return sorted(page.items, key=lambda e: e.scheduled_for or e.created_at)
 
 
-async def test_fires_when_due_with_trigger_and_scheduled_for(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_fires_when_due_with_trigger_and_scheduled_for(apps: Path, engine: JobHost) -> None:
     job(apps, "Tick", default_schedule="*/5 * * * *")
     await engine.reload()
     clock = ManualClock(T0 + timedelta(minutes=1))
@@ -70,7 +70,7 @@ async def test_fires_when_due_with_trigger_and_scheduled_for(apps: Path, engine:
         await scheduler.aclose()
 
 
-async def test_disabled_and_invalid_jobs_do_not_fire(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_disabled_and_invalid_jobs_do_not_fire(apps: Path, engine: JobHost) -> None:
     job(apps, "Off", default_schedule="* * * * *", enabled=False)
     write_job(apps, "Lab", "Bad", '{"default_schedule": "* * * * *", "Name": ', script=None)
     await engine.reload()
@@ -87,7 +87,7 @@ async def test_disabled_and_invalid_jobs_do_not_fire(apps: Path, engine: JobHost
 
 
 async def test_an_override_changes_the_schedule_live_and_is_audited(
-    apps: Path,  # noqa: F811
+    apps: Path,
     engine: JobHost,
 ) -> None:
     job(apps, "Daily", default_schedule="0 3 * * *", roles_schedule=["ops"])
@@ -131,7 +131,7 @@ async def test_an_override_changes_the_schedule_live_and_is_audited(
         await scheduler.aclose()
 
 
-async def test_changing_a_schedule_needs_roles_schedule(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_changing_a_schedule_needs_roles_schedule(apps: Path, engine: JobHost) -> None:
     job(apps, "Guarded", default_schedule="@daily", roles_schedule=["ops"])
     job(apps, "AdminsOnly", default_schedule="@daily")
     await engine.reload()
@@ -156,7 +156,7 @@ async def test_changing_a_schedule_needs_roles_schedule(apps: Path, engine: JobH
         await scheduler.aclose()
 
 
-async def test_bad_overrides_are_refused_with_the_reason(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_bad_overrides_are_refused_with_the_reason(apps: Path, engine: JobHost) -> None:
     job(
         apps,
         "Vars",
@@ -187,7 +187,7 @@ async def test_bad_overrides_are_refused_with_the_reason(apps: Path, engine: Job
         await scheduler.aclose()
 
 
-async def test_override_variables_reach_the_scheduled_run(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_override_variables_reach_the_scheduled_run(apps: Path, engine: JobHost) -> None:
     job(
         apps,
         "Greet",
@@ -213,7 +213,7 @@ async def test_override_variables_reach_the_scheduled_run(apps: Path, engine: Jo
 
 
 async def test_overlap_follows_max_concurrent_and_records_skips(
-    apps: Path,  # noqa: F811
+    apps: Path,
     engine: JobHost,
 ) -> None:
     job(apps, "Long", default_schedule="* * * * *", max_concurrent=1, on_conflict="reject")
@@ -233,7 +233,7 @@ async def test_overlap_follows_max_concurrent_and_records_skips(
         await scheduler.aclose()  # the engine stops the long run as it closes
 
 
-async def test_a_stall_coalesces_into_one_run(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_a_stall_coalesces_into_one_run(apps: Path, engine: JobHost) -> None:
     job(apps, "Often", default_schedule="* * * * * */5", misfire_grace_seconds=30)
     await engine.reload()
     clock = ManualClock(T0)
@@ -251,7 +251,7 @@ async def test_a_stall_coalesces_into_one_run(apps: Path, engine: JobHost) -> No
         await scheduler.aclose()
 
 
-async def test_a_catalog_reload_reschedules(apps: Path, engine: JobHost) -> None:  # noqa: F811
+async def test_a_catalog_reload_reschedules(apps: Path, engine: JobHost) -> None:
     folder = job(apps, "Moving", default_schedule="0 6 * * *")
     await engine.reload()
     scheduler = await started(engine, ManualClock(T0))
@@ -281,8 +281,8 @@ async def test_preview_lists_the_next_fires_or_says_what_is_wrong(engine: JobHos
 
 
 async def test_an_every_second_schedule_fires_in_real_time(
-    engine_factory: EngineFactory,  # noqa: F811
-    apps: Path,  # noqa: F811
+    engine_factory: EngineFactory,
+    apps: Path,
 ) -> None:
     job(apps, "Second", default_schedule="* * * * * *", max_concurrent=0)
     seen: list[Execution] = []

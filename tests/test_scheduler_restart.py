@@ -17,7 +17,7 @@ from jobhost.engine import JobHost
 from jobhost.models import HistoryQuery
 from jobhost.scheduler import ManualClock, Scheduler
 from jobhost.store import schedules as db
-from tests.enginefixtures import EngineFactory, apps, engine_factory  # noqa: F401
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
 T0 = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -43,8 +43,8 @@ async def per_fire(host: JobHost, job_id: str) -> Counter[datetime | None]:
 
 
 async def test_restart_before_and_after_a_fire_runs_each_fire_once(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
 ) -> None:
     write_job(apps, "Lab", "Tick", {"default_schedule": "* * * * *", "max_concurrent": 0})
     async with engine_factory() as host:
@@ -57,8 +57,8 @@ async def test_restart_before_and_after_a_fire_runs_each_fire_once(
 
 
 async def test_downtime_within_grace_runs_the_newest_fire_once(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
 ) -> None:
     write_job(apps, "Lab", "Tick", {"default_schedule": "* * * * *", "max_concurrent": 0})
     async with engine_factory() as host:
@@ -74,8 +74,8 @@ async def test_downtime_within_grace_runs_the_newest_fire_once(
 
 
 async def test_long_downtime_records_at_most_100_missed_fires_and_runs_none(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
 ) -> None:
     spec = {"default_schedule": "* * * * *", "max_concurrent": 0, "misfire_grace_seconds": 10}
     write_job(apps, "Lab", "Min", spec)
@@ -92,8 +92,8 @@ async def test_long_downtime_records_at_most_100_missed_fires_and_runs_none(
 
 
 async def test_a_new_job_starts_from_now_without_backfill(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
 ) -> None:
     write_job(apps, "Lab", "Fresh", {"default_schedule": "* * * * *"})
     async with engine_factory() as host:
@@ -102,8 +102,8 @@ async def test_a_new_job_starts_from_now_without_backfill(
 
 
 async def test_two_schedulers_on_one_store_run_a_fire_once(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
 ) -> None:
     write_job(apps, "Lab", "Tick", {"default_schedule": "* * * * *", "max_concurrent": 0})
     async with engine_factory() as one, engine_factory() as two:
@@ -137,8 +137,8 @@ asyncio.run(main())
 
 
 async def test_a_hard_kill_right_after_a_claim_never_runs_that_fire_twice(
-    apps: Path,  # noqa: F811
-    engine_factory: EngineFactory,  # noqa: F811
+    apps: Path,
+    engine_factory: EngineFactory,
     tmp_path: Path,
 ) -> None:
     write_job(apps, "Lab", "Sec", {"default_schedule": "* * * * * *", "max_concurrent": 0})

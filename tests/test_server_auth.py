@@ -13,7 +13,6 @@ from tests.serverfixtures import (
     ADMIN_PASSWORD,
     USER_PASSWORD,
     Harness,
-    harness_fixture,  # noqa: F401 - the ``harness`` fixture
     make_settings,
     running_harness,
 )

@@ -8,7 +8,6 @@ import pytest
 
 from tests.serverfixtures import (
     Harness,
-    harness_fixture,  # noqa: F401 - the ``harness`` fixture
     make_settings,
     running_harness,
 )
@@ -147,3 +146,15 @@ async def test_unknown_route_and_method(harness: Harness) -> None:
     wrong_method = await client.delete("/healthz")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_api_docs_run_under_a_nonce_policy_and_the_ui_stays_strict(harness: Harness) -> None:
+    docs = await harness.client().get("/docs")
+    policy = docs.headers["content-security-policy"]
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert docs.status_code == 200
+    assert f'<script nonce="{nonce}">' in docs.text
+    assert "<script>" not in docs.text
+    ui = await harness.client().get("/")
+    assert "script-src 'self';" in ui.headers["content-security-policy"]
+    assert "nonce" not in ui.headers["content-security-policy"]

@@ -9,7 +9,6 @@ from tests.serverfixtures import (
     SLOW,
     Harness,
     events,
-    harness_fixture,  # noqa: F401 - the ``harness`` fixture
     make_settings,
     running_harness,
     write_apps,

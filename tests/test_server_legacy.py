@@ -8,7 +8,6 @@ from pathlib import Path
 from jobhost.models import AuditQuery
 from tests.serverfixtures import (
     Harness,
-    harness_fixture,  # noqa: F401 - the ``harness`` fixture
     make_settings,
     running_harness,
 )

@@ -22,7 +22,6 @@ from jobhost.security import hash_password, hash_token, new_token
 from tests.serverfixtures import (
     USER_PASSWORD,
     Harness,
-    harness_fixture,  # noqa: F401 - the ``harness`` fixture
 )
 
 CALLERS = ("anon", "nobody", "viewer", "starter", "stopper", "restarter", "admin", "owner")
@@ -214,7 +213,6 @@ def job_body(job_id: str) -> dict[str, Any]:
 MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
     "GET /openapi.json": (fixed("GET", "/openapi.json"), PUBLIC),
     "GET /docs": (fixed("GET", "/docs"), PUBLIC),
-    "GET /docs/oauth2-redirect": (fixed("GET", "/docs/oauth2-redirect"), PUBLIC),
     "GET /healthz": (fixed("GET", "/healthz"), PUBLIC),
     "GET /metrics": (fixed("GET", "/metrics"), PUBLIC),
     "POST /api/v1/auth/login": (

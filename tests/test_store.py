@@ -33,9 +33,6 @@ from jobhost.models import (
 from jobhost.store import SqlStore, head_revision, make_store, normalize_url
 from jobhost.store.tables import metadata
 
-# The fixtures (store, db_url, sqlite_url, postgres_url) are shared with other suites.
-pytest_plugins = ["tests.storefixtures"]
-
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = ExecutionStatus

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
-from tests.uifixtures import (  # noqa: F401  (fixtures)
+from tests.uifixtures import (
     REPO,
     XSS_DESCRIPTION,
     XSS_NAME,
     XSS_OUTPUT,
     Server,
-    browser,
-    server,
     sign_in,
 )
 
@@ -28,7 +26,7 @@ INIT_MESSAGE = "Interval must be between 5 and 3600 seconds, got 4"
 
 
 @pytest.fixture
-def page(browser: Browser, server: Server) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser, server: Server) -> Iterator[Page]:
     """A fresh browser context signed in as admin; fails on any uncaught script error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -57,8 +55,8 @@ def test_sign_in_shows_the_catalog_grouped_by_app_and_filters_as_you_type(page: 
 
 
 def test_wrong_password_is_refused_with_the_servers_message(
-    browser: Browser,  # noqa: F811
-    server: Server,  # noqa: F811
+    browser: Browser,
+    server: Server,
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
@@ -128,8 +126,8 @@ def test_client_side_checks_mirror_the_server_for_jobs_without_an_init_script(
 
 
 def test_viewer_sees_no_enabled_start_and_a_forged_start_is_refused(
-    browser: Browser,  # noqa: F811
-    server: Server,  # noqa: F811
+    browser: Browser,
+    server: Server,
 ) -> None:
     server.create_user("viewer", "viewer-password", ["viewer"])
     context = browser.new_context()
@@ -215,7 +213,7 @@ def test_keyboard_reaches_search_and_start_and_escape_closes_the_dialog(page: Pa
 
 def test_expired_session_returns_to_the_same_page_after_signing_in(
     page: Page,
-    server: Server,  # noqa: F811
+    server: Server,
 ) -> None:
     page.goto(f"{server.base_url}/#/history")
     expect(page.get_by_role("heading", name="History")).to_be_visible()
@@ -228,7 +226,7 @@ def test_expired_session_returns_to_the_same_page_after_signing_in(
     expect(page.get_by_role("heading", name="History")).to_be_visible()
 
 
-def test_first_view_transfers_under_200_kb(browser: Browser, server: Server) -> None:  # noqa: F811
+def test_first_view_transfers_under_200_kb(browser: Browser, server: Server) -> None:
     context = browser.new_context()
     page = context.new_page()
     sizes: list[int] = []

@@ -10,10 +10,10 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from jobhost.config import Settings
-from jobhost.store.sql import SqlStore, head_revision, normalize_url
 
 # Feature modules that add tables to ``tables.metadata`` (each with its own migration).
-from jobhost.store import schedules as _schedules  # noqa: E402, F401
+from jobhost.store import schedules as _schedules  # noqa: F401
+from jobhost.store.sql import SqlStore, head_revision, normalize_url
 
 __all__ = ["SqlStore", "head_revision", "make_store", "normalize_url"]
 

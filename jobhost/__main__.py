@@ -1,0 +1,5 @@
+"""``python -m jobhost`` is the ``jobhost`` command."""
+
+from jobhost.cli import main
+
+main()

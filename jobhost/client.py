@@ -1,0 +1,543 @@
+"""A small synchronous client for the JobHost REST API (the CLI's remote half).
+
+Every method maps to one endpoint of the API and returns its JSON as plain dicts and
+lists (the API's field names, untouched). Errors come back as the ``jobhost.errors``
+class of the response's status, carrying the server's message, so a caller prints
+``exc.message`` and exits with ``exc.exit_code``. A server that cannot be reached is
+``ServerUnreachable`` (exit code 8).
+
+Authentication is a bearer token (``Authorization: Bearer jh_…``), or, after
+``login()``, the session cookie plus its CSRF token on writes; the CLI only uses the
+session long enough to create a token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from jobhost.errors import (
+    BadRequest,
+    Conflict,
+    InitHookFailed,
+    InvalidDefinition,
+    InvalidSchedule,
+    JobHostError,
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TooManyRequests,
+    VariableError,
+)
+
+SESSION_COOKIE = "jobhost_session"
+API = "/api/v1"
+
+# One class per status; 422 is shared by several classes told apart by the body's code.
+_BY_STATUS: dict[int, type[JobHostError]] = {
+    400: BadRequest,
+    401: NotAuthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: VariableError,
+    429: TooManyRequests,
+}
+_BY_CODE: dict[str, type[JobHostError]] = {
+    cls.code: cls for cls in (InvalidDefinition, VariableError, InvalidSchedule, InitHookFailed)
+}
+
+
+class ServerUnreachable(JobHostError, ConnectionError):
+    """No answer from the server: refused, unresolvable, timed out or dropped."""
+
+    code: ClassVar[str] = "unreachable"
+    status_code: ClassVar[int] = 503
+    exit_code: ClassVar[int] = 8
+
+
+class ServerError(JobHostError):
+    """The server answered with a 5xx (or an answer that is not the API's)."""
+
+    code: ClassVar[str] = "server_error"
+    status_code: ClassVar[int] = 502
+    exit_code: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One server-sent event: ``event`` name, ``data`` parsed as JSON, ``id`` if given."""
+
+    event: str
+    data: Any
+    id: str | None = None
+
+
+def job_path(job_id: str) -> str:
+    """``App/Job`` as two quoted path segments (``/`` kept as the separator)."""
+    app, sep, job = job_id.partition("/")
+    if not sep or not app or not job:
+        raise BadRequest(f"A job ID is App/Job, got {job_id!r}")
+    return f"{quote(app, safe='')}/{quote(job, safe='')}"
+
+
+def error_from_response(response: httpx.Response) -> JobHostError:
+    """The ``jobhost.errors`` instance for an API error response."""
+    status = response.status_code
+    body: Any = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message: str = error["message"]
+        code = str(error.get("code") or "")
+        details = error.get("details")
+    else:
+        text = response.text.strip()[:300] or response.reason_phrase
+        message = f"JobHost at {response.request.url} answered {status}: {text}"
+        code, details = "", None
+    cls = _BY_CODE.get(code) if status == 422 else None
+    cls = cls or _BY_STATUS.get(status)
+    if cls is None:
+        if 400 <= status < 500:
+            cls = BadRequest
+        else:
+            return ServerError(message, details=details)
+    return cls(message, details=details)
+
+
+def iter_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
+    """Parse a ``text/event-stream`` body (already split into lines) into events.
+
+    Comments (heartbeats) are skipped; multi-line ``data`` is joined with newlines;
+    data that is not JSON is yielded as the string it is.
+    """
+    event, event_id = "message", None
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                text = "\n".join(data)
+                try:
+                    value: Any = json.loads(text)
+                except ValueError:
+                    value = text
+                yield StreamEvent(event=event, data=value, id=event_id)
+            event, event_id, data = "message", None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value_text = line.partition(":")
+        value_text = value_text.removeprefix(" ")
+        if name == "event":
+            event = value_text
+        elif name == "data":
+            data.append(value_text)
+        elif name == "id":
+            event_id = value_text
+
+
+class Client:
+    """Synchronous JobHost API client; use as a context manager or call ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        stream_timeout: float = 60.0,  # > the server's 15 s heartbeat
+        reconnect_attempts: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.stream_timeout = stream_timeout
+        self.reconnect_attempts = reconnect_attempts
+        self._session: str | None = None
+        self._csrf: str | None = None
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "jobhost-cli"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- plumbing
+    def _headers(self, method: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self._session:
+            # The cookie is sent by hand: the standard cookie jar ignores cookies set by
+            # hosts such as "localhost", and the CLI never needs more than this one.
+            headers["Cookie"] = f"{SESSION_COOKIE}={self._session}"
+            if method not in ("GET", "HEAD") and self._csrf:
+                headers["X-CSRF-Token"] = self._csrf
+        return headers
+
+    def _unreachable(self, exc: httpx.TransportError) -> ServerUnreachable:
+        if isinstance(exc, httpx.TimeoutException):
+            return ServerUnreachable(
+                f"Cannot reach JobHost at {self.base_url}: no answer in time ({exc or 'timeout'})"
+            )
+        return ServerUnreachable(
+            f"Cannot reach JobHost at {self.base_url}: {exc or type(exc).__name__}. "
+            "Is the server running (jobhost serve) and the URL right?"
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request; a non-2xx answer raises its ``jobhost.errors`` class."""
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=body,
+                params=_clean(params),
+                headers=self._headers(method, headers),
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        # Session handled by hand (see _headers); never let the jar send a stale one.
+        self._http.cookies.clear()
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``send`` and return the JSON body (None for 204)."""
+        response = self.send(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(
+                f"JobHost at {self.base_url} answered {path} with something that is not JSON"
+            ) from None
+
+    # ----------------------------------------------------------------- auth
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """Sign in with a session (kept in this client); returns ``{username, roles, …}``."""
+        response = self.send(
+            "POST", f"{API}/auth/login", body={"username": username, "password": password}
+        )
+        for header in response.headers.get_list("set-cookie"):
+            cookie: SimpleCookie = SimpleCookie()
+            cookie.load(header)
+            if SESSION_COOKIE in cookie:
+                self._session = cookie[SESSION_COOKIE].value
+        info: dict[str, Any] = response.json()
+        self._csrf = info.get("csrf_token")
+        return info
+
+    def logout(self) -> None:
+        """End the session this client holds (a bearer token stays valid: revoke it)."""
+        self.call("POST", f"{API}/auth/logout")
+        self._session = self._csrf = None
+
+    def me(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"{API}/auth/me")
+        return result
+
+    def tokens(self, *, all_users: bool = False) -> list[dict[str, Any]]:
+        params = {"all": "true"} if all_users else None
+        return list(self.call("GET", f"{API}/auth/tokens", params=params)["tokens"])
+
+    def create_token(self, name: str, expires_in_days: int | None = None) -> dict[str, Any]:
+        """``{id, name, token, expires_at}``; the clear ``token`` is shown only this once."""
+        body: dict[str, Any] = {"name": name}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        result: dict[str, Any] = self.call("POST", f"{API}/auth/tokens", body=body)
+        return result
+
+    def revoke_token(self, token_id: str) -> None:
+        self.call("DELETE", f"{API}/auth/tokens/{quote(token_id, safe='')}")
+
+    # ----------------------------------------------------------------- users (admin)
+    def users(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"{API}/users")["users"])
+
+    def create_user(self, username: str, password: str, roles: Sequence[str]) -> dict[str, Any]:
+        body = {"username": username, "password": password, "roles": list(roles)}
+        result: dict[str, Any] = self.call("POST", f"{API}/users", body=body)
+        return result
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        roles: Sequence[str] | None = None,
+        disabled: bool | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if password is not None:
+            body["password"] = password
+        if roles is not None:
+            body["roles"] = list(roles)
+        if disabled is not None:
+            body["disabled"] = disabled
+        path = f"{API}/users/{quote(username, safe='')}"
+        result: dict[str, Any] = self.call("PATCH", path, body=body)
+        return result
+
+    def delete_user(self, username: str) -> None:
+        self.call("DELETE", f"{API}/users/{quote(username, safe='')}")
+
+    # ----------------------------------------------------------------- jobs
+    def catalog(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"{API}/jobs/catalog")["jobs"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The catalog entry plus ``recent`` executions."""
+        result: dict[str, Any] = self.call("GET", f"{API}/jobs/catalog/{job_path(job_id)}")
+        return result
+
+    def samples(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        path = f"{API}/jobs/catalog/{job_path(job_id)}/samples"
+        return list(self.call("GET", path, params={"limit": limit})["samples"])
+
+    def start(
+        self,
+        job_id: str,
+        variables: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = {"job_id": job_id, "variables": dict(variables or {})}
+        result: dict[str, Any] = self.call("POST", f"{API}/jobs/start", body=body, headers=headers)
+        return result
+
+    def test(self, job_id: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = {"job_id": job_id, "variables": dict(variables or {})}
+        result: dict[str, Any] = self.call("POST", f"{API}/jobs/test", body=body)
+        return result
+
+    def stop(
+        self, *, job_id: str | None = None, execution_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        body = _target(job_id, execution_id)
+        return list(self.call("POST", f"{API}/jobs/stop", body=body)["executions"])
+
+    def restart(
+        self,
+        *,
+        job_id: str | None = None,
+        execution_id: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = _target(job_id, execution_id)
+        if variables is not None:
+            body["variables"] = dict(variables)
+        result: dict[str, Any] = self.call("POST", f"{API}/jobs/restart", body=body)
+        return result
+
+    def status(self, execution_id: str) -> dict[str, Any]:
+        path = f"{API}/jobs/status/{quote(execution_id, safe='')}"
+        result: dict[str, Any] = self.call("GET", path)
+        return result
+
+    def notifications(self, execution_id: str) -> list[dict[str, Any]]:
+        path = f"{API}/jobs/status/{quote(execution_id, safe='')}/notifications"
+        return list(self.call("GET", path)["deliveries"])
+
+    def output(
+        self, execution_id: str, offset: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``{output, offset, next_offset, done}`` from byte ``offset``."""
+        path = f"{API}/jobs/output/{quote(execution_id, safe='')}"
+        result: dict[str, Any] = self.call("GET", path, params={"offset": offset, "limit": limit})
+        return result
+
+    def running(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"{API}/jobs/running")["executions"])
+
+    def history(
+        self,
+        *,
+        job_id: str | None = None,
+        user: str | None = None,
+        statuses: Sequence[str] = (),
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """``{executions, next_cursor}``, newest first."""
+        params: list[tuple[str, Any]] = [
+            ("job_id", job_id),
+            ("user", user),
+            ("since", since),
+            ("until", until),
+            ("limit", limit),
+            ("cursor", cursor),
+        ]
+        params += [("status", status) for status in statuses]
+        result: dict[str, Any] = self.call("GET", f"{API}/jobs/history", params=params)
+        return result
+
+    def reload(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", f"{API}/jobs/reload")
+        return result
+
+    def audit(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """``{events, next_cursor}`` (superusers only)."""
+        params = {
+            "user": user,
+            "action": action,
+            "target": target,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        result: dict[str, Any] = self.call("GET", f"{API}/audit", params=params)
+        return result
+
+    def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/healthz")
+        return result
+
+    # ----------------------------------------------------------------- schedules
+    def schedules(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"{API}/jobs/schedules")["schedules"])
+
+    def schedule(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"{API}/jobs/schedules/{job_path(job_id)}")
+        return result
+
+    def set_schedule(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """PUT any of ``schedule``, ``enabled``, ``variables``, ``timezone``."""
+        path = f"{API}/jobs/schedules/{job_path(job_id)}"
+        result: dict[str, Any] = self.call("PUT", path, body=fields)
+        return result
+
+    def delete_schedule(self, job_id: str) -> None:
+        self.call("DELETE", f"{API}/jobs/schedules/{job_path(job_id)}")
+
+    def preview_schedule(self, schedule: str, timezone: str | None = None) -> list[str]:
+        body: dict[str, Any] = {"schedule": schedule}
+        if timezone is not None:
+            body["timezone"] = timezone
+        return list(self.call("POST", f"{API}/jobs/schedules/preview", body=body)["next_fires"])
+
+    # ----------------------------------------------------------------- streams
+    def follow(self, execution_id: str, offset: int = 0) -> Iterator[StreamEvent]:
+        """Live output: ``output`` events (data ``{output, offset, next_offset}``), then one
+        ``end`` event (data: the execution). A dropped connection is resumed from the last
+        offset received (``Last-Event-ID``), so nothing is shown twice or lost."""
+        path = f"{API}/jobs/output/{quote(execution_id, safe='')}/stream"
+        position = offset
+        failures = 0
+        while True:
+            progressed = False
+            try:
+                for event in self._stream(path, {"Last-Event-ID": str(position)}):
+                    if event.event == "output" and isinstance(event.data, dict):
+                        position = int(event.data.get("next_offset", position))
+                        progressed = True
+                    elif event.id is not None and event.id.isdigit():
+                        position = int(event.id)
+                    yield event
+                    if event.event == "end":
+                        return
+            except ServerUnreachable:
+                if failures >= self.reconnect_attempts:
+                    raise
+            # The stream ended without "end" (or broke): resume where it stopped.
+            failures = 0 if progressed else failures + 1
+            if failures > self.reconnect_attempts:
+                raise ServerUnreachable(
+                    f"Lost the output stream of {execution_id!r} from {self.base_url} "
+                    f"{failures} times in a row; read the rest with: jobhost output "
+                    f"{execution_id} --offset {position}"
+                )
+            if failures:  # a drop after progress resumes at once; repeated ones back off
+                time.sleep(min(0.2 * 2**failures, 5.0))
+
+    def events(self) -> Iterator[StreamEvent]:
+        """Execution changes the user may view (``execution`` events), until closed."""
+        yield from self._stream(f"{API}/jobs/events", {})
+
+    def _stream(self, path: str, headers: Mapping[str, str]) -> Iterator[StreamEvent]:
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self.stream_timeout)
+        all_headers = {"Accept": "text/event-stream", **headers}
+        try:
+            with self._http.stream(
+                "GET", path, headers=self._headers("GET", all_headers), timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                yield from iter_sse(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+
+def _target(job_id: str | None, execution_id: str | None) -> dict[str, Any]:
+    if execution_id is not None:
+        return {"execution_id": execution_id}
+    if job_id is not None:
+        return {"job_id": job_id}
+    raise BadRequest("Give a job ID or an execution ID")
+
+
+def _clean(
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None,
+) -> list[tuple[str, Any]] | None:
+    """Drop None values (absent filters), keep repeated keys."""
+    if params is None:
+        return None
+    items = params.items() if isinstance(params, Mapping) else params
+    return [(key, value) for key, value in items if value is not None]
+
+
+__all__ = [
+    "Client",
+    "ServerError",
+    "ServerUnreachable",
+    "StreamEvent",
+    "error_from_response",
+    "iter_sse",
+    "job_path",
+]
