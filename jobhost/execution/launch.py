@@ -7,6 +7,7 @@ contract's ``JOBHOST_*`` variables and the job's own ``env``: the host's secrets
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,12 +24,25 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "S
 
 def base_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
     """The part of the host's environment a job may see: locale, PATH, HOME and the like."""
-    source = os.environ if source is None else source
+    if source is None:
+        return dict(_host_env())
     env = {name: source[name] for name in INHERITED_ENV if name in source}
     env.update({name: value for name, value in source.items() if name.startswith("LC_")})
     env.setdefault("PATH", os.defpath)
     env["PYTHONUNBUFFERED"] = "1"  # output should reach the log as it is printed
     return env
+
+
+@functools.cache
+def _host_env() -> dict[str, str]:
+    # Read once: the host's environment does not change under a running server, and
+    # walking os.environ on every start is a measurable part of dispatch.
+    return base_env(dict(os.environ))
+
+
+@functools.cache
+def _resolved(folder: Path) -> str:
+    return str(folder.resolve())
 
 
 def log_path(settings: Settings, execution_id: str) -> Path:
@@ -42,6 +56,13 @@ def result_path(settings: Settings, execution_id: str) -> Path:
 def state_dir(settings: Settings, job_id: str) -> Path:
     app, name = job_id.split("/", 1)
     return settings.state_dir / app / name
+
+
+def _ensure_state_dir(settings: Settings, job_id: str) -> str:
+    """The job's state folder as an absolute path, created when missing."""
+    folder = os.path.join(_resolved(settings.state_dir), *job_id.split("/", 1))
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def contract_env(
@@ -58,9 +79,11 @@ def contract_env(
         "JOBHOST_USER": execution.user or "",
         "JOBHOST_ROLES": ",".join(sorted(roles)),
         "JOBHOST_TEST": "1" if execution.test else "0",
-        "JOBHOST_RESULT_PATH": str(result_path(settings, execution.id).resolve()),
-        "JOBHOST_STATE_DIR": str(state_dir(settings, job.id).resolve()),
-        "JOBHOST_DATA_DIR": str(settings.data_dir.resolve()),
+        "JOBHOST_RESULT_PATH": os.path.join(
+            _resolved(settings.logs_dir), f"{execution.id}.result.json"
+        ),
+        "JOBHOST_STATE_DIR": _ensure_state_dir(settings, job.id),
+        "JOBHOST_DATA_DIR": _resolved(settings.data_dir),
     }
     env.update(variables_env(dict(variables)))
     return env
@@ -74,12 +97,11 @@ def build_spec(
     variables: Mapping[str, Any],
     roles: frozenset[str],
 ) -> LaunchSpec:
-    """The launch spec; creates the job's state folder and the logs folder."""
+    """The launch spec; creates the job's state folder when missing (the engine creates
+    the logs folder when it opens)."""
     definition = job.definition
     assert definition is not None
     assert job.script is not None
-    state_dir(settings, job.id).mkdir(parents=True, exist_ok=True)
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
     argv = [*command_for(job.script), *rendered.argv_extra]
     if execution.test:
         argv.append("--test")
@@ -92,7 +114,7 @@ def build_spec(
         argv=[str(part) for part in argv],
         cwd=str(job.folder),
         env=env,
-        log_path=str(log_path(settings, execution.id)),
+        log_path=os.path.join(_resolved(settings.logs_dir), f"{execution.id}.log"),
         result_path=env["JOBHOST_RESULT_PATH"],
         timeout_seconds=definition.timeout_seconds,
         stop_grace_seconds=definition.stop_grace_seconds,

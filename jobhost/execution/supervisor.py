@@ -71,6 +71,7 @@ class Supervisor:
         self._clock = clock
         self._rng = rng or random.Random()
         self.live: dict[str, Execution] = {}
+        self._by_job: dict[str, dict[str, None]] = {}  # job ID → its live execution IDs
         self._launches: dict[str, Launch] = {}
         self._queues: dict[str, deque[str]] = {}
         self._done: dict[str, list[asyncio.Future[Execution]]] = {}
@@ -106,10 +107,10 @@ class Supervisor:
         assert definition is not None
         status = ExecutionStatus.STARTING
         replace: list[Execution] = []
-        if not test:
+        limit = definition.max_concurrent
+        if not test and limit:
             active = self.active_of(job.id)
-            limit = definition.max_concurrent
-            if limit and len(active) + len(self._queues.get(job.id, ())) >= limit:
+            if len(active) + len(self._queues.get(job.id, ())) >= limit:
                 if definition.on_conflict == "reject":
                     running = ", ".join(e.id for e in active) or "queued runs"
                     raise Conflict(
@@ -140,15 +141,26 @@ class Supervisor:
             scheduled_for=scheduled_for,
         )
         self.live[execution.id] = execution
+        self._by_job.setdefault(job.id, {})[execution.id] = None
         self._launches[execution.id] = launch
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
-        await self.journal.record(execution, *([audit(execution)] if audit else []))
+        write = asyncio.ensure_future(
+            self.journal.record(execution, *([audit(execution)] if audit else []))
+        )
+        if status is ExecutionStatus.STARTING:
+            # The spawn overlaps the commit of the first record: nothing is announced
+            # before that commit, and a failed commit ends the process it described.
+            await self._dispatch(execution)
+        try:
+            await write
+        except BaseException:
+            if execution.id in self.live:
+                await self.executor.stop(execution.id, 0)
+            raise
         self._announce(execution)
         for old in replace:
             await self.stop(old.id)
-        if status is ExecutionStatus.STARTING:
-            await self._dispatch(execution)
         return self.live.get(execution.id, execution)
 
     async def _dispatch(self, execution: Execution) -> None:
@@ -168,9 +180,9 @@ class Supervisor:
         await self.executor.start(spec)
 
     def active_of(self, job_id: str) -> list[Execution]:
-        return [
-            e for e in self.live.values() if e.job_id == job_id and e.status.active and not e.test
-        ]
+        """The job's runs that hold (or are getting) a process; test runs do not count."""
+        live = (self.live[i] for i in self._by_job.get(job_id, ()))
+        return [e for e in live if e.status.active and not e.test]
 
     def queued_total(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -284,6 +296,11 @@ class Supervisor:
         self._set(final)
         await self.journal.record(final)
         self.live.pop(final.id, None)
+        of_job = self._by_job.get(final.job_id)
+        if of_job is not None:
+            of_job.pop(final.id, None)
+            if not of_job:
+                del self._by_job[final.job_id]
         previous = self.last_finished.get(final.job_id)
         if not final.test:
             self.last_finished[final.job_id] = final

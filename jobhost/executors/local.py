@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 MAX_CONTROL_LINE = 4096  # a progress line longer than this is dropped whole
 MAX_PROGRESS_MESSAGE = 1000
 DRAIN_CHUNKS = 64  # after exit, read at most this many chunks still buffered
-SPAWN_THREADS = 4
+SPAWN_THREADS = 2
 _NO_STOP = -1.0  # in ``_spawning``: no stop was asked for while the process was starting
 
 
