@@ -1,34 +1,39 @@
-# One command per chore; CI runs the same ones.
+# One command per chore; CI runs the same ones (.ci/run calls `make test`).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
 .PHONY: install run test lint bench clean
 
-$(STAMP): pyproject.toml
+# The venv, the package (editable) and its runtime dependencies.
+$(VENV)/.installed-run: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Plus the test and lint extras (PostgreSQL driver, Celery, Playwright, ruff, mypy...).
+$(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install -q -e '.[test,lint]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(VENV)/.installed-test
 
-run: $(STAMP)
+run: $(VENV)/.installed-run
 	$(BIN)/jobhost --apps apps --data-dir .data serve --host $(HOST) --port $(PORT)
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check jobhost tests bench apps
 	$(BIN)/ruff format --check jobhost tests bench apps
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

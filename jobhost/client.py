@@ -452,8 +452,10 @@ class Client:
         result: dict[str, Any] = self.call("PUT", path, body=fields)
         return result
 
-    def delete_schedule(self, job_id: str) -> None:
-        self.call("DELETE", f"{API}/jobs/schedules/{job_path(job_id)}")
+    def delete_schedule(self, job_id: str) -> dict[str, Any]:
+        """Remove the override; returns the schedule now in force (job.json's)."""
+        result: dict[str, Any] = self.call("DELETE", f"{API}/jobs/schedules/{job_path(job_id)}")
+        return result
 
     def preview_schedule(self, schedule: str, timezone: str | None = None) -> list[str]:
         body: dict[str, Any] = {"schedule": schedule}

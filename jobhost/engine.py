@@ -365,10 +365,13 @@ class JobHost:
         variables: Mapping[str, Any] | None = None,
         principal: Principal = SYSTEM,
         *,
+        trigger: Trigger | None = None,
         address: str | None = None,
     ) -> Execution:
         """A test run: the script gets ``--test``; it ignores ``max_concurrent`` and restarts."""
-        return await self.start(job_id, variables, principal, test=True, address=address)
+        return await self.start(
+            job_id, variables, principal, trigger=trigger, test=True, address=address
+        )
 
     async def stop(
         self,

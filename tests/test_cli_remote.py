@@ -339,6 +339,26 @@ def test_tokens_create_and_revoke(server: Server, admin: Run, tmp_path: Path) ->
     assert "jobhost login" in refused.stderr
 
 
+def test_schedule_verbs_change_the_running_servers_schedule(admin: Run) -> None:
+    changed = admin("schedule", "set", "Shop/Report", "--cron", "0 4 * * *", "--var", "Day=mon")
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    shown = admin("schedule", "show", "Shop/Report", "--json")
+    assert shown.returncode == 0, shown.stderr
+    (schedule,) = json.loads(shown.stdout)
+    assert schedule["schedule"] == "0 4 * * *"
+    assert schedule["source"] == "override"
+    assert schedule["variables"] == {"Day": "mon"}
+    assert schedule["next_fires"][0].endswith("T04:00:00Z")
+
+    bad = admin("schedule", "set", "Shop/Report", "--cron", "61 * * * *")
+    assert bad.returncode == 2
+    assert "61" in bad.stderr
+
+    cleared = admin("schedule", "clear", "Shop/Report", "--json")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)[0]["source"] == "none"
+
+
 def test_audit_shows_what_happened(admin: Run) -> None:
     result = admin("audit", "--limit", "200", "--json")
     assert result.returncode == 0, result.stderr

@@ -211,19 +211,22 @@ def styled_status(status: str) -> str:
 
 def execution_table(executions: list[dict[str, Any]]) -> Table:
     """Executions (``Execution.to_api()`` dicts) as a table for people."""
-    table = Table("Execution", "Job", "Status", "Trigger", "User", "Started", "Took", "Exit")
+    table = Table("Status", "Trigger", "User", "Started", "Took", "Exit")
+    # IDs are what people copy into the next command: never truncated or wrapped.
+    table.add_column("Execution", no_wrap=True, min_width=32)
+    table.add_column("Job", no_wrap=True)
     for e in executions:
         started = str(e.get("started_at") or "")
         took = e.get("duration_seconds")
         table.add_row(
-            str(e["id"]),
-            str(e["job_id"]),
             styled_status(str(e["status"])),
             str(e.get("trigger") or ""),
             str(e.get("user") or ""),
             started[:19].replace("T", " "),
             f"{took:.2f}s" if isinstance(took, int | float) else "",
             "" if e.get("exit_code") is None else str(e["exit_code"]),
+            str(e["id"]),
+            str(e["job_id"]),
         )
     return table
 

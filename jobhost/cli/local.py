@@ -167,7 +167,7 @@ def test_cmd(
             return None
         checks.append((True, "job.json is valid and has every required field"))
         try:
-            execution = await engine.test(job_id, variables, Principal.local())
+            execution = await engine.test(job_id, variables, Principal.local(), trigger=Trigger.CLI)
         except InitHookFailed as exc:
             checks.append((False, f"init script rejected the variables: {exc.message}"))
             return None
@@ -179,6 +179,8 @@ def test_cmd(
         for name, value in execution.variables.items():
             checks.append((True, f"Variable {name!r} = {value!r}"))
         if not as_json:
+            _print_checks(checks, None, as_json)  # what passed so far, then the live output
+            checks.clear()
             async for chunk in engine.follow(execution.id):
                 sys.stdout.buffer.write(chunk.data)
                 sys.stdout.flush()
@@ -189,7 +191,10 @@ def test_cmd(
 
     final = with_engine(ctx, work)
     _print_checks(checks, final, as_json)
-    if not all(ok for ok, _ in checks):
+    failed = not all(ok for ok, _ in checks) or (
+        final is not None and final.status is not ExecutionStatus.SUCCEEDED
+    )
+    if failed:
         raise typer.Exit(1)
 
 

@@ -1,7 +1,9 @@
-"""``jobhost schedule show|set|enable|disable|clear``: schedule overrides on the local store.
+"""``jobhost schedule show|set|enable|disable|clear``: schedule overrides.
 
-Acts as the local superuser, like the other local verbs. A server that is already
-running picks the change up when it restarts (it keeps its schedules in memory).
+With a server configured (``--server``, ``JOBHOST_SERVER`` or ``jobhost login``) the
+verbs go through its API, so a running scheduler takes the change at once and the
+server checks ``roles_schedule``. Without one they work on the local store as the
+local superuser; a server started later reads the override from there.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import typer
 from rich.table import Table
 
 from jobhost.catalog.definition import parse_job_id
-from jobhost.cli.common import handle_errors, out, parse_vars, print_json
+from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
 from jobhost.cli.local import with_engine
+from jobhost.cli.remote import connect
 from jobhost.engine import JobHost
 from jobhost.models import Principal
 from jobhost.scheduler import UNSET, Scheduler
@@ -74,7 +77,11 @@ def show_cmd(
         parse_job_id(job_id)
         return [await scheduler.get(job_id, principal)]
 
-    schedules: list[dict[str, Any]] = _with_scheduler(ctx, work)
+    if (remote := state(ctx).remote()) is not None:
+        with connect(remote) as client:
+            schedules = client.schedules() if job_id is None else [client.schedule(job_id)]
+    else:
+        schedules = _with_scheduler(ctx, work)
     _render(schedules, as_json)
     if job_id is not None and not as_json:
         for when in schedules[0]["next_fires"]:
@@ -83,6 +90,11 @@ def show_cmd(
 
 def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None:
     parse_job_id(job_id)
+    if (remote := state(ctx).remote()) is not None:
+        fields = {name: value for name, value in changes.items() if value is not UNSET}
+        with connect(remote) as client:
+            _render([client.set_schedule(job_id, **fields)], as_json)
+        return
 
     async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
         return await scheduler.set_override(job_id, principal, **changes)
@@ -134,6 +146,10 @@ def disable_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) ->
 def clear_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> None:
     """Remove the override: job.json's default_schedule applies again."""
     parse_job_id(job_id)
+    if (remote := state(ctx).remote()) is not None:
+        with connect(remote) as client:
+            _render([client.delete_schedule(job_id)], as_json)
+        return
 
     async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
         return await scheduler.clear_override(job_id, principal)
