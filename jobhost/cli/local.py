@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -35,7 +35,6 @@ from jobhost.cli.common import (
     state,
 )
 from jobhost.cli.scaffold import scaffold_job
-from jobhost.engine import JobHost
 from jobhost.errors import (
     BadRequest,
     InitHookFailed,
@@ -44,6 +43,9 @@ from jobhost.errors import (
     VariableError,
 )
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger
+
+if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without it
+    from jobhost.engine import JobHost
 
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -54,6 +56,8 @@ VarOpt = Annotated[
 
 def with_engine(ctx: typer.Context, work: Callable[[JobHost], Awaitable[T]]) -> T:
     """Open the engine on the local store (no catalog watcher), run ``work``, close it."""
+    from jobhost.engine import JobHost
+
     settings = state(ctx).settings(watch=False, scheduler_enabled=False)
 
     async def go() -> T:

@@ -9,7 +9,7 @@ local superuser; a server started later reads the override from there.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -18,9 +18,11 @@ from jobhost.catalog.definition import parse_job_id
 from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
 from jobhost.cli.local import with_engine
 from jobhost.cli.remote import connect
-from jobhost.engine import JobHost
 from jobhost.models import Principal
-from jobhost.scheduler import UNSET, Scheduler
+
+if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without them
+    from jobhost.engine import JobHost
+    from jobhost.scheduler import Scheduler
 
 app = typer.Typer(
     name="schedule",
@@ -35,6 +37,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 def _with_scheduler(
     ctx: typer.Context, work: Callable[[Scheduler, Principal], Awaitable[Any]]
 ) -> Any:
+    from jobhost.scheduler import Scheduler
+
     async def go(engine: JobHost) -> Any:
         scheduler = Scheduler(engine)
         await scheduler.load()
@@ -91,9 +95,8 @@ def show_cmd(
 def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None:
     parse_job_id(job_id)
     if (remote := state(ctx).remote()) is not None:
-        fields = {name: value for name, value in changes.items() if value is not UNSET}
         with connect(remote) as client:
-            _render([client.set_schedule(job_id, **fields)], as_json)
+            _render([client.set_schedule(job_id, **changes)], as_json)
         return
 
     async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
@@ -117,13 +120,9 @@ def set_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Override the schedule, zone and/or variables of a job (what is not given is kept)."""
+    given = {"schedule": cron_expr, "timezone": tz, "variables": parse_vars(var) if var else None}
     _set(
-        ctx,
-        job_id,
-        as_json,
-        schedule=cron_expr if cron_expr is not None else UNSET,
-        timezone=tz if tz is not None else UNSET,
-        variables=parse_vars(var) if var else UNSET,
+        ctx, job_id, as_json, **{name: value for name, value in given.items() if value is not None}
     )
 
 
