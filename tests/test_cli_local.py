@@ -309,3 +309,24 @@ def test_ctrl_c_on_run_stops_the_job_and_its_process_group(
         os.killpg(execution["pid"], 0)  # the whole group is gone…
     with pytest.raises(ProcessLookupError):
         os.kill(grandchild, 0)  # …including what the script started
+
+
+def test_schedule_verbs_work_on_the_local_store(jobhost: Run) -> None:
+    changed = jobhost(
+        "schedule", "set", "Shop/Report", "--cron", "*/10 * * * *", "--tz", "Europe/Berlin"
+    )
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    disabled = jobhost("schedule", "disable", "Shop/Report", "--json")
+    assert disabled.returncode == 0, disabled.stderr
+    (schedule,) = json.loads(disabled.stdout)
+    assert schedule["schedule"] == "*/10 * * * *"
+    assert schedule["timezone"] == "Europe/Berlin"
+    assert schedule["enabled"] is False
+    assert schedule["source"] == "override"
+
+    bad = jobhost("schedule", "set", "Shop/Report", "--tz", "Mars/Olympus")
+    assert bad.returncode == 2
+    assert "Mars/Olympus" in bad.stderr
+
+    cleared = jobhost("schedule", "clear", "Shop/Report", "--json")
+    assert json.loads(cleared.stdout)[0]["source"] == "none"
