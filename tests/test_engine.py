@@ -346,3 +346,31 @@ async def test_prune_applies_retention_and_removes_logs(
     assert set(deleted) == {runs[0].id, runs[1].id}
     assert [e.id for e in page.items] == [runs[3].id, runs[2].id]
     assert logs == sorted(f"{r.id}.log" for r in runs[2:])
+
+
+async def test_a_reload_never_disturbs_a_running_execution(
+    tmp_path: Path, apps: Path, engine_factory: EngineFactory
+) -> None:
+    gate = tmp_path / "gate"
+    script = (
+        "import os, time\n"
+        "print('waiting', flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "print('done', flush=True)\n"
+    )
+    folder = write_job(apps, "Demo", "Gate", {"Name": "Gate"}, script_text=script)
+    async with engine_factory() as engine:
+        started = await engine.start("Demo/Gate")
+        async for chunk in engine.follow(started.id):
+            if b"waiting" in chunk.data:
+                break
+        (folder / "job.json").write_text("{ broken")
+        catalog = await engine.reload()
+        assert not catalog["Demo/Gate"].valid
+        assert engine.supervisor.live[started.id].status is ExecutionStatus.RUNNING
+        gate.touch()
+        final = await engine.wait(started.id)
+        output = (await engine.read_output(started.id)).data.decode()
+    assert final.status is ExecutionStatus.SUCCEEDED
+    assert output.splitlines() == ["waiting", "done"]
