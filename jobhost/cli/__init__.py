@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from jobhost.cli import local, remote, schedule, serve
+from jobhost.cli import local, remote, schedule, serve, worker
 from jobhost.cli.common import CliState
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ local.register(app)
 schedule.register(app)
 remote.register(app)
 serve.register(app)
+worker.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,359 @@
+"""The distributed executor: executions run on Celery workers, events come back by Redis.
+
+``start`` sends the launch spec (a plain dict) as the task ``jobhost.run`` to the queue
+``spec.queue or "jobhost"``; the worker side lives in ``jobhost.worker``. The spec holds
+the job's complete environment, secrets included, so the broker must be private to
+JobHost. Workers run the job in ``spec.cwd``: the job folders (and the data dir, for
+``JOBHOST_STATE_DIR``) must exist at the same paths on every worker.
+
+Back on the server, one task awaits the stream ``jobhost:events:<server id>``
+(``XREAD BLOCK``) and turns its entries into ``ExecutionEvents`` calls on the loop.
+Output is appended here, to the execution's ``OutputLog``, so offsets, the cap, live
+follow and ``read_output`` behave exactly as with the local executor. The result JSON
+arrives in the ``exited`` entry and is written to ``spec.result_path`` before
+``on_exited``.
+
+``stop`` sets ``jobhost:stop:<id>`` (for a task not picked up yet) and publishes on
+``jobhost:control``; the worker holding the execution signals its process group.
+
+A lost worker is noticed without polling: keyspace notifications are switched on
+(``notify-keyspace-events Ex``) and a second task listens for expired keys; when the
+heartbeat key ``jobhost:alive:<id>`` of a running execution expires, it ends with
+``Worker <host> stopped answering (no heartbeat for 10 s)`` (recorded as failed), and a
+stop is published in case the worker was only cut off.
+
+Each executor has its own server ID, so a restarted server does not read its
+predecessor's stream (the engine's reconciliation ends those runs as lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from kombu.utils.url import maybe_sanitize_url
+
+from jobhost.abc import ExecutionEvents
+from jobhost.config import Settings
+from jobhost.errors import Conflict
+from jobhost.execution.output import OutputLog
+from jobhost.models import Execution, ExitInfo, LaunchSpec, new_id
+from jobhost.worker import (
+    CONTROL_CHANNEL,
+    DEFAULT_QUEUE,
+    HEARTBEAT_TTL_SECONDS,
+    STOP_KEY_TTL_SECONDS,
+    TASK_NAME,
+    alive_key,
+    events_key,
+    make_app,
+    stop_key,
+)
+
+log = logging.getLogger(__name__)
+
+ALIVE_PREFIX = alive_key("")
+READ_COUNT = 512  # entries per XREAD: bounds one loop iteration's work
+RECONNECT_SECONDS = 1.0
+STREAM_KEEP_SECONDS = 3600  # after aclose, the stream outlives the runs still reporting
+SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+
+
+@dataclass(eq=False, slots=True)
+class _Remote:
+    spec: LaunchSpec
+    output: OutputLog
+    host: str | None = None  # known once the worker reports ``started``
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str | None:
+    raw = fields.get(name.encode())
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def _int(fields: dict[bytes, bytes], name: str) -> int | None:
+    raw = fields.get(name.encode())
+    return None if raw is None else int(raw)
+
+
+def _float(fields: dict[bytes, bytes], name: str) -> float | None:
+    raw = fields.get(name.encode())
+    return None if raw is None else float(raw)
+
+
+class CeleryExecutor:
+    """Hands executions to Celery workers (see the module docstring)."""
+
+    def __init__(self, events: ExecutionEvents, settings: Settings) -> None:
+        self._events = events
+        self._broker_url = settings.celery_broker_url
+        self._app = make_app(settings.celery_broker_url)
+        self._server_id = new_id()
+        self._stream = events_key(self._server_id)
+        self._runs: dict[str, _Remote] = {}
+        # One thread: kombu's publish is blocking, and one at a time keeps the order.
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="jobhost-celery-send")
+        self._redis: aioredis.Redis | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # the two listeners
+        self._stops: set[asyncio.Task[None]] = set()  # stops published after a loss
+
+    @property
+    def server_id(self) -> str:
+        return self._server_id
+
+    def running_ids(self) -> list[str]:
+        """Executions handed to workers that have not reported their end."""
+        return list(self._runs)
+
+    # -- the Executor contract ---------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> None:
+        """Send ``spec`` to its queue; ``on_started`` follows when a worker runs it."""
+        execution_id = spec.execution_id
+        if execution_id in self._runs:
+            raise Conflict(f"Execution {execution_id!r} is already running on a Celery worker")
+        loop = asyncio.get_running_loop()
+        try:
+            output = OutputLog(spec.log_path, spec.max_output_bytes)
+        except OSError as exc:
+            self._fail(loop, execution_id, f"Cannot open the output log {spec.log_path}: {exc}")
+            return
+        self._runs[execution_id] = _Remote(spec, output)
+        queue = spec.queue or DEFAULT_QUEUE
+        try:
+            await self._open()
+            await loop.run_in_executor(self._sender, self._send, spec, queue)
+        except Exception as exc:  # the broker is down or refuses: this run cannot start
+            self._forget(execution_id)
+            url = maybe_sanitize_url(self._broker_url)
+            error = f"Cannot hand the run to a Celery worker (queue {queue!r}, broker {url}): {exc}"
+            self._fail(loop, execution_id, error)
+
+    async def stop(self, execution_id: str, grace_seconds: float) -> None:
+        """Ask the worker holding the run to stop it; no-op when it is not running here."""
+        if execution_id in self._runs:
+            await self._publish_stop(execution_id, grace_seconds)
+
+    async def terminate_orphan(self, execution: Execution) -> bool:
+        """Stop a run a previous server left on a worker; True when a worker still held it."""
+        try:
+            client = await self._client()
+            held = bool(await client.exists(alive_key(execution.id)))
+            await self._publish_stop(execution.id, 0)
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("Cannot ask the workers to end %s: %s", execution.id, exc)
+            return False
+        return held
+
+    async def aclose(self) -> None:
+        """Stop listening; runs on workers go on (their logs here end where they are)."""
+        if self._stops:
+            await asyncio.gather(*self._stops, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for execution_id in list(self._runs):
+            self._forget(execution_id)
+        if self._redis is not None:
+            with contextlib.suppress(OSError, aioredis.RedisError):
+                await self._redis.expire(self._stream, STREAM_KEEP_SECONDS)
+            await self._redis.aclose()
+            self._redis = None
+        self._sender.shutdown(wait=True)
+
+    # -- connections -------------------------------------------------------------------
+
+    async def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self._broker_url)
+        return self._redis
+
+    async def _open(self) -> None:
+        """On first use: keyspace notifications on, the two listeners running."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open_once())
+        try:
+            await asyncio.shield(self._opening)
+        except Exception:
+            self._opening = None  # try again with the next start
+            raise
+
+    async def _open_once(self) -> None:
+        client = await self._client()
+        await self._enable_expiry_events(client)
+        db = int(client.connection_pool.connection_kwargs.get("db", 0))
+        pubsub: Any = client.pubsub()  # redis-py leaves PubSub partly untyped
+        await pubsub.subscribe(f"__keyevent@{db}__:expired")
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._read_events(client), name="jobhost-events"))
+        self._tasks.append(loop.create_task(self._watch_expiry(pubsub), name="jobhost-expiry"))
+
+    async def _enable_expiry_events(self, client: aioredis.Redis) -> None:
+        try:
+            current = (await client.config_get("notify-keyspace-events")).get(
+                "notify-keyspace-events", ""
+            )
+            current = current.decode() if isinstance(current, bytes) else str(current)
+            wanted = "".join(flag for flag in "Ex" if flag not in current)
+            if "A" in current:
+                wanted = wanted.replace("x", "")
+            if wanted:
+                await client.config_set("notify-keyspace-events", current + wanted)
+        except aioredis.ResponseError as exc:  # managed Redis often forbids CONFIG
+            log.warning(
+                "Cannot enable keyspace notifications (%s): lost workers go unnoticed until "
+                "the Redis server has notify-keyspace-events set to 'Ex'",
+                exc,
+            )
+
+    def _send(self, spec: LaunchSpec, queue: str) -> None:
+        self._app.send_task(
+            TASK_NAME,
+            args=[asdict(spec), self._server_id],
+            queue=queue,
+            retry=True,
+            retry_policy=SEND_RETRY,
+        )
+
+    async def _publish_stop(self, execution_id: str, grace_seconds: float) -> None:
+        client = await self._client()
+        grace = max(0.0, grace_seconds)
+        await client.set(stop_key(execution_id), repr(grace), ex=STOP_KEY_TTL_SECONDS)
+        message = json.dumps({"execution_id": execution_id, "grace": grace})
+        await client.publish(CONTROL_CHANNEL, message)
+
+    # -- the two listeners -------------------------------------------------------------
+
+    async def _read_events(self, client: aioredis.Redis) -> None:
+        last_id = b"0-0"  # the stream is this executor's own: everything in it is ours
+        while True:
+            try:
+                reply: Any = await client.xread({self._stream: last_id}, count=READ_COUNT, block=0)
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                log.warning("Lost the Redis event stream (%s); reconnecting", exc)
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    try:
+                        self._handle(fields)
+                    except Exception:  # one bad entry must not end the listener
+                        log.exception("Cannot handle event %r", fields)
+
+    def _handle(self, fields: dict[bytes, bytes]) -> None:
+        execution_id = _text(fields, "id") or ""
+        run = self._runs.get(execution_id)
+        if run is None:
+            return  # ended already (a lost worker that came back, or a stale entry)
+        kind = _text(fields, "type")
+        if kind == "output":
+            data = fields.get(b"data", b"")
+            try:
+                run.output.write(data)
+            except OSError as exc:
+                run.output.total_bytes += len(data)
+                log.warning("Output of %s is being lost: %s", execution_id, exc)
+            self._events.on_output(execution_id, run.output.total_bytes)
+        elif kind == "started":
+            run.host = _text(fields, "host")
+            self._events.on_started(execution_id, _int(fields, "pid"), run.host or "")
+        elif kind == "progress":
+            fraction = _float(fields, "fraction")
+            self._events.on_progress(execution_id, fraction, _text(fields, "message"))
+        elif kind == "exited":
+            self._exited(run, fields)
+
+    def _exited(self, run: _Remote, fields: dict[bytes, bytes]) -> None:
+        execution_id = run.spec.execution_id
+        result = fields.get(b"result")
+        if result is not None:
+            try:
+                with open(run.spec.result_path, "wb") as handle:
+                    handle.write(result)
+            except OSError as exc:
+                log.warning("Cannot write the result of %s: %s", execution_id, exc)
+        output_bytes = run.output.total_bytes
+        self._forget(execution_id)
+        self._events.on_exited(
+            execution_id,
+            ExitInfo(
+                exit_code=_int(fields, "exit_code"),
+                exit_signal=_int(fields, "exit_signal"),
+                cpu_seconds=_float(fields, "cpu_seconds"),
+                peak_rss_bytes=_int(fields, "peak_rss_bytes"),
+                output_bytes=output_bytes,
+                timed_out=_int(fields, "timed_out") == 1,
+                stopped=_int(fields, "stopped") == 1,
+                error=_text(fields, "error"),
+            ),
+        )
+
+    async def _watch_expiry(self, pubsub: Any) -> None:
+        try:
+            while True:
+                try:
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._expired(message["data"])
+                except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                    log.warning("Lost the Redis expiry events (%s); reconnecting", exc)
+                    await asyncio.sleep(RECONNECT_SECONDS)
+                    await self._recheck_alive()
+        finally:
+            await pubsub.aclose()
+
+    def _expired(self, key: bytes) -> None:
+        name = key.decode("utf-8", errors="replace")
+        if name.startswith(ALIVE_PREFIX):
+            self._lost(name[len(ALIVE_PREFIX) :])
+
+    async def _recheck_alive(self) -> None:
+        """After a reconnect: an expiry may have been missed meanwhile."""
+        client = await self._client()
+        for execution_id, run in list(self._runs.items()):
+            if run.host is not None and not await client.exists(alive_key(execution_id)):
+                self._lost(execution_id)
+
+    def _lost(self, execution_id: str) -> None:
+        run = self._runs.get(execution_id)
+        if run is None or run.host is None:
+            return  # ended already, or not started: no heartbeat was ever promised
+        output_bytes = run.output.total_bytes
+        error = f"Worker {run.host} stopped answering (no heartbeat for {HEARTBEAT_TTL_SECONDS} s)"
+        self._forget(execution_id)
+        self._events.on_exited(
+            execution_id, ExitInfo(None, None, output_bytes=output_bytes, error=error)
+        )
+        # The worker may only be cut off: if it comes back, it must not keep the job.
+        task = asyncio.get_running_loop().create_task(self._publish_stop(execution_id, 0))
+        self._stops.add(task)
+        task.add_done_callback(self._stop_published)
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _forget(self, execution_id: str) -> None:
+        run = self._runs.pop(execution_id, None)
+        if run is None:
+            return
+        try:
+            run.output.close()
+        except OSError as exc:
+            log.warning("Cannot finish the output log of %s: %s", execution_id, exc)
+
+    def _stop_published(self, task: asyncio.Task[None]) -> None:
+        self._stops.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("Cannot publish a stop: %s", task.exception())
+
+    def _fail(self, loop: asyncio.AbstractEventLoop, execution_id: str, error: str) -> None:
+        info = ExitInfo(exit_code=None, exit_signal=None, error=error)
+        loop.call_soon(self._events.on_exited, execution_id, info)
