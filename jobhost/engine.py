@@ -64,6 +64,10 @@ SYSTEM = Principal(username="jobhost", roles=frozenset(), superuser=True)
 
 
 def default_executor(events: Supervisor) -> Executor:
+    if events.settings.executor == "celery":
+        from jobhost.executors.celery import CeleryExecutor
+
+        return CeleryExecutor(events, events.settings)
     from jobhost.executors.local import LocalExecutor
 
     return LocalExecutor(events, host=socket.gethostname())
