@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     database_url: str | None = None  # None: SQLite file in data_dir
 
     host: str = "127.0.0.1"
+    access_log: bool = False  # uvicorn's line per HTTP request
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None  # used in links (notifications); defaults to http://host:port
 
