@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobhost.config import Settings
@@ -21,6 +20,7 @@ from jobhost.server.auth import Authenticator
 from jobhost.server.errors import install_error_handlers
 from jobhost.server.limits import BodySizeLimit, LoginLimiter
 from jobhost.server.routes import routers
+from jobhost.server.views import ExecutionViews
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 CSP = (
@@ -32,6 +32,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+# Encoded once: this runs on every response.
+_RAW_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 
 class SecurityHeaders:
@@ -47,9 +49,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}  # a route's own policy wins
+                headers.extend(h for h in _RAW_SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -102,6 +105,7 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     app.state.engine = host
     app.state.auth = auth
     app.state.adhoc = adhoc
+    app.state.views = ExecutionViews()
     app.state.login_limiter = LoginLimiter(settings.login_attempts_per_minute)
     app.state.one_time_password = None
     install_error_handlers(app)

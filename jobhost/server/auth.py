@@ -4,6 +4,14 @@ Browsers hold a session cookie (``jobhost_session``: HttpOnly, SameSite=Strict) 
 send ``X-CSRF-Token`` on every write; scripts and the CLI send ``Authorization: Bearer
 jh_…`` and need no CSRF header, because a browser never attaches one by itself. Session
 IDs and tokens are stored only as hashes; a stolen database yields neither.
+
+Proving an identity costs two store reads (the token or session, then its user). The
+``IdentityCache`` keeps a proven identity for a few seconds, keyed by the credential's
+hash, so a client polling status does not pay them on every request. Sign-out, token
+revocation and every change of a user made through this server drop the affected
+entries at once. Caveat: with several server processes over one database (PostgreSQL at
+scale), a change made through another process reaches this one within
+``IDENTITY_TTL_SECONDS``; expiry times are checked on every request either way.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -34,8 +43,13 @@ SESSION_COOKIE = "jobhost_session"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOUCH_EVERY_SECONDS = 60.0  # last_used_at is informative; one write a minute is plenty
+IDENTITY_TTL_SECONDS = 5.0  # how stale a revocation made by another process may be
+IDENTITY_CACHE_SIZE = 10_000
 BAD_LOGIN = "Invalid username or password"
 SESSION_GONE = "Your session is not valid (signed out or expired); sign in again"
+# Cache keys: the credential's hash, prefixed by its kind.
+_KEY_BEARER = "bearer:"
+_KEY_COOKIE = "cookie:"
 # Verifying against this when the user is unknown keeps both answers equally slow.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
@@ -50,6 +64,67 @@ class Identity:
     token: ApiToken | None = None
 
 
+class IdentityCache:
+    """Proven identities by credential hash, each for ``ttl`` seconds (see the module doc).
+
+    Only successes are kept: an unknown or revoked credential always asks the store.
+    Bounded: when full, the oldest entry goes. Every ``forget…`` bumps ``generation``;
+    ``put`` drops an identity read under an older one, so a read that raced a revocation
+    cannot bring the revoked credential back.
+    """
+
+    def __init__(
+        self,
+        ttl: float = IDENTITY_TTL_SECONDS,
+        size: int = IDENTITY_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Identity]] = {}
+        self.generation = 0
+
+    def get(self, key: str) -> Identity | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() >= entry[0]:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, identity: Identity, generation: int) -> None:
+        """Keep ``identity``, proven by store reads begun at ``generation``."""
+        if generation != self.generation:
+            return
+        self._entries.pop(key, None)
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # dicts keep insertion order
+        self._entries[key] = (self._clock() + self.ttl, identity)
+
+    def forget(self, key: str) -> None:
+        self.generation += 1
+        self._entries.pop(key, None)
+
+    def forget_where(self, doomed: Callable[[Identity], bool]) -> None:
+        self.generation += 1
+        for key in [k for k, (_, i) in self._entries.items() if doomed(i)]:
+            del self._entries[key]
+
+    def forget_user(self, username: str) -> None:
+        """After the user changed (roles, password, disabled) or was deleted."""
+        self.forget_where(lambda identity: identity.user.username == username)
+
+    def forget_token(self, token_id: str) -> None:
+        """After the token was revoked."""
+        self.forget_where(lambda i: i.token is not None and i.token.id == token_id)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -59,6 +134,7 @@ class Authenticator:
 
     def __init__(self, engine: JobHost) -> None:
         self.engine = engine
+        self.identities = IdentityCache()
         self._touched: dict[str, float] = {}
 
     async def _call(self, fn: Any, *args: Any) -> Any:
@@ -132,6 +208,7 @@ class Authenticator:
 
     async def logout(self, identity: Identity) -> None:
         if identity.session is not None:
+            self.identities.forget(_KEY_COOKIE + identity.session.id_hash)
             await self._call(self.engine.store.delete_session, identity.session.id_hash)
 
     # ------------------------------------------------------------- per request
@@ -147,16 +224,25 @@ class Authenticator:
         )
         if not token.startswith(BEARER_PREFIX):
             raise invalid
-        stored: ApiToken | None = await self._call(
-            self.engine.store.get_token_by_hash, hash_token(token)
-        )
+        token_hash = hash_token(token)
+        key = _KEY_BEARER + token_hash
         now = self.engine.clock()
-        if stored is None or stored.revoked:
-            raise invalid
-        if stored.expires_at is not None and stored.expires_at <= now:
-            raise invalid
-        user = await self._active_user(stored.username)
-        if user is None:
+        identity = self.identities.get(key)
+        if identity is None:
+            generation = self.identities.generation
+            stored: ApiToken | None = await self._call(
+                self.engine.store.get_token_by_hash, token_hash
+            )
+            if stored is None or stored.revoked:
+                raise invalid
+            user = await self._active_user(stored.username)
+            if user is None:
+                raise invalid
+            identity = Identity(principal=self.principal_for(user), user=user, token=stored)
+            self.identities.put(key, identity, generation)
+        stored = identity.token
+        if stored is None or (stored.expires_at is not None and stored.expires_at <= now):
+            self.identities.forget(key)
             raise invalid
         last = self._touched.get(stored.id)
         if last is None or time.monotonic() - last >= TOUCH_EVERY_SECONDS:
@@ -164,24 +250,30 @@ class Authenticator:
             if len(self._touched) > 100_000:
                 self._touched.clear()
             await self._call(self.engine.store.touch_token, stored.id, now)
-        return Identity(principal=self.principal_for(user), user=user, token=stored)
+        return identity
 
     async def _from_cookie(self, value: str) -> Identity:
         store = self.engine.store
-        session: Session | None = await self._call(store.get_session, hash_token(value))
+        session_hash = hash_token(value)
+        key = _KEY_COOKIE + session_hash
+        cached = self.identities.get(key)
+        if cached is not None and cached.session is not None:
+            if cached.session.expires_at > self.engine.clock():
+                return cached
+            self.identities.forget(key)  # expired: the store path below deletes it
+        generation = self.identities.generation
+        session: Session | None = await self._call(store.get_session, session_hash)
         if session is None:
-            raise NotAuthenticated(
-                "Your session is not valid (signed out or expired); sign in again"
-            )
+            raise NotAuthenticated(SESSION_GONE)
         if session.expires_at <= self.engine.clock():
             await self._call(store.delete_session, session.id_hash)
             raise NotAuthenticated("Your session has expired; sign in again")
         user = await self._active_user(session.username)
         if user is None:
-            raise NotAuthenticated(
-                "Your session is not valid (signed out or expired); sign in again"
-            )
-        return Identity(principal=self.principal_for(user), user=user, session=session)
+            raise NotAuthenticated(SESSION_GONE)
+        identity = Identity(principal=self.principal_for(user), user=user, session=session)
+        self.identities.put(key, identity, generation)
+        return identity
 
     async def identify(self, request: Request) -> Identity:
         """The request's identity; a bearer token wins over a cookie. NotAuthenticated if none."""

@@ -15,7 +15,10 @@ OPTIONAL = ("jobhost.server.routes.schedules", "jobhost.server.routes.notificati
 
 
 def routers() -> list[APIRouter]:
-    found = [health.router, auth.router, users.router, jobs.router, output.router]
+    # Routes are matched in order, one by one, on every request: the routers polled
+    # hardest (status, running, history, output) go first. Their prefixes do not
+    # overlap the others', so the order changes no answer.
+    found = [jobs.router, output.router, health.router, auth.router, users.router]
     for name in OPTIONAL:
         if importlib.util.find_spec(name) is not None:
             module = importlib.import_module(name)

@@ -152,5 +152,6 @@ async def revoke_token(token_id: str, identity: CurrentIdentity, request: Reques
     if not any(t.id == token_id for t in tokens):
         raise NotFound(f"No token {token_id!r} of yours")
     await engine.journal.call(engine.store.revoke_token, token_id)
+    authenticator_of(request).identities.forget_token(token_id)
     await engine.audit("token.revoke", principal, token_id, address=client_address(request))
     return Response(status_code=204)

@@ -24,6 +24,7 @@ from jobhost.server.auth import (
     client_address,
     engine_of,
 )
+from jobhost.server.views import views_of
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -75,6 +76,71 @@ def catalog_entry(engine: JobHost, job: Job, principal: Principal) -> dict[str, 
         when = next_fire(job.id)
         entry["next_fire"] = iso(when) if isinstance(when, datetime) else None
     return entry
+
+
+# The reads come first: routes are matched in order, and clients poll these most.
+@router.get("/status/{execution_id}")
+async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    execution = await engine_of(request).status(execution_id, identity.principal)
+    return execution.to_api()
+
+
+@router.get("/running")
+async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    views = views_of(request)
+    live = engine_of(request).running(identity.principal)
+    return {"executions": [views.api(e) for e in live]}
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """An ISO-8601 query value (``Z`` allowed; naive means UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise BadRequest(
+            f"Invalid {name} {value!r}: use ISO-8601, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def parse_statuses(values: list[str]) -> tuple[ExecutionStatus, ...]:
+    names = [part for value in values for part in value.split(",") if part]
+    try:
+        return tuple(ExecutionStatus(name) for name in names)
+    except ValueError:
+        known = ", ".join(s.value for s in ExecutionStatus)
+        raise BadRequest(f"Invalid status in {names!r}: use one of {known}") from None
+
+
+@router.get("/history")
+async def history(
+    identity: CurrentIdentity,
+    request: Request,
+    job_id: str | None = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    if job_id is not None:
+        parse_job_id(job_id)
+    query = HistoryQuery(
+        job_id=job_id,
+        user=user,
+        statuses=parse_statuses(status or []),
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+        limit=limit,
+        cursor=cursor or None,
+    )
+    page = await engine_of(request).history(query, identity.principal)
+    return {"executions": [e.to_api() for e in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/catalog")
@@ -187,68 +253,6 @@ async def restart(body: RestartBody, identity: CurrentIdentity, request: Request
         address=client_address(request),
     )
     return execution.to_api()
-
-
-@router.get("/status/{execution_id}")
-async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
-    execution = await engine_of(request).status(execution_id, identity.principal)
-    return execution.to_api()
-
-
-@router.get("/running")
-async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
-    return {"executions": [e.to_api() for e in engine_of(request).running(identity.principal)]}
-
-
-def parse_time(name: str, value: str | None) -> datetime | None:
-    """An ISO-8601 query value (``Z`` allowed; naive means UTC)."""
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
-        raise BadRequest(
-            f"Invalid {name} {value!r}: use ISO-8601, e.g. 2024-05-01T12:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
-
-
-def parse_statuses(values: list[str]) -> tuple[ExecutionStatus, ...]:
-    names = [part for value in values for part in value.split(",") if part]
-    try:
-        return tuple(ExecutionStatus(name) for name in names)
-    except ValueError:
-        known = ", ".join(s.value for s in ExecutionStatus)
-        raise BadRequest(f"Invalid status in {names!r}: use one of {known}") from None
-
-
-@router.get("/history")
-async def history(
-    identity: CurrentIdentity,
-    request: Request,
-    job_id: str | None = None,
-    user: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[list[str] | None, Query()] = None,
-    since: str | None = None,
-    until: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> dict[str, Any]:
-    if job_id is not None:
-        parse_job_id(job_id)
-    query = HistoryQuery(
-        job_id=job_id,
-        user=user,
-        statuses=parse_statuses(status or []),
-        since=parse_time("since", since),
-        until=parse_time("until", until),
-        limit=limit,
-        cursor=cursor or None,
-    )
-    page = await engine_of(request).history(query, identity.principal)
-    return {"executions": [e.to_api() for e in page.items], "next_cursor": page.next_cursor}
 
 
 @router.post("/reload")

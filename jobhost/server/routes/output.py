@@ -15,6 +15,7 @@ from jobhost.models import Action
 from jobhost.security import can_on_execution
 from jobhost.server.auth import CurrentIdentity, engine_of
 from jobhost.server.sse import HEADERS, frame, with_heartbeats
+from jobhost.server.views import views_of
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["output"])
 
@@ -81,6 +82,7 @@ async def output_stream(
 async def execution_events(identity: CurrentIdentity, request: Request) -> StreamingResponse:
     """Every change of an execution the user may view, as ``execution`` events."""
     engine = engine_of(request)
+    views = views_of(request)
     principal = identity.principal
     changes = engine.changes()
 
@@ -96,7 +98,7 @@ async def execution_events(identity: CurrentIdentity, request: Request) -> Strea
                 pending = asyncio.ensure_future(anext(changes))
                 job = engine.catalog.get(execution.job_id)
                 if can_on_execution(principal, job, execution, Action.VIEW):
-                    yield frame("execution", execution.to_api())
+                    yield views.event(execution)
         finally:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):

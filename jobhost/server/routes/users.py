@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jobhost.errors import BadRequest, Conflict, NotFound
 from jobhost.models import User
 from jobhost.security import hash_password
-from jobhost.server.auth import SuperIdentity, client_address, engine_of
+from jobhost.server.auth import SuperIdentity, authenticator_of, client_address, engine_of
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -102,6 +102,7 @@ async def update_user(
         created_at=user.created_at,
     )
     await engine.journal.call(engine.store.save_user, changed)
+    authenticator_of(request).identities.forget_user(username)
     if changed.disabled or body.password:
         # A disabled user, or one whose password changed, must sign in again.
         await engine.journal.call(engine.store.delete_user_sessions, username)
@@ -128,5 +129,6 @@ async def delete_user(username: str, identity: SuperIdentity, request: Request) 
         raise Conflict("You cannot delete your own account; ask another admin")
     await engine.journal.call(engine.store.delete_user_sessions, username)
     await engine.journal.call(engine.store.delete_user, username)
+    authenticator_of(request).identities.forget_user(username)
     await engine.audit("user.delete", identity.principal, username, address=client_address(request))
     return Response(status_code=204)

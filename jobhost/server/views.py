@@ -1,0 +1,58 @@
+"""Rendered executions, memoised: the JSON view of an execution is built once per state.
+
+``Execution`` values are immutable and replaced on every change, so the object itself
+is the cache key: a view is reused only while the engine still hands out that very
+object. ``GET /running`` with 1,000 live executions and every ``/events`` subscriber
+receiving the same change then render each state once instead of once per request or
+per subscriber (``to_api`` formats four timestamps; it dominated those requests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from jobhost.models import Execution
+from jobhost.server.sse import frame
+
+VIEWS_KEPT = 4096
+
+
+class ExecutionViews:
+    """``to_api()`` dicts and ``execution`` SSE frames, by execution ID and identity."""
+
+    def __init__(self, size: int = VIEWS_KEPT) -> None:
+        self.size = size
+        self._views: dict[str, tuple[Execution, dict[str, Any]]] = {}
+        self._frames: dict[str, tuple[Execution, bytes]] = {}
+
+    def api(self, execution: Execution) -> dict[str, Any]:
+        """A fresh dict equal to ``execution.to_api()`` (callers may change it)."""
+        entry = self._views.get(execution.id)
+        if entry is None or entry[0] is not execution:
+            entry = (execution, execution.to_api())
+            self._keep(self._views, execution.id, entry)
+        view = dict(entry[1])
+        if execution.ended_at is None and execution.started_at is not None:
+            view["duration_seconds"] = execution.duration_seconds  # grows while it runs
+        return view
+
+    def event(self, execution: Execution) -> bytes:
+        """The ``execution`` event announcing this state, as sent on ``/events``."""
+        entry = self._frames.get(execution.id)
+        if entry is None or entry[0] is not execution:
+            entry = (execution, frame("execution", execution.to_api()))
+            self._keep(self._frames, execution.id, entry)
+        return entry[1]
+
+    def _keep(self, table: dict[str, Any], key: str, entry: Any) -> None:
+        table.pop(key, None)
+        if len(table) >= self.size:
+            del table[next(iter(table))]  # the oldest: dicts keep insertion order
+        table[key] = entry
+
+
+def views_of(request: Request) -> ExecutionViews:
+    views: ExecutionViews = request.app.state.views
+    return views
