@@ -3,6 +3,11 @@
 A request becomes a run in one direction: permission check → variables (defaults →
 init hook → checks → substitution) → record → dispatch. Permission is checked here,
 for every caller, with the one rule in ``jobhost.security``.
+
+The class is the public API, so it stays one piece even past the usual module size:
+each method is a permission check and a few lines over the parts that do the work
+(``Supervisor`` for live runs, the ``Journal`` and the store for records, the catalog,
+``reconcile``, ``IdempotencyKeys``).
 """
 
 from __future__ import annotations
@@ -32,17 +37,18 @@ from jobhost.errors import (
     PermissionDenied,
     VariableError,
 )
+from jobhost.execution.idempotency import IdempotencyKeys
 from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import base_env, log_path, result_path
 from jobhost.execution.output import read_output
+from jobhost.execution.reconcile import reconcile
 from jobhost.execution.supervisor import Launch, Supervisor
 from jobhost.models import (
     Action,
     AuditEvent,
     AuditQuery,
     Execution,
-    ExecutionStatus,
     HistoryQuery,
     OutputChunk,
     Page,
@@ -100,7 +106,9 @@ class JobHost:
         self._catalog = Catalog({})
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
-        self._idempotency: dict[tuple[str | None, str], asyncio.Future[Execution]] = {}
+        self._idempotency = IdempotencyKeys(
+            lambda user, key: self.journal.call(self.store.find_by_idempotency_key, user, key)
+        )
         self._journal: Journal | None = None
         self._supervisor: Supervisor | None = None
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
@@ -130,7 +138,7 @@ class JobHost:
         )
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = await asyncio.to_thread(scan, self.settings.apps_roots)
-        await self._reconcile()
+        await reconcile(self._journal, self._supervisor.executor, self.clock)
         last = await self._journal.call(self.store.last_executions, list(self._catalog))
         self._supervisor.last_finished.update(last)
         if self.settings.scheduler_enabled:
@@ -185,29 +193,6 @@ class JobHost:
         if self._journal is None:
             raise RuntimeError("JobHost.open() was not awaited")
         return self._journal
-
-    async def _reconcile(self) -> None:
-        """Nothing stays ``running`` forever: runs recorded as active by a previous host
-        process are ended as ``lost``; a process they left behind is killed, not adopted,
-        because its output pipe died with that host process."""
-        orphans = await self.journal.call(self.store.active_executions)
-        for execution in orphans:
-            killed = False
-            if execution.pid is not None:
-                killed = await self.supervisor.executor.terminate_orphan(execution)
-            if execution.status is ExecutionStatus.QUEUED:
-                reason = "JobHost restarted while this run was queued; it never ran"
-            elif killed:
-                reason = f"JobHost restarted during this run; its process {execution.pid} was ended"
-            else:
-                reason = "JobHost restarted during this run; its process was already gone"
-            lost = execution.evolve(
-                status=ExecutionStatus.LOST, ended_at=self.clock(), error=reason
-            )
-            await self.journal.record(lost)
-            log.warning(
-                "execution %s of %s marked lost: %s", execution.id, execution.job_id, reason
-            )
 
     # ----------------------------------------------------------------- catalog
     @property
@@ -280,29 +265,13 @@ class JobHost:
             return await self._start(
                 job, variables, principal, trigger, test, scheduled_for, address
             )
-        key = (principal.username, idempotency_key)
-        pending = self._idempotency.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        # Registered before the first await, so concurrent retries wait for this one.
-        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
-        self._idempotency[key] = future
-        try:
-            stored = await self.journal.call(
-                self.store.find_by_idempotency_key, principal.username, idempotency_key
-            )
-            execution = stored or await self._start(
+        return await self._idempotency.once(
+            principal.username,
+            idempotency_key,
+            lambda: self._start(
                 job, variables, principal, trigger, test, scheduled_for, address, idempotency_key
-            )
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the caller gets it via raise
-            del self._idempotency[key]
-            raise
-        future.set_result(execution)
-        if len(self._idempotency) > 10_000:  # the store answers for older keys
-            self._idempotency.clear()
-        return execution
+            ),
+        )
 
     async def _start(
         self,
