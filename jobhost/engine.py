@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import socket
@@ -533,18 +534,11 @@ class JobHost:
         )
 
     async def history(self, query: HistoryQuery, principal: Principal = SYSTEM) -> Page[Execution]:
+        """Newest first; scoped to the jobs the principal may view and the runs they started."""
         if not principal.superuser:
             visible = frozenset(job.id for job in self.visible_jobs(principal))
-            query = HistoryQuery(
-                job_id=query.job_id,
-                user=query.user,
-                statuses=query.statuses,
-                since=query.since,
-                until=query.until,
-                limit=query.limit,
-                cursor=query.cursor,
-                visible_job_ids=visible,
-                visible_user=principal.username,
+            query = dataclasses.replace(
+                query, visible_job_ids=visible, visible_user=principal.username
             )
         return await self.journal.call(self.store.history, query)
 
