@@ -4,6 +4,13 @@ Shape: a heap of (next fire, job) and one task that sleeps until the heap's head
 or until ``wake()`` (a schedule change, a catalog reload) — never a polling tick. The
 clock is a dependency (``Clock``): tests drive a ``ManualClock`` and nothing waits.
 
+On time: fires are claimed ``CLAIM_AHEAD`` before they are due, every fire due in that
+window in one transaction, so the database round trip and the cron maths are done
+before the due time; at the due time the fires due together start concurrently. (One
+claim and one outcome write per fire, awaited in turn on the database pool, is what let
+100 every-second jobs fall seconds behind.) A claim that is not yet due when the
+scheduler closes is released, so the next start treats it as a fire missed while down.
+
 Never twice: each fire is claimed in the store (``schedule_fires`` primary key) before
 the run starts, so a restart or a second server process cannot run it again.
 Never silently missed: after downtime (or a stall longer than a fire), the fires since
@@ -11,6 +18,9 @@ the newest recorded one coalesce into one run when the newest is within the job'
 ``misfire_grace_seconds``; the others (at most ``MISSED_KEPT`` per job) are recorded as
 ``missed``. A job seen for the first time starts from now. Overlap is the engine's
 business (``max_concurrent``/``on_conflict``); a refusal is recorded as ``skipped``.
+Every hook in ``engine.hooks`` (the notifier's ``missed`` rules) hears of fires that did
+not run: once per recorded batch of missed fires, and once per skipped fire or fire that
+could not start (that one has no execution, so no run notification would tell of it).
 
 Overrides (``set_override``/``clear_override``) change a job's schedule, time zone,
 enabled flag and variables live; they are stored, audited and need ``roles_schedule``.
@@ -24,6 +34,7 @@ import dataclasses
 import enum
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +67,11 @@ PREVIEW_MAX = 100
 # Longest single sleep: the event loop's timer follows the monotonic clock, so a wall
 # clock step (NTP, a suspended machine) is noticed after at most this long.
 MAX_SLEEP_SECONDS = 300.0
+# Fires are claimed this long before they are due, so the claim's database round trip
+# (and the cron maths) is done by the time they are: at the due time only the start is left.
+CLAIM_AHEAD = timedelta(milliseconds=100)
+LATENESS_KEPT = 10_000
+SPIN_SECONDS = 0.001  # the end of a sleep that yields to the loop instead of a timer
 
 
 class Clock(Protocol):
@@ -80,11 +96,26 @@ class SystemClock:
         return self._now()
 
     async def sleep_until(self, when: datetime | None, wake: asyncio.Event) -> None:
-        timeout = MAX_SLEEP_SECONDS
+        if wake.is_set():
+            return
+        delay = MAX_SLEEP_SECONDS
         if when is not None:
-            timeout = min(timeout, max(0.0, (when - self._now()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
+            # The wall-clock due time becomes a delay on the loop's monotonic timer right
+            # here, so no time spent before this call makes the sleep too long.
+            delay = min(delay, (when - self._now()).total_seconds())
+        loop = asyncio.get_running_loop()
+        if delay > SPIN_SECONDS:
+            # ``timeout_at`` is one ``call_at`` on this task: no helper task to schedule.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(loop.time() + delay - SPIN_SECONDS):
+                    await wake.wait()
+        # The loop's timer wakes on whole milliseconds (epoll rounds its timeout up), so
+        # the last one is spent yielding to the loop: a fire is on time to microseconds.
+        while when is not None and not wake.is_set():
+            left = (when - self._now()).total_seconds()
+            if left <= 0 or left > 2 * SPIN_SECONDS:
+                return  # due, or woken early by MAX_SLEEP_SECONDS: the caller looks again
+            await asyncio.sleep(0)
 
 
 class ManualClock:
@@ -148,6 +179,20 @@ class _Entry:
         return (self.expr, self.tz, self.active) == (other.expr, other.tz, other.active)
 
 
+# (id of a parsed schedule, instant) → its next fire, for one pass over many jobs.
+_Memo = dict[tuple[int, datetime], datetime | None]
+
+
+def _next_after(schedule: cron.CronSchedule, after: datetime, memo: _Memo) -> datetime | None:
+    """``schedule.next_after(after)``, once per pass: jobs sharing an expression share its
+    parsed schedule (``cron.parse`` caches), and a cron step costs ~0.3 ms, which 100 jobs
+    due together, or 10,000 at start-up, would otherwise pay each."""
+    key = (id(schedule), after)
+    if key not in memo:
+        memo[key] = schedule.next_after(after)
+    return memo[key]
+
+
 def sql_store(engine: JobHost) -> SqlStore:
     store = engine.store
     if not isinstance(store, SqlStore):
@@ -155,22 +200,45 @@ def sql_store(engine: JobHost) -> SqlStore:
     return store
 
 
+@dataclass(frozen=True, slots=True)
+class _Fire:
+    """One fire to claim and start."""
+
+    job_id: str
+    when: datetime
+    variables: dict[str, Any]
+
+
 class Scheduler:
     """Fires cron schedules through ``engine.start``; the service behind the Schedules API."""
 
-    def __init__(self, engine: JobHost, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        engine: JobHost,
+        *,
+        clock: Clock | None = None,
+        claim_ahead: timedelta = CLAIM_AHEAD,
+    ) -> None:
         self.engine = engine
         self.clock: Clock = clock if clock is not None else SystemClock(engine.clock)
+        self._claim_ahead = claim_ahead
         self._store = sql_store(engine)
         self._entries: dict[str, _Entry] = {}
         self._overrides: dict[str, db.Override] = {}
         self._heap: list[tuple[datetime, str]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._waiting: set[asyncio.Event] = set()  # batches waiting for their due time
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        # In-flight work → (when it is due, set once its fires are claimed): ``settle``
+        # waits for every claim, and for the rest of what is due by the clock's now.
+        self._inflight: dict[asyncio.Task[None], tuple[datetime, asyncio.Event]] = {}
         self._closed = False
         self.fired = 0  # claims won, for metrics and benchmarks
+        # (due time, seconds from it to the ``engine.start`` call): the scheduler's own
+        # share of each fire's lateness, newest last; for metrics and benchmarks.
+        self.lateness: deque[tuple[datetime, float]] = deque(maxlen=LATENESS_KEPT)
 
     # ----------------------------------------------------------------- lifecycle
     async def load(self) -> None:
@@ -184,20 +252,28 @@ class Scheduler:
         await self.load()
         now = self.clock.now()
         last = await self.engine.journal.call(db.last_fires, self._store)
+        fires: list[_Fire] = []
+        memo: _Memo = {}
         for entry in self._entries.values():
             if entry.schedule is None or not entry.active:
                 continue
             recorded = last.get(entry.job_id)
             if recorded is not None:
                 due = entry.schedule.between(recorded.scheduled_for, now, MISSED_KEPT + 1)
-                self._settle_due(entry, due, now)
-            self._plan(entry, entry.schedule.next_after(now))
+                fires += self._settle_due(entry, due, now)
+            self._plan(entry, _next_after(entry.schedule, now, memo))
+        if fires:
+            self._spawn_batch(fires)
         self.engine.on_catalog_change(self._catalog_changed)
         self._task = asyncio.create_task(self._run(), name="jobhost-scheduler")
 
     async def aclose(self) -> None:
-        """Stop firing; fires already claimed finish recording their outcome."""
+        """Stop firing; fires already started finish recording their outcome, claims not
+        yet due are released (the next start treats them as fires missed while down)."""
         self._closed = True
+        self._closing.set()
+        for woken in self._waiting:
+            woken.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,48 +292,66 @@ class Scheduler:
         while True:
             self.wake()
             await self._idle.wait()
-            if not self._inflight:
+            for _, claimed in list(self._inflight.values()):
+                await claimed.wait()
+            now = self.clock.now()
+            due = [task for task, (when, _) in self._inflight.items() if when <= now]
+            if not due:
                 return
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            await asyncio.gather(*due, return_exceptions=True)
 
     # ----------------------------------------------------------------- the loop
     async def _run(self) -> None:
         while True:
             self._wake.clear()
             now = self.clock.now()
-            while self._heap and self._heap[0][0] <= now:
-                when, job_id = heapq.heappop(self._heap)
-                entry = self._entries.get(job_id)
-                if entry is None or entry.next_fire != when or entry.schedule is None:
-                    continue  # superseded by a change
-                following = entry.schedule.next_after(when)
-                if following is not None and following <= now:
-                    # Late by more than one fire (a stall, a suspended machine): coalesce.
-                    due = entry.schedule.between(when - timedelta(microseconds=1), now, 101)
-                    self._settle_due(entry, due, now)
-                    following = entry.schedule.next_after(now)
-                else:
-                    self._settle_due(entry, [when], now)
-                self._plan(entry, following)
+            fires = self._take_due(now)
+            if fires:
+                self._spawn_batch(fires)
             if not self._wake.is_set():
                 self._idle.set()
-            head = self._heap[0][0] if self._heap else None
+            head = self._heap[0][0] - self._claim_ahead if self._heap else None
             await self.clock.sleep_until(head, self._wake)
+
+    def _take_due(self, now: datetime) -> list[_Fire]:
+        """Pop every fire due by ``now`` plus the claim-ahead window and plan each job's
+        next one; fires already late go through the misfire rules."""
+        fires: list[_Fire] = []
+        horizon = now + self._claim_ahead
+        memo: _Memo = {}
+        while self._heap and self._heap[0][0] <= horizon:
+            when, job_id = heapq.heappop(self._heap)
+            entry = self._entries.get(job_id)
+            if entry is None or entry.next_fire != when or entry.schedule is None:
+                continue  # superseded by a change
+            following = _next_after(entry.schedule, when, memo)
+            if when > now:
+                fires.append(_Fire(entry.job_id, when, dict(entry.variables)))
+            elif following is not None and following <= now:
+                # Late by more than one fire (a stall, a suspended machine): coalesce.
+                due = entry.schedule.between(when - timedelta(microseconds=1), now, MISSED_KEPT + 1)
+                fires += self._settle_due(entry, due, now)
+                following = entry.schedule.next_after(now)
+            else:
+                fires += self._settle_due(entry, [when], now)
+            self._plan(entry, following)
+        return fires
 
     def _plan(self, entry: _Entry, when: datetime | None) -> None:
         entry.next_fire = when
         if when is not None:
             heapq.heappush(self._heap, (when, entry.job_id))
 
-    def _settle_due(self, entry: _Entry, due: list[datetime], now: datetime) -> None:
-        """Run the newest due fire if within grace; record the rest as missed."""
+    def _settle_due(self, entry: _Entry, due: list[datetime], now: datetime) -> list[_Fire]:
+        """The newest due fire, to run, if within grace; the rest are recorded as missed."""
         if not due:
-            return
+            return []
         newest = due[-1]
         late = (now - newest).total_seconds()
         missed = due[:-1]
+        fires: list[_Fire] = []
         if late <= entry.grace:
-            self._spawn(self._fire(entry.job_id, newest, dict(entry.variables)))
+            fires.append(_Fire(entry.job_id, newest, dict(entry.variables)))
         else:
             missed = due
         if missed:
@@ -268,37 +362,125 @@ class Scheduler:
                     f"missed: due {late:.0f} s ago, beyond the misfire grace of "
                     f"{entry.grace:g} s (JobHost was down or stalled)"
                 )
-            times = missed[-MISSED_KEPT:]
-            self._spawn(self._call(db.record_missed, entry.job_id, times, reason, now))
+            self._spawn(self._record_missed(entry.job_id, missed[-MISSED_KEPT:], reason), now)
+        return fires
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self, work: Coroutine[Any, Any, None], due: datetime, claimed: asyncio.Event | None = None
+    ) -> None:
+        if claimed is None:
+            claimed = asyncio.Event()
+            claimed.set()
         task = asyncio.create_task(work)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._inflight[task] = (due, claimed)
+        task.add_done_callback(self._forget)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _spawn_batch(self, fires: list[_Fire]) -> None:
+        claimed = asyncio.Event()
+        self._spawn(self._fire_batch(fires, claimed), max(f.when for f in fires), claimed)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """A schedule store call; False (and logged) when it failed."""
         try:
             await self.engine.journal.call(fn, self._store, *args)
         except Exception:  # the loop goes on; the log says what was not recorded
             log.exception("schedule store call %s failed", getattr(fn, "__name__", fn))
+            return False
+        return True
 
-    async def _fire(self, job_id: str, when: datetime, variables: dict[str, Any]) -> None:
-        journal, store = self.engine.journal, self._store
+    def _tell_hooks(self, job_id: str, when: datetime, reason: str) -> None:
+        """A fire did not run: every hook (notifications) hears it once it is recorded."""
+        for hook in self.engine.hooks:
+            try:
+                hook.fire_missed(job_id, when, reason)
+            except Exception:  # an observer's bug must not stop the schedule
+                log.exception("hook %r failed on a missed fire of %s", hook, job_id)
+
+    async def _record_missed(self, job_id: str, times: list[datetime], reason: str) -> None:
+        if not await self._call(db.record_missed, job_id, times, reason, self.clock.now()):
+            return
+        # One notification per downtime, not one per fire: an every-minute job down for
+        # a day would otherwise send a hundred mails.
+        told = reason
+        if len(times) > 1:
+            told = f"{reason} ({len(times)} fires from {iso(times[0])} to {iso(times[-1])})"
+        self._tell_hooks(job_id, times[-1], told)
+
+    async def _fire_batch(self, fires: list[_Fire], claimed: asyncio.Event) -> None:
+        """Claim the fires in one transaction (ahead of time), then start each at its due
+        time, all fires due at one instant together, and record the outcomes at once."""
         try:
-            won = await journal.call(db.claim_fire, store, job_id, when, self.clock.now())
+            mine = await self._claim(fires)
+        finally:
+            claimed.set()
+        outcomes: list[db.Outcome] = []
+        for index, fire in enumerate(mine):
+            if index and fire.when == mine[index - 1].when:
+                continue  # started with its group
+            if not await self._until(fire.when):
+                unstarted = [(f.job_id, f.when) for f in mine[index:]]
+                await self._call(db.release_fires, unstarted)
+                break
+            group = [f for f in mine[index:] if f.when == fire.when]
+            outcomes += await asyncio.gather(*(self._start(f) for f in group))
+        if outcomes:
+            await self._call(db.finish_fires, outcomes, self.clock.now())
+            await self._after(outcomes)
+
+    async def _claim(self, fires: list[_Fire]) -> list[_Fire]:
+        """The fires this process won, soonest first."""
+        due = [(f.job_id, f.when) for f in fires]
+        try:
+            won = await self.engine.journal.call(db.claim_fires, self._store, due, self.clock.now())
         except Exception:
-            log.exception("could not claim the fire of %s at %s; not running it", job_id, when)
-            return
-        if not won:
-            log.info("fire of %s at %s already claimed elsewhere", job_id, iso(when))
-            return
-        self.fired += 1
-        outcome, reason, execution_id = "started", None, None
+            log.exception("could not claim %d fire(s); not running them", len(fires))
+            return []
+        for fire in fires:
+            if (fire.job_id, fire.when) not in won:
+                log.info("fire of %s at %s already claimed elsewhere", fire.job_id, iso(fire.when))
+        mine = sorted((f for f in fires if (f.job_id, f.when) in won), key=lambda f: f.when)
+        self.fired += len(mine)
+        return mine
+
+    async def _after(self, outcomes: list[db.Outcome]) -> None:
+        """Tell the hooks of fires that did not start; prune each job's old fire rows."""
+        for result in outcomes:
+            if result.outcome != "started":
+                # A fire that could not start has no execution, so no run notification
+                # would ever tell of it: it is reported as missed too.
+                verb = "skipped" if result.outcome == "skipped" else "could not start"
+                self._tell_hooks(result.job_id, result.scheduled_for, f"{verb}: {result.reason}")
+            entry = self._entries.get(result.job_id)
+            if entry is not None:
+                entry.claims += 1
+                if entry.claims % FIRES_KEPT == 0:
+                    await self._call(db.prune_fires, result.job_id, FIRES_KEPT)
+
+    async def _until(self, when: datetime) -> bool:
+        """Wait for ``when``; False when the scheduler closes first."""
+        while not self._closing.is_set():
+            if self.clock.now() >= when:
+                return True
+            # An event of its own: a clock may set the event it is given (ManualClock
+            # does on every move), which must not read as "closing".
+            woken = asyncio.Event()
+            self._waiting.add(woken)
+            try:
+                await self.clock.sleep_until(when, woken)
+            finally:
+                self._waiting.discard(woken)
+        return False
+
+    async def _start(self, fire: _Fire) -> db.Outcome:
+        job_id, when = fire.job_id, fire.when
+        self.lateness.append((when, (self.clock.now() - when).total_seconds()))
         try:
             execution = await self.engine.start(
-                job_id, variables, trigger=Trigger.SCHEDULE, scheduled_for=when
+                job_id, fire.variables, trigger=Trigger.SCHEDULE, scheduled_for=when
             )
-            execution_id = execution.id
         except (Conflict, TooManyRequests) as exc:
             outcome, reason = "skipped", exc.message
         except JobHostError as exc:
@@ -306,15 +488,10 @@ class Scheduler:
         except Exception as exc:
             log.exception("scheduled start of %s failed", job_id)
             outcome, reason = "failed", f"{type(exc).__name__}: {exc}"
-        if outcome != "started":
-            log.warning("scheduled fire of %s at %s %s: %s", job_id, iso(when), outcome, reason)
-        args = (job_id, when, outcome, reason, execution_id, self.clock.now())
-        await self._call(db.finish_fire, *args)
-        entry = self._entries.get(job_id)
-        if entry is not None:
-            entry.claims += 1
-            if entry.claims % FIRES_KEPT == 0:
-                await self._call(db.prune_fires, job_id, FIRES_KEPT)
+        else:
+            return db.Outcome(job_id, when, "started", None, execution.id)
+        log.warning("scheduled fire of %s at %s %s: %s", job_id, iso(when), outcome, reason)
+        return db.Outcome(job_id, when, outcome, reason)
 
     # ----------------------------------------------------------------- entries
     def _entry(self, job: Job) -> _Entry:

@@ -295,3 +295,34 @@ async def test_an_every_second_schedule_fires_in_real_time(
                 break
     assert all(e.trigger is Trigger.SCHEDULE and e.scheduled_for is not None for e in seen)
     assert len({e.scheduled_for for e in seen}) == 3
+
+
+async def test_jobs_due_at_the_same_instant_all_start_with_one_claim(
+    apps: Path, engine: JobHost
+) -> None:
+    names = [f"Batch{index}" for index in range(12)]
+    for name in names:
+        job(apps, name, default_schedule="* * * * *", max_concurrent=0)
+    await engine.reload()
+    clock = ManualClock(T0)
+    scheduler = await started(engine, clock)
+    try:
+        clock.set(T0 + timedelta(seconds=60) - timedelta(milliseconds=50))
+        await scheduler.settle()
+        # Within the claim-ahead window: claimed, not yet started.
+        claimed = [
+            await engine.journal.call(db.fires, engine.store, f"Lab/{name}", 10) for name in names
+        ]
+        assert [[f.outcome for f in fires] for fires in claimed] == [[None]] * len(names)
+        assert await runs(engine, "Lab/Batch0") == []
+        clock.advance(timedelta(milliseconds=50))
+        await scheduler.settle()
+        for name in names:
+            [execution] = await runs(engine, f"Lab/{name}")
+            assert execution.scheduled_for == T0 + timedelta(minutes=1)
+            [fire] = await engine.journal.call(db.fires, engine.store, f"Lab/{name}", 10)
+            assert (fire.outcome, fire.execution_id) == ("started", execution.id)
+        assert scheduler.fired == len(names)
+        assert [when for when, _ in scheduler.lateness] == [T0 + timedelta(minutes=1)] * len(names)
+    finally:
+        await scheduler.aclose()

@@ -173,3 +173,19 @@ async def test_a_hard_kill_right_after_a_claim_never_runs_that_fire_twice(
     assert max(counts.values()) == 1
     # A run exists only for a claimed fire (the kill may land before its outcome is written).
     assert set(counts) <= {f.scheduled_for for f in fires}
+
+
+async def test_a_fire_claimed_ahead_but_not_due_at_shutdown_runs_after_the_restart(
+    apps: Path,
+    engine_factory: EngineFactory,
+) -> None:
+    write_job(apps, "Lab", "Tick", {"default_schedule": "* * * * *", "max_concurrent": 0})
+    async with engine_factory() as host:
+        await life(host, T0, advance=60)  # fires 12:01
+        # Closed 50 ms before 12:02: that fire was already claimed (claims run ahead).
+        await life(host, T0 + timedelta(seconds=120) - timedelta(milliseconds=50))
+        await life(host, T0 + timedelta(seconds=121))  # down for 1 s: within the grace
+        counts = await per_fire(host, "Lab/Tick")
+        fires = await host.journal.call(db.fires, host.store, "Lab/Tick", 10)
+    assert counts == {T0 + timedelta(minutes=1): 1, T0 + timedelta(minutes=2): 1}
+    assert [f.outcome for f in fires] == ["started", "started"]
