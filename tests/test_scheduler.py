@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
 from jobhost.errors import InvalidSchedule, PermissionDenied, VariableError
 from jobhost.models import AuditQuery, Execution, HistoryQuery, Principal, Trigger
-from jobhost.scheduler import ManualClock, Scheduler
+from jobhost.scheduler import Scheduler
 from jobhost.store import schedules as db
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import touch_later, write_job

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
-from jobhost.scheduler import ManualClock, Scheduler
+from jobhost.scheduler import Scheduler
 from jobhost.store import deliveries
 from jobhost.store import schedules as db
 from tests.enginefixtures import EngineFactory

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
 from jobhost.models import HistoryQuery
-from jobhost.scheduler import ManualClock, Scheduler
+from jobhost.scheduler import Scheduler
 from jobhost.store import schedules as db
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
