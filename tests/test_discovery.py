@@ -342,3 +342,80 @@ async def test_watch_without_roots_waits_for_stop(tmp_path: Path) -> None:
     await asyncio.wait_for(
         watch_catalog([tmp_path / "absent"], lambda: Catalog(), lambda c: None, stop), 5
     )
+
+
+def test_rescan_sees_a_script_made_executable(apps: Path) -> None:
+    folder = write_job(apps, "App", "Tool", {"ScriptRelativePath": "tool"}, script="tool")
+    before = scan([apps])
+    assert "tool: not executable" in only_error(before, "App/Tool")
+    (folder / "tool").chmod(0o755)  # changes neither the folder nor the file's mtime
+    after = rescan(before, [apps])
+    assert after["App/Tool"].valid
+    assert after["App/Tool"].script == folder / "tool"
+
+
+def test_rescan_sees_a_script_created_in_a_sub_folder(apps: Path) -> None:
+    folder = write_job(apps, "App", "Deep", {"ScriptRelativePath": "bin/run.sh"}, script=None)
+    (folder / "bin").mkdir()
+    before = scan([apps])
+    assert only_error(before, "App/Deep") == (
+        "apps/App/jobs/Deep/job.json: "
+        "ScriptRelativePath 'bin/run.sh' does not exist in the job folder"
+    )
+    (folder / "bin" / "run.sh").write_text("echo hi\n")  # the job folder's mtime stays
+    after = rescan(before, [apps])
+    assert after["App/Deep"].valid
+    assert after["App/Deep"].script == folder / "bin" / "run.sh"
+
+
+def test_rescan_sees_an_edit_that_restores_the_mtime(apps: Path) -> None:
+    folder = write_job(apps, "App", "Edit", {"Name": "aaaa"})
+    before = scan([apps])
+    st = (folder / "job.json").stat()
+    text = (folder / "job.json").read_text().replace('"aaaa"', '"bbbb"')
+    (folder / "job.json").write_text(text)  # same size
+    os.utime(folder / "job.json", ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` would
+    definition = rescan(before, [apps])["App/Edit"].definition
+    assert definition is not None
+    assert definition.Name == "bbbb"
+
+
+def test_the_same_job_json_in_two_folders_names_each_folder(apps: Path) -> None:
+    write_job(apps, "App", "One", "[1, 2]")
+    write_job(apps, "App", "Two", "[1, 2]")
+    catalog = scan([apps])
+    assert only_error(catalog, "App/One") == (
+        "apps/App/jobs/One/job.json: must hold a JSON object, got an array"
+    )
+    assert only_error(catalog, "App/Two") == (
+        "apps/App/jobs/Two/job.json: must hold a JSON object, got an array"
+    )
+
+
+def test_a_repeated_scan_sees_a_rewrite_of_the_same_size_at_once(apps: Path) -> None:
+    folder = write_job(apps, "App", "Same", {"Name": "aaaa"})
+    assert scan([apps])["App/Same"].valid
+    text = (folder / "job.json").read_text().replace('"aaaa"', "1234")
+    (folder / "job.json").write_text(text + "  ")  # "aaaa" → 1234 is two bytes shorter
+    assert only_error(scan([apps]), "App/Same") == (
+        "apps/App/jobs/Same/job.json: Name must be a string, got 1234"
+    )
+
+
+def test_oversized_job_json_is_an_error_not_a_read(apps: Path) -> None:
+    write_job(apps, "App", "Huge", '{"Name": "' + "x" * (1024 * 1024) + '"}')
+    assert only_error(scan([apps]), "App/Huge") == (
+        "apps/App/jobs/Huge/job.json: larger than 1048576 bytes"
+    )
+
+
+def test_jobs_are_immutable_values(apps: Path) -> None:
+    write_job(apps, "App", "Fixed")
+    job = scan([apps])["App/Fixed"]
+    with pytest.raises(AttributeError) as caught:
+        job.name = "Other"
+    assert str(caught.value) == "Job is immutable; use Job.replace(...) to change 'name'"
+    broken = job.replace(definition=None, errors=("bad",))
+    assert (broken.valid, broken.errors, broken.folder) == (False, ("bad",), job.folder)
+    assert job.valid
+    assert job == scan([apps])["App/Fixed"]

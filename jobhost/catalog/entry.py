@@ -1,0 +1,160 @@
+"""``Job``: one job folder as the catalog holds it, and what a rescan compares.
+
+A plain immutable value; ``discovery`` builds these (and re-exports ``Job``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from jobhost.catalog.definition import JobDefinition
+from jobhost.models import Action, Principal
+
+# (st_ino, st_mtime_ns, st_ctime_ns, st_size): ctime also moves on chmod and on a
+# rewrite that restores the mtime; the inode changes on an atomic replace.
+FileState = tuple[int, int, int, int]
+# A path and its state (None: absent) for each file a rescan must stat to see a change.
+Watched = tuple[str, FileState | None]
+Signature = tuple[Watched, ...]
+
+
+class Job:
+    """One job folder as discovered: valid (``definition`` set) or invalid (``errors``).
+
+    Immutable. ``folder``, ``script`` and ``init_script`` are kept as text and made
+    ``Path`` objects on access: a scan builds thousands of jobs and few of their
+    paths are ever used, while parsing them was a quarter of the scan.
+    """
+
+    __slots__ = (
+        "_folder",
+        "_init_script",
+        "_script",
+        "app",
+        "definition",
+        "errors",
+        "id",
+        "name",
+        "signature",
+        "warnings",
+    )
+    id: str
+    app: str
+    name: str  # the folder name
+    definition: JobDefinition | None
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    signature: Signature  # what a rescan stats to see whether the folder changed
+    _folder: str
+    _script: str | None
+    _init_script: str | None
+
+    def __init__(
+        self,
+        id: str,
+        app: str,
+        name: str,
+        folder: Path | str,
+        definition: JobDefinition | None,
+        errors: tuple[str, ...] = (),
+        warnings: tuple[str, ...] = (),
+        script: Path | str | None = None,
+        init_script: Path | str | None = None,
+        signature: Signature = (),
+    ) -> None:
+        init = object.__setattr__
+        init(self, "id", id)
+        init(self, "app", app)
+        init(self, "name", name)
+        init(self, "_folder", os.fspath(folder))
+        init(self, "definition", definition)
+        init(self, "errors", errors)
+        init(self, "warnings", warnings)
+        init(self, "_script", None if script is None else os.fspath(script))
+        init(self, "_init_script", None if init_script is None else os.fspath(init_script))
+        init(self, "signature", signature)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Job is immutable; use Job.replace(...) to change {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, valid={self.valid}, errors={self.errors!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return all(getattr(self, slot) == getattr(other, slot) for slot in Job.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside the definition
+
+    def replace(self, **changes: Any) -> Job:
+        """A copy with the given fields (``definition``, ``errors``, ``warnings``…) changed."""
+        fields = {slot.lstrip("_"): getattr(self, slot) for slot in Job.__slots__}
+        return Job(**{**fields, **changes})
+
+    @property
+    def folder(self) -> Path:
+        return Path(self._folder)
+
+    @property
+    def script(self) -> Path | None:
+        """The script (inside ``folder``, not resolved); None when the job has none."""
+        return None if self._script is None else Path(self._script)
+
+    @property
+    def init_script(self) -> Path | None:
+        return None if self._init_script is None else Path(self._init_script)
+
+    @property
+    def valid(self) -> bool:
+        return self.definition is not None and not self.errors
+
+    def to_api(self, principal: Principal | None = None) -> dict[str, Any]:
+        """The catalog entry the API, CLI and UI show; secret defaults are never shown."""
+        d = self.definition
+        variables = []
+        for spec in d.template_variables.values() if d else ():
+            variables.append(
+                {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "type": spec.type,
+                    "default": "***" if spec.secret and spec.has_default else spec.default,
+                    "required": spec.required,
+                    "pattern": spec.pattern,
+                    "choices": spec.choices,
+                    "min": spec.min_value,
+                    "max": spec.max_value,
+                    "secret": spec.secret,
+                }
+            )
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "app": self.app,
+            "job": self.name,
+            "name": (d.Name if d and d.Name else self.name),
+            "description": d.Description if d else "",
+            "valid": self.valid,
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "schedule": d.default_schedule if d else None,
+            "variables": variables,
+            "roles": {action.value: (d.roles_for(action) if d else None) for action in _ACTIONS},
+            "timeout_seconds": d.timeout_seconds if d else None,
+            "max_concurrent": d.max_concurrent if d else None,
+            "on_conflict": d.on_conflict if d else None,
+            "restart": d.restart if d else None,
+            "enabled": d.enabled if d else False,
+            "has_init_script": self.init_script is not None,
+            "extra_fields": dict(d.model_extra or {}) if d else {},
+        }
+        if principal is not None:
+            from jobhost.security import can  # security imports catalog.definition
+
+            entry["permissions"] = {a.value: can(principal, self, a) for a in _ACTIONS}
+        return entry
+
+
+_ACTIONS = (Action.START, Action.STOP, Action.RESTART, Action.VIEW, Action.SCHEDULE)
