@@ -71,6 +71,10 @@ class Store(Protocol):
     def save_executions(self, executions: Sequence[Execution]) -> None:
         """Insert or replace these rows (by ``id``) in one transaction."""
 
+    def save_batch(self, executions: Sequence[Execution], audit: Sequence[AuditEvent]) -> None:
+        """Upsert ``executions`` and insert ``audit`` in one transaction (the journal's
+        group commit: a start and the audit event that explains it land together)."""
+
     def get_execution(self, execution_id: str) -> Execution | None: ...
 
     def find_by_idempotency_key(self, user: str | None, key: str) -> Execution | None: ...

@@ -208,12 +208,28 @@ async def test_a_program_that_cannot_start_is_reported_not_raised(
     changes: dict[str, Any],
     expected: str,
 ) -> None:
+    changes = dict(changes)  # the parameters are shared with other backends' runs
     argv = changes.pop("argv", ["/bin/true"])
     await executor.start(make_spec(tmp_path, "e1", argv, **changes))
     info = await recorder.exited("e1")
 
     assert info == ExitInfo(exit_code=None, exit_signal=None, error=expected)
     assert "e1" not in recorder.started
+
+
+async def test_a_run_whose_log_cannot_be_created_never_starts(
+    executor: LocalExecutor, recorder: Recorder, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    log = blocker / "e1.log"
+    await executor.start(make_spec(tmp_path, "e1", sh(f"touch {marker}"), log_path=str(log)))
+    info = await recorder.exited("e1")
+
+    assert info.error == f"Cannot open the output log {log}: [Errno 20] Not a directory: '{log}'"
+    assert "e1" not in recorder.started
+    assert not marker.exists()
 
 
 async def test_a_file_that_is_not_executable_is_reported(

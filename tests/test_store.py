@@ -618,3 +618,17 @@ def test_history_permission_scope(store: SqlStore) -> None:
     only_jobs = HistoryQuery(visible_job_ids=frozenset({"A/Seen"}))
     assert [e.id for e in store.history(only_jobs).items] == ["seen"]
     assert store.history(HistoryQuery(visible_job_ids=frozenset())).items == []
+
+
+def test_save_batch_commits_executions_and_audit_together(store: SqlStore) -> None:
+    event = AuditEvent(action="job.start", user="alice", target="Shop/Nightly", at=T0)
+    store.save_batch([run("b1"), run("b2", at=T0 + timedelta(seconds=1))], [event])
+    store.save_batch([run("b1", status=S.FAILED)], [])
+    updated = store.get_execution("b1")
+    assert updated is not None
+    assert updated.status is S.FAILED
+    assert [e.id for e in store.history(HistoryQuery()).items] == ["b2", "b1"]
+    assert [e.id for e in store.audit(AuditQuery()).items] == [event.id]
+    with pytest.raises(sa.exc.IntegrityError):  # a duplicate audit ID fails the whole batch
+        store.save_batch([run("b3")], [event])
+    assert store.get_execution("b3") is None

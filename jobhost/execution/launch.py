@@ -40,11 +40,6 @@ def _host_env() -> dict[str, str]:
     return base_env(dict(os.environ))
 
 
-@functools.cache
-def _resolved(folder: Path) -> str:
-    return str(folder.resolve())
-
-
 def log_path(settings: Settings, execution_id: str) -> Path:
     return settings.logs_dir / f"{execution_id}.log"
 
@@ -58,35 +53,95 @@ def state_dir(settings: Settings, job_id: str) -> Path:
     return settings.state_dir / app / name
 
 
-def _ensure_state_dir(settings: Settings, job_id: str) -> str:
-    """The job's state folder as an absolute path, created when missing."""
-    folder = os.path.join(_resolved(settings.state_dir), *job_id.split("/", 1))
-    os.makedirs(folder, exist_ok=True)
-    return folder
+class Launcher:
+    """Builds launch specs for one host's settings.
 
+    Dispatch is hot: the host's folders are resolved to strings once, and each job's
+    folder and script once per catalog snapshot of the job (a reload makes a new ``Job``),
+    instead of building and resolving ``Path`` objects on every start.
+    """
 
-def contract_env(
-    settings: Settings,
-    job: Job,
-    execution: Execution,
-    variables: Mapping[str, Any],
-    roles: frozenset[str],
-) -> dict[str, str]:
-    """The ``JOBHOST_*`` variables of the job-script contract (DESIGN.md)."""
-    env = {
-        "JOBHOST_EXECUTION_ID": execution.id,
-        "JOBHOST_JOB_ID": job.id,
-        "JOBHOST_USER": execution.user or "",
-        "JOBHOST_ROLES": ",".join(sorted(roles)),
-        "JOBHOST_TEST": "1" if execution.test else "0",
-        "JOBHOST_RESULT_PATH": os.path.join(
-            _resolved(settings.logs_dir), f"{execution.id}.result.json"
-        ),
-        "JOBHOST_STATE_DIR": _ensure_state_dir(settings, job.id),
-        "JOBHOST_DATA_DIR": _resolved(settings.data_dir),
-    }
-    env.update(variables_env(dict(variables)))
-    return env
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.logs_dir = str(settings.logs_dir.resolve())
+        self.state_dir = str(settings.state_dir.resolve())
+        self.data_dir = str(settings.data_dir.resolve())
+        self._jobs: dict[str, tuple[Job, str, Path, str]] = {}
+
+    def log_path(self, execution_id: str) -> str:
+        return os.path.join(self.logs_dir, f"{execution_id}.log")
+
+    def result_path(self, execution_id: str) -> str:
+        return os.path.join(self.logs_dir, f"{execution_id}.result.json")
+
+    def _job_paths(self, job: Job) -> tuple[str, Path, str]:
+        """The job's folder, script and state folder (the latter created when missing)."""
+        cached = self._jobs.get(job.id)
+        if cached is None or cached[0] is not job:
+            assert job.script is not None
+            state = os.path.join(self.state_dir, *job.id.split("/", 1))
+            cached = (job, str(job.folder), job.script, state)
+            self._jobs[job.id] = cached
+        _, folder, script, state = cached
+        if not os.path.isdir(state):  # one stat per start; makedirs would cost three syscalls
+            os.makedirs(state, exist_ok=True)
+        return folder, script, state
+
+    def contract_env(
+        self,
+        job: Job,
+        execution: Execution,
+        variables: Mapping[str, Any],
+        roles: frozenset[str],
+        state: str,
+    ) -> dict[str, str]:
+        """The ``JOBHOST_*`` variables of the job-script contract (DESIGN.md)."""
+        env = {
+            "JOBHOST_EXECUTION_ID": execution.id,
+            "JOBHOST_JOB_ID": job.id,
+            "JOBHOST_USER": execution.user or "",
+            "JOBHOST_ROLES": ",".join(sorted(roles)),
+            "JOBHOST_TEST": "1" if execution.test else "0",
+            "JOBHOST_RESULT_PATH": self.result_path(execution.id),
+            "JOBHOST_STATE_DIR": state,
+            "JOBHOST_DATA_DIR": self.data_dir,
+        }
+        env.update(variables_env(dict(variables)))
+        return env
+
+    def spec(
+        self,
+        job: Job,
+        execution: Execution,
+        rendered: Rendered,
+        variables: Mapping[str, Any],
+        roles: frozenset[str],
+    ) -> LaunchSpec:
+        """The launch spec; creates the job's state folder when missing (the engine creates
+        the logs folder when it opens)."""
+        definition = job.definition
+        assert definition is not None
+        folder, script, state = self._job_paths(job)
+        # Asked on every start: whether the script is executable may change under us.
+        argv = [*command_for(script), *rendered.argv_extra]
+        if execution.test:
+            argv.append("--test")
+        env = base_env()
+        env.update(rendered.env)
+        env.update(self.contract_env(job, execution, variables, roles, state))
+        return LaunchSpec(
+            execution_id=execution.id,
+            job_id=job.id,
+            argv=[str(part) for part in argv],
+            cwd=folder,
+            env=env,
+            log_path=self.log_path(execution.id),
+            result_path=env["JOBHOST_RESULT_PATH"],
+            timeout_seconds=definition.timeout_seconds,
+            stop_grace_seconds=definition.stop_grace_seconds,
+            max_output_bytes=self.settings.max_output_bytes,
+            queue=definition.queue,
+        )
 
 
 def build_spec(
@@ -97,27 +152,5 @@ def build_spec(
     variables: Mapping[str, Any],
     roles: frozenset[str],
 ) -> LaunchSpec:
-    """The launch spec; creates the job's state folder when missing (the engine creates
-    the logs folder when it opens)."""
-    definition = job.definition
-    assert definition is not None
-    assert job.script is not None
-    argv = [*command_for(job.script), *rendered.argv_extra]
-    if execution.test:
-        argv.append("--test")
-    env = base_env()
-    env.update(rendered.env)
-    env.update(contract_env(settings, job, execution, variables, roles))
-    return LaunchSpec(
-        execution_id=execution.id,
-        job_id=job.id,
-        argv=[str(part) for part in argv],
-        cwd=str(job.folder),
-        env=env,
-        log_path=os.path.join(_resolved(settings.logs_dir), f"{execution.id}.log"),
-        result_path=env["JOBHOST_RESULT_PATH"],
-        timeout_seconds=definition.timeout_seconds,
-        stop_grace_seconds=definition.stop_grace_seconds,
-        max_output_bytes=settings.max_output_bytes,
-        queue=definition.queue,
-    )
+    """The launch spec (one-off form of ``Launcher.spec``)."""
+    return Launcher(settings).spec(job, execution, rendered, variables, roles)

@@ -78,10 +78,15 @@ class OutputLog:
         self._segments: list[tuple[int, int]] = []  # (start offset, size), oldest first
         self._segment_fd: int | None = None
         self._closed = False
-        directory = os.path.dirname(path)
-        if directory:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            self._fd = os.open(path, flags, 0o640)
+        except FileNotFoundError:  # the folder is created once, not checked on every run
+            directory = os.path.dirname(path)
+            if not directory:
+                raise
             os.makedirs(directory, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            self._fd = os.open(path, flags, 0o640)
 
     @property
     def dropped_bytes(self) -> int:

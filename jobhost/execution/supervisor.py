@@ -9,13 +9,15 @@ commits. It knows nothing of users or permissions: the engine checks those first
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
+import os
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jobhost.abc import Executor, Hook
@@ -23,7 +25,7 @@ from jobhost.catalog.discovery import Job
 from jobhost.config import Settings
 from jobhost.errors import Conflict, TooManyRequests
 from jobhost.execution.journal import Journal
-from jobhost.execution.launch import build_spec, result_path
+from jobhost.execution.launch import Launcher
 from jobhost.execution.restart import RestartTracker, wants_restart
 from jobhost.models import (
     AuditEvent,
@@ -66,6 +68,7 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.journal = journal
+        self._launcher = Launcher(settings)
         self.executor = executor_factory(self)
         self._hooks = list(hooks)
         self._clock = clock
@@ -77,7 +80,7 @@ class Supervisor:
         self._done: dict[str, list[asyncio.Future[Execution]]] = {}
         self._output: dict[str, list[asyncio.Future[None]]] = {}
         self._subscribers: set[asyncio.Queue[Execution]] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
         self._trackers: dict[str, RestartTracker] = {}
         self._restart_timers: dict[str, asyncio.TimerHandle] = {}
         self.last_finished: dict[str, Execution] = {}
@@ -145,9 +148,7 @@ class Supervisor:
         self._launches[execution.id] = launch
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
-        write = asyncio.ensure_future(
-            self.journal.record(execution, *([audit(execution)] if audit else []))
-        )
+        write = self.journal.record(execution, *([audit(execution)] if audit else []))
         if status is ExecutionStatus.STARTING:
             # The spawn overlaps the commit of the first record: nothing is announced
             # before that commit, and a failed commit ends the process it described.
@@ -166,8 +167,7 @@ class Supervisor:
     async def _dispatch(self, execution: Execution) -> None:
         launch = self._launches[execution.id]
         try:
-            spec = build_spec(
-                self.settings,
+            spec = self._launcher.spec(
                 launch.job,
                 execution,
                 launch.rendered,
@@ -240,7 +240,7 @@ class Supervisor:
             status = ExecutionStatus.RUNNING
         updated = execution.evolve(status=status, pid=pid, host=host, started_at=self._clock())
         self._set(updated)
-        self._spawn(self._persist_and_announce(updated))
+        self._persist_and_announce(updated)
 
     def on_output(self, execution_id: str, total_bytes: int) -> None:
         execution = self.live.get(execution_id)
@@ -358,7 +358,7 @@ class Supervisor:
                 f"Restart given up: {tracker.burst} quick failures within "
                 f"{tracker.window_seconds:g} s"
             )
-            self._spawn(self._persist_and_announce(final.evolve(error=note)))
+            self._persist_and_announce(final.evolve(error=note))
             self._trackers.pop(final.job_id, None)
             return
 
@@ -429,9 +429,17 @@ class Supervisor:
         if execution.id in self.live:
             self.live[execution.id] = execution
 
-    async def _persist_and_announce(self, execution: Execution) -> None:
-        await self.journal.record(execution)
-        self._announce(execution)
+    def _persist_and_announce(self, execution: Execution) -> None:
+        """Announce ``execution`` once its record commits: a callback on the commit, not a
+        task, so a transition costs no extra loop iterations."""
+        write = self.journal.record(execution)
+        write.add_done_callback(functools.partial(self._announce_committed, execution))
+        self._tasks.add(write)
+        write.add_done_callback(self._task_done)
+
+    def _announce_committed(self, execution: Execution, write: asyncio.Future[None]) -> None:
+        if not write.cancelled() and write.exception() is None:
+            self._announce(execution)
 
     def _announce(self, execution: Execution) -> None:
         for queue in self._subscribers:
@@ -449,22 +457,29 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("supervisor task failed", exc_info=task.exception())
 
     def _read_result(self, execution_id: str) -> tuple[Any, str | None]:
-        path = Path(result_path(self.settings, execution_id))
+        path = self._launcher.result_path(execution_id)
         try:
-            with path.open("rb") as handle:
-                raw = handle.read(MAX_RESULT_BYTES + 1)
-        except FileNotFoundError:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # most jobs write no result: one syscall, nothing to remove
             return None, None
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None, f"Could not read the result file: {exc}"
+        try:
+            with open(fd, "rb") as handle:
+                raw = handle.read(MAX_RESULT_BYTES + 1)
         except OSError as exc:
             return None, f"Could not read the result file: {exc}"
         finally:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         if len(raw) > MAX_RESULT_BYTES:
             return None, f"Result ignored: larger than {MAX_RESULT_BYTES} bytes"
         try:
