@@ -94,14 +94,11 @@ def run() -> dict[str, Any]:
             report["postgres"] = _measure(url)
     except sa.exc.OperationalError as exc:
         report["postgres"] = {"skipped": str(exc).splitlines()[0]}
+    for backend, figures in report.items():
+        for name, value in figures.items():
+            print(f"store {backend:8} {name:24} {value}")
     return report
 
 
-def main() -> None:
-    for backend, figures in run().items():
-        for name, value in figures.items():
-            print(f"store {backend:8} {name:24} {value}")
-
-
 if __name__ == "__main__":
-    main()
+    run()

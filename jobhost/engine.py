@@ -467,7 +467,8 @@ class JobHost:
 
     # ----------------------------------------------------------------- reading
     async def status(self, execution_id: str, principal: Principal = SYSTEM) -> Execution:
-        execution = self.supervisor.live.get(execution_id)
+        supervisor = self.supervisor
+        execution = supervisor.live.get(execution_id) or supervisor.recent.get(execution_id)
         if execution is None:
             execution = await self.journal.call(self.store.get_execution, execution_id)
         if execution is None or not can_on_execution(
@@ -584,6 +585,7 @@ class JobHost:
             )
         )
         for execution_id in deleted:
+            self.supervisor.recent.pop(execution_id, None)
             log = log_path(settings, execution_id)
             # The log, its result file and any capture side files (``<log>.index``, tails).
             for path in (

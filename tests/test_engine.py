@@ -9,7 +9,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobhost.errors import Conflict, InitHookFailed, JobNotFound, PermissionDenied, VariableError
+from jobhost.errors import (
+    Conflict,
+    ExecutionNotFound,
+    InitHookFailed,
+    JobNotFound,
+    PermissionDenied,
+    VariableError,
+)
 from jobhost.models import ExecutionStatus, HistoryQuery, Principal, Trigger
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
@@ -340,7 +347,10 @@ async def test_prune_applies_retention_and_removes_logs(
     echo_job(apps, max_concurrent=0)
     async with engine_factory(retention_per_job=2) as engine:
         runs = [await engine.wait((await engine.start("Demo/Echo")).id) for _ in range(4)]
+        assert (await engine.status(runs[0].id)).status is ExecutionStatus.SUCCEEDED
         deleted = await engine.prune()
+        with pytest.raises(ExecutionNotFound):  # gone from the store and from memory
+            await engine.status(runs[0].id)
         page = await engine.history(HistoryQuery(job_id="Demo/Echo"))
         logs = sorted(p.name for p in engine.settings.logs_dir.iterdir())
     assert set(deleted) == {runs[0].id, runs[1].id}

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
 SUBSCRIBER_QUEUE = 1000
+RECENT_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,9 @@ class Supervisor:
         self._trackers: dict[str, RestartTracker] = {}
         self._restart_timers: dict[str, asyncio.TimerHandle] = {}
         self.last_finished: dict[str, Execution] = {}
+        # Recently ended runs as stored: an ended run no longer changes, so status reads of
+        # it (a UI or a script polling a run that just finished) need no database trip.
+        self.recent: OrderedDict[str, Execution] = OrderedDict()
         self.finished_counts: dict[str, int] = {}
         self.duration_sum = 0.0
 
@@ -296,6 +300,7 @@ class Supervisor:
         self._set(final)
         await self.journal.record(final)
         self.live.pop(final.id, None)
+        self.remember(final)
         of_job = self._by_job.get(final.job_id)
         if of_job is not None:
             of_job.pop(final.id, None)
@@ -358,7 +363,9 @@ class Supervisor:
                 f"Restart given up: {tracker.burst} quick failures within "
                 f"{tracker.window_seconds:g} s"
             )
-            self._persist_and_announce(final.evolve(error=note))
+            noted = final.evolve(error=note)
+            self.remember(noted)
+            self._persist_and_announce(noted)
             self._trackers.pop(final.job_id, None)
             return
 
@@ -428,6 +435,13 @@ class Supervisor:
     def _set(self, execution: Execution) -> None:
         if execution.id in self.live:
             self.live[execution.id] = execution
+
+    def remember(self, ended: Execution) -> None:
+        """Keep an ended run for status reads (bounded: the oldest go first)."""
+        self.recent[ended.id] = ended
+        self.recent.move_to_end(ended.id)
+        if len(self.recent) > RECENT_KEPT:
+            self.recent.popitem(last=False)
 
     def _persist_and_announce(self, execution: Execution) -> None:
         """Announce ``execution`` once its record commits: a callback on the commit, not a
