@@ -46,8 +46,7 @@ from celery import Celery
 
 from jobhost.config import Settings
 from jobhost.execution.output import CHUNK
-from jobhost.execution.process import ChildProcess, Exit
-from jobhost.executors.local import MAX_CONTROL_LINE, _progress_from
+from jobhost.execution.process import MAX_CONTROL_LINE, ChildProcess, Exit, ProgressLines
 from jobhost.models import LaunchSpec
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,7 @@ class WorkerRun:
         self.timed_out = False
         self._terminating = False
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._control = bytearray()
-        self._skipping_line = False
+        self._progress = ProgressLines()
 
     async def _emit(self, kind: str, **fields: str | bytes | int | None) -> None:
         entry: dict[Any, Any] = {"type": kind, "id": self.spec.execution_id}
@@ -297,25 +295,12 @@ class WorkerRun:
         await self._emit("output", data=data)
 
     async def _send_progress(self, data: bytes) -> None:
-        buffer = self._control
-        buffer += data
-        while (newline := buffer.find(b"\n")) >= 0:
-            line = bytes(buffer[:newline])
-            del buffer[: newline + 1]
-            if self._skipping_line:
-                self._skipping_line = False
-                continue
-            progress = _progress_from(line)
-            if progress is not None:
-                fraction, message = progress
-                await self._emit(
-                    "progress",
-                    fraction=None if fraction is None else repr(fraction),
-                    message=message,
-                )
-        if len(buffer) > MAX_CONTROL_LINE:
-            buffer.clear()
-            self._skipping_line = True
+        for fraction, message in self._progress.feed(data):
+            await self._emit(
+                "progress",
+                fraction=None if fraction is None else repr(fraction),
+                message=message,
+            )
 
 
 async def _readable_or_done(fd: int, done: asyncio.Future[Any]) -> None:

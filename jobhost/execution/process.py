@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import resource
 import signal
@@ -208,3 +210,55 @@ def kill_orphan_group(pid: int, started_at: datetime) -> bool:
             return False
         raise
     return True
+
+
+MAX_CONTROL_LINE = 4096  # a progress line longer than this is dropped whole
+MAX_PROGRESS_MESSAGE = 1000
+
+Progress = tuple[float | None, str | None]
+
+
+def progress_from(line: bytes) -> Progress | None:
+    """``(fraction, message)`` from one control line, or None for anything malformed."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not ({"progress", "message"} & message.keys()):
+        return None
+    raw = message.get("progress")
+    text = message.get("message")
+    fraction: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and not math.isnan(raw):
+        fraction = min(1.0, max(0.0, float(raw)))
+    if text is not None:
+        text = str(text)[:MAX_PROGRESS_MESSAGE]
+    return fraction, text
+
+
+class ProgressLines:
+    """Splits what a job writes to its control pipe (``JOBHOST_CONTROL_FD``) into progress
+    reports, one JSON object a line; memory stays under ``MAX_CONTROL_LINE``, and an
+    over-long line is dropped whole rather than misread."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skipping = False  # inside an over-long line
+
+    def feed(self, data: bytes) -> list[Progress]:
+        reports = []
+        buffer = self._buffer
+        buffer += data
+        while (newline := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            if self._skipping:
+                self._skipping = False
+                continue
+            report = progress_from(line)
+            if report is not None:
+                reports.append(report)
+        if len(buffer) > MAX_CONTROL_LINE:
+            buffer.clear()
+            self._skipping = True
+        return reports

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -39,13 +38,17 @@ from dataclasses import dataclass, field
 from jobhost.abc import ExecutionEvents
 from jobhost.errors import Conflict
 from jobhost.execution.output import CHUNK, OutputLog
-from jobhost.execution.process import ChildProcess, kill_orphan_group, raise_fd_limit
+from jobhost.execution.process import (
+    MAX_CONTROL_LINE,
+    ChildProcess,
+    ProgressLines,
+    kill_orphan_group,
+    raise_fd_limit,
+)
 from jobhost.models import Execution, ExitInfo, LaunchSpec
 
 log = logging.getLogger(__name__)
 
-MAX_CONTROL_LINE = 4096  # a progress line longer than this is dropped whole
-MAX_PROGRESS_MESSAGE = 1000
 DRAIN_CHUNKS = 64  # after exit, read at most this many chunks still buffered
 SPAWN_THREADS = 2
 _NO_STOP = -1.0  # in ``_spawning``: no stop was asked for while the process was starting
@@ -56,8 +59,7 @@ class _Run:
     spec: LaunchSpec
     process: ChildProcess
     output: OutputLog
-    control: bytearray = field(default_factory=bytearray)
-    skipping_line: bool = False  # inside an over-long control line
+    progress: ProgressLines = field(default_factory=ProgressLines)
     terminating: bool = False
     stopped: bool = False
     timed_out: bool = False
@@ -66,24 +68,6 @@ class _Run:
     timeout_timer: asyncio.TimerHandle | None = None
     write_failed: bool = False
     watching: set[int] = field(default_factory=set)  # descriptors registered with the loop
-
-
-def _progress_from(line: bytes) -> tuple[float | None, str | None] | None:
-    """``(fraction, message)`` from one control line, or None for anything malformed."""
-    try:
-        message = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or not ({"progress", "message"} & message.keys()):
-        return None
-    raw = message.get("progress")
-    text = message.get("message")
-    fraction: float | None = None
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and not math.isnan(raw):
-        fraction = min(1.0, max(0.0, float(raw)))
-    if text is not None:
-        text = str(text)[:MAX_PROGRESS_MESSAGE]
-    return fraction, text
 
 
 _Launched = tuple[OutputLog, ChildProcess] | str
@@ -328,20 +312,8 @@ class LocalExecutor:
         if not data:
             _unwatch(run, run.process.control_fd)
             return False
-        buffer = run.control
-        buffer += data
-        while (newline := buffer.find(b"\n")) >= 0:
-            line = bytes(buffer[:newline])
-            del buffer[: newline + 1]
-            if run.skipping_line:
-                run.skipping_line = False
-                continue
-            progress = _progress_from(line)
-            if progress is not None:
-                self._events.on_progress(run.spec.execution_id, *progress)
-        if len(buffer) > MAX_CONTROL_LINE:
-            buffer.clear()
-            run.skipping_line = True
+        for fraction, message in run.progress.feed(data):
+            self._events.on_progress(run.spec.execution_id, fraction, message)
         return True
 
     def _exited(self, run: _Run) -> None:

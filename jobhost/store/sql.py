@@ -3,11 +3,8 @@
 Synchronous by design: the engine calls it through one bounded path (a worker thread),
 so every method is one short transaction and none spans an await.
 
-SQLite: WAL journal, ``synchronous=NORMAL``, ``busy_timeout`` 5 s, foreign keys on, and
-writes start with ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout instead
-of failing with "database is locked" when a read transaction tries to upgrade.
-PostgreSQL: the psycopg 3 driver, a small pool with pre-ping so a database restart
-costs one reconnect, not an error.
+How it connects (SQLite's settings, PostgreSQL's pool, the prepared hot-path writes and
+SQLite's checkpoints) is in ``jobhost.store.connection``.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -46,13 +42,12 @@ from jobhost.models import (
     User,
 )
 from jobhost.store import tables as t
+from jobhost.store.connection import Checkpointer, Prepared, create_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
-CHECKPOINT_INTERVAL = 0.5
-BUSY_TIMEOUT_MS = 5000
 # pg_advisory_xact_lock key held while migrating ("JOBHOST" in ASCII): one migrator
 # per database at a time, whatever the schema.
 _MIGRATE_LOCK_KEY = 0x4A4F42484F5354
@@ -68,36 +63,6 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in {"postgres", "postgresql"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
-
-
-def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        # The store is used from a worker thread, not the thread that built it.
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-        _configure_sqlite(engine)
-        return engine
-    return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module (it would issue a
-        # deferred BEGIN on its own); ``_on_begin`` below decides the kind.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        # busy_timeout first, so the journal switch itself waits for other processes.
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get("jobhost_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _alembic_config() -> Config:
@@ -147,79 +112,6 @@ def _before(at_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor
     return sa.or_(at_col < at, sa.and_(at_col == at, id_col < row_id))
 
 
-class _Prepared:
-    """A statement compiled once for the DBAPI, with each column's bind conversion.
-
-    The hot write (every execution transition) skips SQLAlchemy's per-call work:
-    the SQL text and the column types' own bind processors (``UTCDateTime``, JSON)
-    are resolved once, so the stored values are exactly what Core would store.
-    """
-
-    def __init__(self, stmt: Any, table: sa.Table, dialect: Any) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=[c.name for c in table.columns])
-        self.sql: str = compiled.string
-        convert = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.c}
-        self._plan = [(name, convert[name]) for name in compiled.positiontup or ()]
-
-    def params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        try:
-            plan = self._plan
-            return [
-                [row[name] if fn is None else fn(row[name]) for name, fn in plan] for row in rows
-            ]
-        except Exception as exc:  # the same error type Core raises for a bad value
-            raise sa.exc.StatementError(str(exc), self.sql, None, exc) from exc
-
-
-class _Checkpointer:
-    """Runs SQLite's WAL checkpoints on a thread of their own, at most every
-    ``CHECKPOINT_INTERVAL`` seconds while executions are being written.
-
-    By default the connection whose commit crosses 1,000 WAL pages checkpoints inline,
-    fsync included: on the hot write path that was one commit in ~125 taking ~16 ms, the
-    whole p99 of start-to-running. The hot connection turns that off, and this passive
-    checkpoint (it never blocks writers) keeps the WAL from growing.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._due = threading.Event()
-        self._closed = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def request(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="jobhost-sqlite-checkpoint", daemon=True
-            )
-            self._thread.start()
-        self._due.set()
-
-    def _run(self) -> None:
-        while True:
-            self._due.wait()
-            if self._closed.is_set():
-                return
-            self._due.clear()
-            try:
-                raw = self._engine.raw_connection()
-                try:
-                    raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    raw.close()
-            except Exception:  # the next request tries again; SQLite stays consistent
-                log.exception("SQLite checkpoint failed")
-            if self._closed.wait(CHECKPOINT_INTERVAL):
-                return
-
-    def close(self) -> None:
-        self._closed.set()
-        self._due.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
@@ -230,13 +122,13 @@ class SqlStore:
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
-        self._engine = _create_engine(self.url)
+        self._engine = create_engine(self.url)
         self._dialect = self._engine.dialect.name
-        # Same pool; on SQLite its transactions begin IMMEDIATE (see _configure_sqlite).
+        # Same pool; on SQLite its transactions begin IMMEDIATE (see configure_sqlite).
         self._writer = self._engine.execution_options(jobhost_write=True)
         self._upserts: dict[str, Any] = {}
-        self._prepared: tuple[_Prepared, _Prepared] | None = None
-        self._checkpointer = _Checkpointer(self._engine)
+        self._prepared: tuple[Prepared, Prepared] | None = None
+        self._checkpointer = Checkpointer(self._engine)
 
     @property
     def engine(self) -> Engine:
@@ -378,7 +270,7 @@ class SqlStore:
             raw.close()
         self._checkpointer.request()
 
-    def _prepare(self) -> tuple[_Prepared, _Prepared]:
+    def _prepare(self) -> tuple[Prepared, Prepared]:
         dialect = self._engine.dialect
         upsert = self._insert(t.executions)
         upsert = upsert.on_conflict_do_update(
@@ -386,8 +278,8 @@ class SqlStore:
             set_={c.name: upsert.excluded[c.name] for c in t.executions.columns if c.name != "id"},
         )
         return (
-            _Prepared(upsert, t.executions, dialect),
-            _Prepared(sa.insert(t.audit_events), t.audit_events, dialect),
+            Prepared(upsert, t.executions, dialect),
+            Prepared(sa.insert(t.audit_events), t.audit_events, dialect),
         )
 
     def get_execution(self, execution_id: str) -> Execution | None:
