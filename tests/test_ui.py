@@ -7,11 +7,13 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from tests.uifixtures import (
+    FLOOD_LINES,
     REPO,
     XSS_DESCRIPTION,
     XSS_NAME,
@@ -286,3 +288,144 @@ def test_schedule_editor_previews_fires_and_shows_the_servers_error(page: Page) 
     expect(dialog.locator(".preview li")).to_have_count(5)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+
+
+def start_through_api(page: Page, job_id: str, variables: dict[str, Any]) -> str:
+    """Start a run with the page's own session (not through the UI); returns its id."""
+    started = page.evaluate(
+        """async ([jobId, variables]) => {
+            const me = await (await fetch("/api/v1/auth/me")).json();
+            const response = await fetch("/api/v1/jobs/start", {
+                method: "POST",
+                headers: {"Content-Type": "application/json", "X-CSRF-Token": me.csrf_token},
+                body: JSON.stringify({job_id: jobId, variables}),
+            });
+            return {status: response.status, body: await response.json()};
+        }""",
+        [job_id, variables],
+    )
+    assert started["status"] == 202, started
+    execution_id: str = started["body"]["id"]
+    return execution_id
+
+
+def test_a_50000_line_output_shows_its_end_keeps_20000_lines_and_stays_usable(
+    page: Page,
+) -> None:
+    card = page.locator("article.job").filter(has_text="UiTests/Flood")
+    card.get_by_role("button", name="Start Flood").click()
+    page.get_by_role("dialog").get_by_role("button", name="Start", exact=True).click()
+    expect(page).to_have_url(re.compile(r"#/executions/[0-9a-f]+$"))
+    execution_id = page.url.rsplit("/", 1)[1]
+
+    log = page.get_by_role("log", name="Output")
+    expect(log).to_contain_text(f"line {FLOOD_LINES}\n", timeout=60_000)
+    expect(page.get_by_role("region", name="Summary").locator(".status")).to_have_text(
+        "succeeded", timeout=60_000
+    )
+    # The view follows the end: the last line is scrolled into sight.
+    page.wait_for_function(
+        """() => {
+            const log = document.querySelector("pre.log");
+            return log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+        }"""
+    )
+    shown: str = log.evaluate("element => element.textContent")
+    assert shown.endswith(f"line {FLOOD_LINES - 1}\nline {FLOOD_LINES}\n")
+    assert 0 < shown.count("\n") <= 20_000, f"{shown.count(chr(10))} lines kept in the page"
+    assert not shown.startswith("line 1\n")
+
+    notice = page.get_by_text("Earlier output trimmed")
+    expect(notice).to_be_visible()
+    with page.expect_download() as download_info:
+        notice.get_by_role("link", name="download full log").click()
+    download = download_info.value
+    assert download.suggested_filename == f"execution-{execution_id}.log"
+    full = Path(download.path()).read_text(encoding="utf-8")
+    assert full.startswith("line 1\nline 2\n")
+    assert full.count("\n") == FLOOD_LINES
+    assert full.endswith(f"line {FLOOD_LINES}\n")
+
+    page.get_by_role("link", name="History", exact=True).click()
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.locator(f'tr[data-execution-id="{execution_id}"]')).to_contain_text("succeeded")
+
+
+def test_running_view_shows_a_new_run_and_its_stop_without_a_reload(page: Page) -> None:
+    page.get_by_role("link", name="Running").click()
+    expect(page.get_by_role("heading", name="Running")).to_be_visible()
+    # Shown once the list is loaded and the live stream is open; nothing runs yet.
+    expect(page.get_by_text("Nothing is running.")).to_be_visible()
+    page.evaluate("window.stillTheSamePage = true")
+
+    execution_id = start_through_api(page, "UiTests/Sleeper", {})
+    row = page.locator(f'tr[data-execution-id="{execution_id}"]')
+    expect(row.locator(".status")).to_have_text("running", timeout=30_000)
+    expect(row.get_by_role("link", name="UiTests/Sleeper")).to_be_visible()
+    expect(page.get_by_text("Nothing is running.")).to_be_hidden()
+
+    row.get_by_role("button", name="Stop UiTests/Sleeper").click()
+    expect(row.locator(".status")).to_have_text("stopped", timeout=30_000)
+    expect(row.get_by_role("button", name="Stop UiTests/Sleeper")).to_have_count(0)
+    assert page.evaluate("window.stillTheSamePage === true"), "the page was reloaded"
+
+    row.get_by_role("link", name="UiTests/Sleeper").click()
+    expect(page.get_by_role("region", name="Summary").locator(".status")).to_have_text("stopped")
+
+
+def _no_horizontal_overflow(page: Page) -> None:
+    widths = page.evaluate(
+        "({scroll: document.documentElement.scrollWidth, inner: window.innerWidth})"
+    )
+    assert widths["scroll"] <= widths["inner"], f"the page scrolls sideways: {widths}"
+
+
+def test_200_percent_zoom_reflows_and_the_theme_choice_survives_a_reload(
+    browser: Browser,
+    server: Server,
+) -> None:
+    # 200% zoom on a 1280 x 900 window: a 640 x 450 CSS-pixel viewport at 2 device px.
+    context = browser.new_context(viewport={"width": 640, "height": 450}, device_scale_factor=2)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    sign_in(page, server, "admin", server.admin_password)
+
+    expect(page.get_by_label("Search jobs")).to_be_visible()
+    expect(page.get_by_role("button", name="Start Hello")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    _no_horizontal_overflow(page)
+
+    execution_id = start_through_api(page, "Demo/Hello", {"Name": "Zoom"})
+    page.goto(f"{server.base_url}/#/executions/{execution_id}")
+    summary = page.get_by_role("region", name="Summary")
+    expect(summary.locator(".status")).to_have_text("succeeded", timeout=30_000)
+    expect(page.get_by_role("log", name="Output")).to_contain_text("Zoom")
+    expect(page.get_by_role("link", name="History of this job")).to_be_visible()
+    _no_horizontal_overflow(page)
+
+    html = page.locator("html")
+    toggle = page.get_by_role("button", name="Switch colour theme")
+    background = "getComputedStyle(document.body).backgroundColor"
+    light = page.evaluate(background)
+    expect(toggle).to_have_text("Dark theme")
+    toggle.click()
+    expect(html).to_have_attribute("data-theme", "dark")
+    expect(toggle).to_have_text("Light theme")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    dark = page.evaluate(background)
+    assert dark != light, f"the background stayed {light} in the dark theme"
+
+    page.reload()
+    expect(page.get_by_role("region", name="Summary")).to_be_visible()
+    expect(html).to_have_attribute("data-theme", "dark")
+    assert page.evaluate(background) == dark
+    _no_horizontal_overflow(page)
+
+    toggle.click()
+    expect(html).to_have_attribute("data-theme", "light")
+    assert page.evaluate(background) == light
+    page.reload()
+    expect(html).to_have_attribute("data-theme", "light")
+    context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"

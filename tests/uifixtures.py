@@ -7,7 +7,9 @@ Import them explicitly where used::
 - ``server`` (module scope): ``jobhost serve`` on a free port with a temporary data
   dir, ``JOBHOST_ADMIN_PASSWORD`` set, and an apps root holding a copy of the
   repository's ``apps/`` plus ``XssApp/Payload``, a job whose Name, Description and
-  output carry HTML/script payloads and ANSI colours. Terminated at the end.
+  output carry HTML/script payloads and ANSI colours, ``UiTests/Flood`` (prints
+  ``FLOOD_LINES`` numbered lines and exits) and ``UiTests/Sleeper`` (prints one line,
+  then sleeps until stopped). Terminated at the end.
 - ``browser`` (module scope): headless Chromium from the system (never downloaded);
   skipped when it is not installed, except when ``CI`` is set, where it fails.
 """
@@ -46,6 +48,22 @@ print("<script>alert(1)</script>")
 print('<img src=x onerror="alert(3)">')
 print("\\x1b[31mred text\\x1b[0m and \\x1b[1;32mbold green\\x1b[0m")
 sys.stdout.flush()
+"""
+FLOOD_LINES = 50_000
+FLOOD_SCRIPT = f"""\
+import sys
+
+sys.stdout.write("".join(f"line {{n}}\\n" for n in range(1, {FLOOD_LINES} + 1)))
+sys.stdout.flush()
+"""
+SLEEPER_READY = "sleeper is waiting"
+SLEEPER_SCRIPT = f"""\
+import sys
+import time
+
+print({SLEEPER_READY!r})
+sys.stdout.flush()
+time.sleep(600)
 """
 
 CHROMIUM_ARGS = [
@@ -98,21 +116,41 @@ def _free_port() -> int:
         return port
 
 
+def _add_job(apps: Path, job_id: str, script: str, **definition: Any) -> None:
+    job = apps / job_id.replace("/", "/jobs/", 1)
+    job.mkdir(parents=True)
+    (job / "job.py").write_text(script, encoding="utf-8")
+    full = {"ScriptRelativePath": "job.py", "roles_start": [], "max_concurrent": 0, **definition}
+    (job / "job.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
+
+
 def _make_apps(root: Path) -> Path:
     apps = root / "apps"
     shutil.copytree(REPO / "apps", apps, ignore=shutil.ignore_patterns("__pycache__", ".state"))
-    job = apps / "XssApp" / "jobs" / "Payload"
-    job.mkdir(parents=True)
-    (job / "payload.py").write_text(PAYLOAD_SCRIPT, encoding="utf-8")
-    definition = {
-        "Name": XSS_NAME,
-        "Description": XSS_DESCRIPTION,
-        "ScriptRelativePath": "payload.py",
-        "roles_start": [],
-        "timeout_seconds": 30,
-        "max_concurrent": 0,
-    }
-    (job / "job.json").write_text(json.dumps(definition, indent=2), encoding="utf-8")
+    _add_job(
+        apps,
+        "XssApp/Payload",
+        PAYLOAD_SCRIPT,
+        Name=XSS_NAME,
+        Description=XSS_DESCRIPTION,
+        timeout_seconds=30,
+    )
+    _add_job(
+        apps,
+        "UiTests/Flood",
+        FLOOD_SCRIPT,
+        Name="Flood",
+        Description=f"Prints {FLOOD_LINES} numbered lines and exits.",
+        timeout_seconds=60,
+    )
+    _add_job(
+        apps,
+        "UiTests/Sleeper",
+        SLEEPER_SCRIPT,
+        Name="Sleeper",
+        Description="Prints one line, then waits until stopped.",
+        timeout_seconds=900,
+    )
     return apps
 
 

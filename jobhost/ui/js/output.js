@@ -3,9 +3,11 @@
 // a cap on the lines kept in the DOM, and auto-scroll that pauses while the user
 // reads further up and resumes when they scroll back to the bottom.
 
+import { api } from "./api.js";
 import { h } from "./dom.js";
 
 const MAX_LINES = 20000;
+const PAGE_BYTES = 1024 * 1024; // the largest page /output serves
 // CSI sequences; only "m" (SGR) changes styling, the rest (cursor moves…) are dropped.
 const CSI = /\x1b\[([0-9;?]*)([A-Za-z])/g;
 
@@ -91,15 +93,18 @@ class Style {
 }
 
 export class LogView {
-  /** `downloadHref` is where the full log can be read when the DOM copy is trimmed. */
-  constructor(downloadHref) {
+  /**
+   * `outputUrl` is the execution's /api/v1/jobs/output/{id}: when the DOM copy is
+   * trimmed, "download full log" pages through it and saves the text as `fileName`.
+   */
+  constructor(outputUrl, fileName) {
     this.element = h("pre", { class: "log", tabindex: "0", role: "log", "aria-label": "Output", "aria-live": "off" });
-    this.trimmed = h(
-      "p",
-      { class: "notice notice-info", hidden: true },
-      "Earlier output trimmed — ",
-      h("a", { href: downloadHref, target: "_blank", rel: "noopener", text: "download full log" }),
-    );
+    const link = h("a", { href: `${outputUrl}?offset=0`, download: fileName, text: "download full log" });
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      this.download(outputUrl, fileName, link);
+    });
+    this.trimmed = h("p", { class: "notice notice-info", hidden: true }, "Earlier output trimmed — ", link);
     this.resume = h("button", { type: "button", class: "resume-scroll", hidden: true, text: "Auto-scroll paused — jump to the end" });
     this.resume.addEventListener("click", () => {
       this.follow = true;
@@ -138,6 +143,19 @@ export class LogView {
       text = text.slice(0, cut);
     }
     if (!text) return;
+    const lines = (text.match(/\n/g) || []).length;
+    if (lines > MAX_LINES) {
+      // This batch alone fills the view: render only its tail (styles of the skipped
+      // head still apply) and drop everything shown before it.
+      let cut = -1;
+      for (let skip = lines - MAX_LINES; skip > 0; skip -= 1) cut = text.indexOf("\n", cut + 1);
+      this.skipStyles(text.slice(0, cut + 1));
+      text = text.slice(cut + 1);
+      for (const old of this.chunks) old.node.remove();
+      this.chunks = [];
+      this.lines = 0;
+      this.trimmed.hidden = false;
+    }
     const chunk = document.createElement("span");
     let last = 0;
     CSI.lastIndex = 0;
@@ -147,12 +165,41 @@ export class LogView {
       last = CSI.lastIndex;
     }
     this.emit(chunk, text.slice(last));
-    const lines = (text.match(/\n/g) || []).length;
-    this.chunks.push({ node: chunk, lines });
-    this.lines += lines;
+    const kept = (text.match(/\n/g) || []).length;
+    this.chunks.push({ node: chunk, lines: kept });
+    this.lines += kept;
     this.element.appendChild(chunk);
     this.trim();
     if (this.follow) this.scrollToEnd();
+  }
+
+  /** Apply the SGR codes in text that is not shown, so what follows is styled right. */
+  skipStyles(text) {
+    CSI.lastIndex = 0;
+    for (let m = CSI.exec(text); m !== null; m = CSI.exec(text)) if (m[2] === "m") this.style.apply(m[1]);
+  }
+
+  /** Fetch the whole output page by page and save it as a text file. */
+  async download(outputUrl, fileName, link) {
+    const parts = [];
+    let offset = 0;
+    try {
+      for (;;) {
+        const page = await api(`${outputUrl}?offset=${offset}&limit=${PAGE_BYTES}`);
+        if (page.output) parts.push(page.output);
+        if (page.done || page.next_offset === offset) break;
+        offset = page.next_offset;
+      }
+    } catch (err) {
+      link.textContent = `download full log (failed: ${err.message})`;
+      return;
+    }
+    const url = URL.createObjectURL(new Blob(parts, { type: "text/plain;charset=utf-8" }));
+    const save = h("a", { href: url, download: fileName, hidden: true });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
   emit(parent, text) {

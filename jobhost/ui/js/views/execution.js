@@ -58,7 +58,7 @@ export function render(container, ctx) {
   const variables = h("section", { class: "card", "aria-label": "Variables" });
   const result = h("section", { class: "card", "aria-label": "Result" });
   const notifications = h("section", { class: "card", "aria-label": "Notifications", hidden: true });
-  const log = new LogView(`/api/v1/jobs/output/${encodeURIComponent(id)}?offset=0`);
+  const log = new LogView(`/api/v1/jobs/output/${encodeURIComponent(id)}`, `execution-${id}.log`);
   const outputSection = h("section", { class: "card", "aria-label": "Output" }, h("h2", { text: "Output" }), log.root);
   container.append(heading, status, actions, summary);
 

@@ -7,6 +7,8 @@ import { clear, formatDuration, h, notice, secondsSince, statusBadge } from "../
 import { stopAllowed } from "./permissions.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "stopped", "timed_out", "lost"]);
+// How far along a run is; a state never goes back, so a lower stage is stale news.
+const STAGE = { queued: 0, starting: 1, running: 2, stopping: 3, succeeded: 4, failed: 4, stopped: 4, timed_out: 4, lost: 4 };
 
 export function progressBar(execution) {
   const wrap = h("div", { class: "progress" });
@@ -21,7 +23,7 @@ export function progressBar(execution) {
 export function render(container, ctx) {
   const body = h("tbody");
   const status = h("div", { "aria-live": "polite" });
-  const empty = h("p", { class: "muted", text: "Nothing is running." });
+  const empty = h("p", { class: "muted", hidden: true, text: "Nothing is running." }); // shown once the list is known
   const table = h(
     "table",
     { class: "table" },
@@ -86,6 +88,8 @@ export function render(container, ctx) {
       row = { tr: h("tr", { dataset: { executionId: execution.id } }), execution };
       rows.set(execution.id, row);
       body.prepend(row.tr);
+    } else if (STAGE[execution.status] < STAGE[row.execution.status]) {
+      return; // an older state that arrived late (snapshot vs. stream): keep the newer one
     }
     row.execution = execution;
     fill(row);
@@ -93,28 +97,48 @@ export function render(container, ctx) {
   };
 
   const timer = setInterval(() => rows.forEach(tick), 1000);
-  let source = null;
+  let loaded = false;
+  const early = []; // changes that arrived before the snapshot was shown
 
-  Promise.all([api("/api/v1/jobs/running"), api("/api/v1/jobs/catalog").catch(() => ({ jobs: [] }))])
-    .then(([running, catalog]) => {
-      permissions = new Map((catalog.jobs || []).map((j) => [j.id, j.permissions || {}]));
-      for (const e of [...(running.executions || [])].reverse()) upsert(e);
-      empty.hidden = rows.size > 0;
-      // EventSource reconnects by itself; the stream only carries changes, so a
-      // reconnect may miss one, which the next change of that row repairs.
-      source = new EventSource("/api/v1/jobs/events");
-      source.addEventListener("execution", (event) => {
-        try {
-          upsert(JSON.parse(event.data));
-        } catch (err) {
-          console.error("bad execution event", err);
-        }
-      });
-    })
-    .catch((err) => status.append(notice(err.message, "error")));
+  // Subscribe first, then read the snapshot: a run that starts in between is then in
+  // the snapshot or arrives as an event, never in neither. The server subscribes
+  // before it answers, so "open" means no later change can be missed.
+  const source = new EventSource("/api/v1/jobs/events");
+  source.addEventListener("execution", (event) => {
+    let execution;
+    try {
+      execution = JSON.parse(event.data);
+    } catch (err) {
+      console.error("bad execution event", err);
+      return;
+    }
+    if (loaded) upsert(execution);
+    else early.push(execution);
+  });
+
+  let requested = false;
+  const load = () => {
+    // EventSource reconnects by itself; the stream only carries changes, so a
+    // reconnect may miss one, which the next change of that row repairs.
+    if (requested) return;
+    requested = true;
+    Promise.all([api("/api/v1/jobs/running"), api("/api/v1/jobs/catalog").catch(() => ({ jobs: [] }))])
+      .then(([running, catalog]) => {
+        permissions = new Map((catalog.jobs || []).map((j) => [j.id, j.permissions || {}]));
+        for (const e of [...(running.executions || [])].reverse()) upsert(e);
+        loaded = true;
+        for (const e of early.splice(0)) upsert(e);
+        empty.hidden = rows.size > 0;
+      })
+      .catch((err) => status.append(notice(err.message, "error")));
+  };
+  // "error" too: if the stream cannot open (signed out, proxy), the snapshot still
+  // loads and shows why.
+  source.addEventListener("open", load);
+  source.addEventListener("error", load);
 
   return () => {
     clearInterval(timer);
-    if (source) source.close();
+    source.close();
   };
 }
