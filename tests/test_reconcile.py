@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from jobhost.models import ExecutionStatus, HistoryQuery
+from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Trigger, new_id
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
@@ -24,12 +24,16 @@ async def main():
     settings = Settings(apps_roots=[sys.argv[1]], data_dir=sys.argv[2], watch=False,
                         scheduler_enabled=False)
     engine = await JobHost(settings).open()
+    changes = engine.changes()
     execution = await engine.start("Demo/Sleeper")
+    async for change in changes:  # announced only once the running record is committed
+        if change.id == execution.id and change.pid is not None:
+            break
+    # Then past its only write: an orphan that writes to its dead host's pipe dies of it.
     async for chunk in engine.follow(execution.id):
         if b"sleeping" in chunk.data:
             break
-    print(json.dumps({"id": execution.id, "pid": engine.supervisor.live[execution.id].pid}),
-          flush=True)
+    print(json.dumps({"id": execution.id, "pid": change.pid}), flush=True)
     await asyncio.sleep(600)
 
 asyncio.run(main())
@@ -71,3 +75,40 @@ async def test_sigkilled_host_leaves_no_running_record_and_no_process(
         psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
     )
     assert gone
+
+
+async def test_a_run_whose_pid_was_never_recorded_is_found_by_its_marker(
+    tmp_path: Path, apps: Path, engine_factory: EngineFactory
+) -> None:
+    """The host died between the spawn and the ``running`` commit: the record has no pid,
+    but the orphan carries its execution ID in its environment."""
+    write_job(apps, "Demo", "Sleeper", {"Name": "Sleeper"})
+    async with engine_factory() as engine:
+        record = Execution(
+            id=new_id(),
+            job_id="Demo/Sleeper",
+            status=ExecutionStatus.STARTING,
+            trigger=Trigger.USER,
+            user="alice",
+        )
+        await engine.journal.record(record)
+    env = {**os.environ, "JOBHOST_EXECUTION_ID": record.id}
+    sleeper = "import time\nprint('ready', flush=True)\ntime.sleep(600)\n"
+    with subprocess.Popen(
+        [sys.executable, "-c", sleeper],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as orphan:
+        assert orphan.stdout is not None
+        assert orphan.stdout.readline() == "ready\n"  # running, its environment in place
+        try:
+            async with engine_factory() as engine:
+                lost = await engine.status(record.id)
+            assert lost.status is ExecutionStatus.LOST
+            assert lost.error == "JobHost restarted during this run; its process was ended"
+            assert orphan.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if orphan.poll() is None:
+                orphan.kill()

@@ -21,6 +21,7 @@ from datetime import datetime
 import psutil
 
 CONTROL_FD_ENV = "JOBHOST_CONTROL_FD"
+EXECUTION_ID_ENV = "JOBHOST_EXECUTION_ID"
 CREATE_TIME_SLACK_SECONDS = 1.0
 
 
@@ -210,6 +211,23 @@ def kill_orphan_group(pid: int, started_at: datetime) -> bool:
             return False
         raise
     return True
+
+
+def kill_orphan_by_marker(execution_id: str) -> bool:
+    """Kill the process group of a run whose pid was never recorded (the host died between
+    the spawn and the ``running`` commit), found by the ``JOBHOST_EXECUTION_ID`` in its
+    environment. Only session leaders are considered: that is how jobs are started."""
+    found = False
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) != process.pid:
+                continue
+            if process.environ().get(EXECUTION_ID_ENV) != execution_id:
+                continue
+        except (psutil.Error, OSError):
+            continue  # gone, a zombie, or someone else's
+        found = signal_group(process.pid, signal.SIGKILL) or found
+    return found
 
 
 MAX_CONTROL_LINE = 4096  # a progress line longer than this is dropped whole

@@ -24,13 +24,11 @@ async def reconcile(
     """End every recorded-active execution as ``lost``; returns them as recorded."""
     ended = []
     for execution in await journal.call(journal.store.active_executions):
-        killed = False
-        if execution.pid is not None:
-            killed = await executor.terminate_orphan(execution)
         if execution.status is ExecutionStatus.QUEUED:
             reason = "JobHost restarted while this run was queued; it never ran"
-        elif killed:
-            reason = f"JobHost restarted during this run; its process {execution.pid} was ended"
+        elif await executor.terminate_orphan(execution):
+            process = f"process {execution.pid}" if execution.pid else "process"
+            reason = f"JobHost restarted during this run; its {process} was ended"
         else:
             reason = "JobHost restarted during this run; its process was already gone"
         lost = execution.evolve(status=ExecutionStatus.LOST, ended_at=clock(), error=reason)

@@ -42,6 +42,7 @@ from jobhost.execution.process import (
     MAX_CONTROL_LINE,
     ChildProcess,
     ProgressLines,
+    kill_orphan_by_marker,
     kill_orphan_group,
     raise_fd_limit,
 )
@@ -196,9 +197,10 @@ class LocalExecutor:
             self._terminate(run, grace_seconds, stopped=True)
 
     async def terminate_orphan(self, execution: Execution) -> bool:
-        """Kill the group a crashed host left behind, verified by pid and create time."""
+        """Kill the group a crashed host left behind: verified by pid and create time, or,
+        when the pid never reached the store, found by the execution ID in its environment."""
         if execution.pid is None or execution.started_at is None:
-            return False
+            return kill_orphan_by_marker(execution.id)
         return kill_orphan_group(execution.pid, execution.started_at)
 
     async def aclose(self) -> None:
