@@ -7,8 +7,9 @@ docstring of ``migrations/env.py``). ``tests/test_store.py`` checks that the two
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -168,154 +169,77 @@ sessions = sa.Table(
 )
 
 
+V = TypeVar("V")
+
 # --- conversions: value → dict of column values, row → value -------------------------
+# Each table's columns are its value type's fields, so one pair of functions serves all;
+# only the fields stored differently (enums as text, sets as lists, flags as ints on
+# SQLite, JSON that may be NULL) are spelled out.
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))
+    return names
+
+
+def _to_row(value: Any, **stored: Any) -> dict[str, Any]:
+    row = {name: getattr(value, name) for name in _fields(type(value))}
+    row.update(stored)
+    return row
+
+
+def _from_row(cls: type[V], row: sa.RowMapping, **read: Any) -> V:
+    values = {name: row[name] for name in _fields(cls) if name not in read}
+    return cls(**values, **read)
 
 
 def execution_to_row(execution: Execution) -> dict[str, Any]:
-    return {
-        "id": execution.id,
-        "job_id": execution.job_id,
-        "status": execution.status.value,
-        "trigger": execution.trigger.value,
-        "user": execution.user,
-        "variables": execution.variables,
-        "test": execution.test,
-        "created_at": execution.created_at,
-        "started_at": execution.started_at,
-        "ended_at": execution.ended_at,
-        "exit_code": execution.exit_code,
-        "exit_signal": execution.exit_signal,
-        "result": execution.result,
-        "error": execution.error,
-        "pid": execution.pid,
-        "host": execution.host,
-        "cpu_seconds": execution.cpu_seconds,
-        "peak_rss_bytes": execution.peak_rss_bytes,
-        "output_bytes": execution.output_bytes,
-        "progress": execution.progress,
-        "progress_message": execution.progress_message,
-        "idempotency_key": execution.idempotency_key,
-        "restart_count": execution.restart_count,
-        "scheduled_for": execution.scheduled_for,
-    }
+    return _to_row(execution, status=execution.status.value, trigger=execution.trigger.value)
 
 
 def execution_from_row(row: sa.RowMapping) -> Execution:
-    return Execution(
-        id=row["id"],
-        job_id=row["job_id"],
+    return _from_row(
+        Execution,
+        row,
         status=ExecutionStatus(row["status"]),
         trigger=Trigger(row["trigger"]),
-        user=row["user"],
         variables=row["variables"] or {},
         test=bool(row["test"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        exit_code=row["exit_code"],
-        exit_signal=row["exit_signal"],
-        result=row["result"],
-        error=row["error"],
-        pid=row["pid"],
-        host=row["host"],
-        cpu_seconds=row["cpu_seconds"],
-        peak_rss_bytes=row["peak_rss_bytes"],
-        output_bytes=row["output_bytes"],
-        progress=row["progress"],
-        progress_message=row["progress_message"],
-        idempotency_key=row["idempotency_key"],
-        restart_count=row["restart_count"],
-        scheduled_for=row["scheduled_for"],
     )
 
 
 def audit_to_row(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "at": event.at,
-        "action": event.action,
-        "user": event.user,
-        "target": event.target,
-        "outcome": event.outcome,
-        "address": event.address,
-        "details": event.details,
-    }
+    return _to_row(event)
 
 
 def audit_from_row(row: sa.RowMapping) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        at=row["at"],
-        action=row["action"],
-        user=row["user"],
-        target=row["target"],
-        outcome=row["outcome"],
-        address=row["address"],
-        details=row["details"] or {},
-    )
+    return _from_row(AuditEvent, row, details=row["details"] or {})
 
 
 def user_to_row(user: User) -> dict[str, Any]:
-    return {
-        "username": user.username,
-        "password_hash": user.password_hash,
-        "roles": sorted(user.roles),
-        "disabled": user.disabled,
-        "created_at": user.created_at,
-    }
+    return _to_row(user, roles=sorted(user.roles))
 
 
 def user_from_row(row: sa.RowMapping) -> User:
-    return User(
-        username=row["username"],
-        password_hash=row["password_hash"],
-        roles=frozenset(row["roles"] or ()),
-        disabled=bool(row["disabled"]),
-        created_at=row["created_at"],
-    )
+    return _from_row(User, row, roles=frozenset(row["roles"] or ()), disabled=bool(row["disabled"]))
 
 
 def token_to_row(token: ApiToken) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "username": token.username,
-        "name": token.name,
-        "token_hash": token.token_hash,
-        "created_at": token.created_at,
-        "expires_at": token.expires_at,
-        "last_used_at": token.last_used_at,
-        "revoked": token.revoked,
-    }
+    return _to_row(token)
 
 
 def token_from_row(row: sa.RowMapping) -> ApiToken:
-    return ApiToken(
-        id=row["id"],
-        username=row["username"],
-        name=row["name"],
-        token_hash=row["token_hash"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        last_used_at=row["last_used_at"],
-        revoked=bool(row["revoked"]),
-    )
+    return _from_row(ApiToken, row, revoked=bool(row["revoked"]))
 
 
 def session_to_row(session: Session) -> dict[str, Any]:
-    return {
-        "id_hash": session.id_hash,
-        "username": session.username,
-        "csrf_token": session.csrf_token,
-        "expires_at": session.expires_at,
-        "created_at": session.created_at,
-    }
+    return _to_row(session)
 
 
 def session_from_row(row: sa.RowMapping) -> Session:
-    return Session(
-        id_hash=row["id_hash"],
-        username=row["username"],
-        csrf_token=row["csrf_token"],
-        expires_at=row["expires_at"],
-        created_at=row["created_at"],
-    )
+    return _from_row(Session, row)
