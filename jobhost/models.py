@@ -321,6 +321,7 @@ class ExitInfo:
     timed_out: bool = False
     stopped: bool = False  # ended because stop() was called
     error: str | None = None  # the process could not be started, or the worker vanished
+    lost: bool = False  # nobody can say how it ended (its worker stopped answering)
 
 
 @dataclass(frozen=True, slots=True)

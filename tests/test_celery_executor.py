@@ -360,7 +360,7 @@ async def test_a_worker_killed_mid_run_ends_the_run_with_the_heartbeat_error(
             job_pid = (await engine.status(started.id)).pid
             doomed.kill()
             final = await engine.wait(started.id)
-        assert final.status is ExecutionStatus.FAILED
+        assert final.status is ExecutionStatus.LOST
         assert final.error == (
             f"Worker {socket.gethostname()} stopped answering (no heartbeat for 10 s)"
         )
@@ -369,4 +369,4 @@ async def test_a_worker_killed_mid_run_ends_the_run_with_the_heartbeat_error(
         # The job itself outlives its worker (its own session); this machine is both.
         if job_pid is not None and contract.alive(job_pid):
             os.killpg(job_pid, signal.SIGKILL)
-    assert json.loads(json.dumps(final.to_api()))["status"] == "failed"
+    assert json.loads(json.dumps(final.to_api()))["status"] == "lost"

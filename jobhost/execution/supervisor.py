@@ -265,7 +265,9 @@ class Supervisor:
         execution = self.live.get(execution_id)
         if execution is None:
             return
-        if info.error:
+        if info.lost:
+            status = ExecutionStatus.LOST
+        elif info.error:
             status = ExecutionStatus.FAILED
         elif info.timed_out:
             status = ExecutionStatus.TIMED_OUT

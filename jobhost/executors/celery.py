@@ -19,7 +19,7 @@ arrives in the ``exited`` entry and is written to ``spec.result_path`` before
 A lost worker is noticed without polling: keyspace notifications are switched on
 (``notify-keyspace-events Ex``) and a second task listens for expired keys; when the
 heartbeat key ``jobhost:alive:<id>`` of a running execution expires, it ends with
-``Worker <host> stopped answering (no heartbeat for 10 s)`` (recorded as failed), and a
+``Worker <host> stopped answering (no heartbeat for 10 s)`` (recorded as lost), and a
 stop is published in case the worker was only cut off.
 
 Each executor has its own server ID, so a restarted server does not read its
@@ -331,7 +331,7 @@ class CeleryExecutor:
         error = f"Worker {run.host} stopped answering (no heartbeat for {HEARTBEAT_TTL_SECONDS} s)"
         self._forget(execution_id)
         self._events.on_exited(
-            execution_id, ExitInfo(None, None, output_bytes=output_bytes, error=error)
+            execution_id, ExitInfo(None, None, output_bytes=output_bytes, error=error, lost=True)
         )
         # The worker may only be cut off: if it comes back, it must not keep the job.
         task = asyncio.get_running_loop().create_task(self._publish_stop(execution_id, 0))
