@@ -79,26 +79,11 @@ class Delivery:
 
 
 def _row(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "execution_id": delivery.execution_id,
-        "job_id": delivery.job_id,
-        "rule_index": delivery.rule_index,
-        "event": delivery.event,
-        "channel": delivery.channel,
-        "recipient": delivery.recipient,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_error": delivery.last_error,
-        "next_attempt_at": delivery.next_attempt_at,
-        "created_at": delivery.created_at,
-        "updated_at": delivery.updated_at,
-        "payload": delivery.payload,
-    }
+    return t.to_row(delivery)
 
 
 def _delivery(row: sa.RowMapping) -> Delivery:
-    return Delivery(**dict(row))
+    return t.from_row(Delivery, row)
 
 
 def add_deliveries(store: SqlStore, deliveries: Sequence[Delivery]) -> None:

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from jobhost.store import tables as t
 from jobhost.store.sql import SqlStore
@@ -77,23 +76,8 @@ class Fire:
     status: str | None = None
 
 
-def _insert(store: SqlStore, table: sa.Table) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT."""
-    if store.engine.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _override(row: sa.RowMapping) -> Override:
-    return Override(
-        job_id=row["job_id"],
-        schedule=row["schedule"],
-        enabled=row["enabled"],
-        variables=row["variables"],
-        timezone=row["timezone"],
-        updated_by=row["updated_by"],
-        updated_at=row["updated_at"],
-    )
+    return t.from_row(Override, row)
 
 
 def load_overrides(store: SqlStore) -> dict[str, Override]:
@@ -113,7 +97,7 @@ def save_override(store: SqlStore, override: Override) -> None:
         "updated_by": override.updated_by,
         "updated_at": override.updated_at,
     }
-    stmt = _insert(store, schedule_overrides)
+    stmt = store.insert(schedule_overrides)
     stmt = stmt.on_conflict_do_update(
         index_elements=["job_id"],
         set_={key: stmt.excluded[key] for key in row if key != "job_id"},
@@ -161,7 +145,7 @@ def claim_fires(
                 for job_id, when in due[start : start + CLAIM_CHUNK]
             ]
             stmt = (
-                _insert(store, schedule_fires)
+                store.insert(schedule_fires)
                 .values(rows)
                 .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
                 .returning(c.job_id, c.scheduled_for)
@@ -232,7 +216,7 @@ def record_missed(
         }
         for when in times
     ]
-    stmt = _insert(store, schedule_fires).on_conflict_do_nothing(
+    stmt = store.insert(schedule_fires).on_conflict_do_nothing(
         index_elements=["job_id", "scheduled_for"]
     )
     with store.write() as conn:
@@ -248,15 +232,7 @@ def _fires_query() -> sa.Select[Any]:
 
 
 def _fire(row: sa.RowMapping) -> Fire:
-    return Fire(
-        job_id=row["job_id"],
-        scheduled_for=row["scheduled_for"],
-        outcome=row["outcome"],
-        reason=row["reason"],
-        execution_id=row["execution_id"],
-        recorded_at=row["recorded_at"],
-        status=row["status"],
-    )
+    return t.from_row(Fire, row)
 
 
 def last_fires(store: SqlStore) -> dict[str, Fire]:

@@ -147,7 +147,7 @@ class SqlStore:
         with self._engine.begin() as conn:
             yield conn
 
-    def _insert(self, table: sa.Table) -> Any:
+    def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which has ``on_conflict_do_update``."""
         if self._dialect == "postgresql":
             return postgresql.insert(table)
@@ -163,7 +163,7 @@ class SqlStore:
         """
         stmt = self._upserts.get(table.name)
         if stmt is None:
-            insert = self._insert(table)
+            insert = self.insert(table)
             stmt = insert.on_conflict_do_update(
                 index_elements=[key],
                 set_={c.name: insert.excluded[c.name] for c in table.columns if c.name != key},
@@ -272,7 +272,7 @@ class SqlStore:
 
     def _prepare(self) -> tuple[Prepared, Prepared]:
         dialect = self._engine.dialect
-        upsert = self._insert(t.executions)
+        upsert = self.insert(t.executions)
         upsert = upsert.on_conflict_do_update(
             index_elements=["id"],
             set_={c.name: upsert.excluded[c.name] for c in t.executions.columns if c.name != "id"},

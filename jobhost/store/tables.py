@@ -187,23 +187,25 @@ def _fields(cls: type) -> tuple[str, ...]:
     return names
 
 
-def _to_row(value: Any, **stored: Any) -> dict[str, Any]:
+def to_row(value: Any, **stored: Any) -> dict[str, Any]:
+    """A value's fields as column values; ``stored`` replaces those stored differently."""
     row = {name: getattr(value, name) for name in _fields(type(value))}
     row.update(stored)
     return row
 
 
-def _from_row(cls: type[V], row: sa.RowMapping, **read: Any) -> V:
+def from_row(cls: type[V], row: sa.RowMapping, **read: Any) -> V:
+    """A ``cls`` value from a row; ``read`` replaces the fields read differently."""
     values = {name: row[name] for name in _fields(cls) if name not in read}
     return cls(**values, **read)
 
 
 def execution_to_row(execution: Execution) -> dict[str, Any]:
-    return _to_row(execution, status=execution.status.value, trigger=execution.trigger.value)
+    return to_row(execution, status=execution.status.value, trigger=execution.trigger.value)
 
 
 def execution_from_row(row: sa.RowMapping) -> Execution:
-    return _from_row(
+    return from_row(
         Execution,
         row,
         status=ExecutionStatus(row["status"]),
@@ -214,32 +216,32 @@ def execution_from_row(row: sa.RowMapping) -> Execution:
 
 
 def audit_to_row(event: AuditEvent) -> dict[str, Any]:
-    return _to_row(event)
+    return to_row(event)
 
 
 def audit_from_row(row: sa.RowMapping) -> AuditEvent:
-    return _from_row(AuditEvent, row, details=row["details"] or {})
+    return from_row(AuditEvent, row, details=row["details"] or {})
 
 
 def user_to_row(user: User) -> dict[str, Any]:
-    return _to_row(user, roles=sorted(user.roles))
+    return to_row(user, roles=sorted(user.roles))
 
 
 def user_from_row(row: sa.RowMapping) -> User:
-    return _from_row(User, row, roles=frozenset(row["roles"] or ()), disabled=bool(row["disabled"]))
+    return from_row(User, row, roles=frozenset(row["roles"] or ()), disabled=bool(row["disabled"]))
 
 
 def token_to_row(token: ApiToken) -> dict[str, Any]:
-    return _to_row(token)
+    return to_row(token)
 
 
 def token_from_row(row: sa.RowMapping) -> ApiToken:
-    return _from_row(ApiToken, row, revoked=bool(row["revoked"]))
+    return from_row(ApiToken, row, revoked=bool(row["revoked"]))
 
 
 def session_to_row(session: Session) -> dict[str, Any]:
-    return _to_row(session)
+    return to_row(session)
 
 
 def session_from_row(row: sa.RowMapping) -> Session:
-    return _from_row(Session, row)
+    return from_row(Session, row)
