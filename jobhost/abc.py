@@ -55,6 +55,13 @@ class Executor(Protocol):
         """Reconciliation after a host crash: kill the process group a recorded run left
         behind (verified by pid and start time, never a recycled pid). True if one was found."""
 
+    async def adopt(self, execution: Execution) -> bool:
+        """Re-attach to a run that an earlier server process started with this data dir.
+        True: from now on the executor reports on_output / on_progress / on_exited for it exactly
+        as for a run it started itself (exit code, signal, CPU seconds, peak memory, also when the
+        process ended while no server was up; output totals continue from the log's size).
+        False: nothing of it is left to attach to (the caller records it lost)."""
+
     async def aclose(self) -> None:
         """Release resources; running processes are left as they are."""
 

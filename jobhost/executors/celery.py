@@ -152,6 +152,10 @@ class CeleryExecutor:
             return False
         return held
 
+    async def adopt(self, execution: Execution) -> bool:
+        """Re-attach to a run an earlier server started; not possible yet: always False."""
+        return False
+
     async def aclose(self) -> None:
         """Stop listening; runs on workers go on (their logs here end where they are)."""
         if self._stops:

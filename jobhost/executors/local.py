@@ -203,6 +203,10 @@ class LocalExecutor:
             return kill_orphan_by_marker(execution.id)
         return kill_orphan_group(execution.pid, execution.started_at)
 
+    async def adopt(self, execution: Execution) -> bool:
+        """Re-attach to a run an earlier server started; not possible yet: always False."""
+        return False
+
     async def aclose(self) -> None:
         """Forget every run without signalling it; its output stops being captured."""
         loop = asyncio.get_running_loop()
