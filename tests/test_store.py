@@ -288,6 +288,50 @@ def test_last_executions_gives_the_newest_per_job(store: SqlStore) -> None:
     assert store.last_executions([]) == {}
 
 
+def test_last_executions_breaks_ties_by_id_and_spans_chunks(store: SqlStore) -> None:
+    # Two runs of a job created at the same instant: the larger ID is the newer (the order
+    # history pages in). 700 jobs: more than one IN/VALUES chunk of 500.
+    rows = [run("tie-a", "T/tie"), run("tie-b", "T/tie")]
+    rows += [run(f"r{n:04d}", f"Many/j{n:04d}", at=T0 + timedelta(seconds=n)) for n in range(700)]
+    store.save_executions(rows)
+
+    last = store.last_executions(["T/tie", *(f"Many/j{n:04d}" for n in range(700))])
+
+    assert last["T/tie"].id == "tie-b"
+    assert len(last) == 701
+    assert all(last[f"Many/j{n:04d}"].id == f"r{n:04d}" for n in range(700))
+
+
+def test_engine_open_reads_no_finished_history(sqlite_url: str) -> None:
+    """The queries run at every open (last run per job, unfinished runs) are answered from
+    indexes: SQLite's plan for them scans no table, however long the history."""
+    sql_store = SqlStore(sqlite_url)
+    sql_store.migrate()
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn: object, cursor: object, sql: str, params: object, *rest: object) -> None:
+        statements.append((sql, params))
+
+    try:
+        sql_store.save_executions([run("a", "A/x"), run("b", "B/y", status=S.RUNNING)])
+        sa.event.listen(sql_store.engine, "before_cursor_execute", capture)
+        assert set(sql_store.last_executions(["A/x", "B/y"])) == {"A/x", "B/y"}
+        assert [e.id for e in sql_store.active_executions()] == ["b"]
+        sa.event.remove(sql_store.engine, "before_cursor_execute", capture)
+        plans = []
+        with sql_store.engine.connect() as conn:
+            for sql, params in statements:
+                if sql.lstrip().upper().startswith("SELECT"):
+                    found = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
+                    plans.append(" | ".join(str(row[-1]) for row in found))
+    finally:
+        sql_store.close()
+    assert len(plans) == 2
+    for plan in plans:
+        assert "SCAN executions" not in plan, plan
+        assert "SCAN newest" not in plan, plan
+
+
 def test_prune_by_age_keeps_recent_and_unfinished_runs(store: SqlStore) -> None:
     now = T0 + timedelta(days=30)
     store.save_executions(

@@ -36,6 +36,7 @@ from jobhost.models import (
     AuditEvent,
     AuditQuery,
     Execution,
+    ExecutionStatus,
     HistoryQuery,
     Page,
     Session,
@@ -55,6 +56,7 @@ _MIGRATE_LOCK_KEY = 0x4A4F42484F5354
 _IN_CHUNK = 500
 
 _TERMINAL = sorted(status.value for status in TERMINAL_STATUSES)
+_UNFINISHED = sorted(status.value for status in ExecutionStatus if status not in TERMINAL_STATUSES)
 
 
 def normalize_url(url: str) -> str:
@@ -298,8 +300,10 @@ class SqlStore:
 
     def active_executions(self) -> list[Execution]:
         c = t.executions.c
+        # IN over the few unfinished statuses, so the (status, created_at) index answers it
+        # without reading finished history (NOT IN would scan every row).
         query = (
-            sa.select(t.executions).where(c.status.not_in(_TERMINAL)).order_by(c.created_at, c.id)
+            sa.select(t.executions).where(c.status.in_(_UNFINISHED)).order_by(c.created_at, c.id)
         )
         with self.read() as conn:
             return [t.execution_from_row(r) for r in conn.execute(query).mappings()]
@@ -335,27 +339,41 @@ class SqlStore:
         return Page(items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id))
 
     def last_executions(self, job_ids: Sequence[str]) -> dict[str, Execution]:
-        """The newest execution per job, in one query (a window over each job's rows)."""
+        """The newest execution per job, whatever the length of history.
+
+        Per wanted job, one ``ORDER BY created_at DESC, id DESC LIMIT 1`` probe of the
+        ``(job_id, created_at, id)`` index (a correlated subquery over the job IDs, passed
+        as one array parameter), then a primary-key fetch of those rows: the cost grows with
+        the number of jobs asked for, never with the number of executions stored.
+        """
         wanted = sorted(set(job_ids))
         if not wanted:
             return {}
         c = t.executions.c
-        rank = (
-            sa.func.row_number()
-            .over(partition_by=c.job_id, order_by=(c.created_at.desc(), c.id.desc()))
-            .label("rank")
-        )
+        newest = sa.alias(t.executions, "newest")
         found: dict[str, Execution] = {}
         with self.read() as conn:
             for chunk in _chunks(wanted):
-                ranked = sa.select(t.executions, rank).where(c.job_id.in_(chunk)).subquery()
-                stmt = sa.select(*[ranked.c[col.name] for col in t.executions.columns]).where(
-                    ranked.c.rank == 1
+                jobs = self._id_list(list(chunk))
+                probe = (
+                    sa.select(newest.c.id)
+                    .where(newest.c.job_id == jobs.c.value)
+                    .order_by(newest.c.created_at.desc(), newest.c.id.desc())
+                    .limit(1)
+                    .scalar_subquery()
                 )
+                stmt = sa.select(t.executions).where(c.id.in_(sa.select(probe).select_from(jobs)))
                 for row in conn.execute(stmt).mappings():
                     execution = t.execution_from_row(row)
                     found[execution.job_id] = execution
         return found
+
+    def _id_list(self, ids: list[str]) -> Any:
+        """``ids`` as a one-column table (``value``) bound as a single parameter."""
+        if self._engine.dialect.name == "postgresql":
+            array = sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Text))
+            return sa.func.unnest(array).table_valued("value").render_derived(name="wanted")
+        return sa.func.json_each(json.dumps(ids)).table_valued("value").alias("wanted")
 
     def prune(self, *, now: datetime, days: int | None, per_job: int | None) -> list[str]:
         """Delete terminal executions created more than ``days`` before ``now`` and/or
