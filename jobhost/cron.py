@@ -1,21 +1,21 @@
 """Cron maths: parse an expression, and list its fire times in a time zone. Pure: no clock.
 
-Expressions follow ``jobhost.catalog.definition.validate_cron`` (croniter's syntax): five
-fields, or six with seconds last, or a macro such as ``@hourly``.
+The expression syntax and field semantics are Vixie/Debian cron's (``jobhost.cronexpr``):
+five fields, or six with seconds last, or a macro such as ``@hourly``.
 
-Fire times are found on the zone's *wall clock* (croniter on naive datetimes, where every
-day has 24 hours) and then placed on the timeline, which is where daylight saving time
-needs care. The rules are those of Vixie cron, which users of cron and Kubernetes expect:
+Fire times are found on the zone's *wall clock* (where every day has 24 hours) and then
+placed on the timeline, which is where daylight saving time needs care:
 
 - A wall time that does not exist (the spring-forward gap, e.g. 02:30 on the night the
   clocks go from 02:00 to 03:00) fires once, at the first instant after the gap (03:00).
   Several fire times inside one gap collapse into that one fire.
 - A wall time that happens twice (the fall-back overlap, e.g. 01:30 when 02:00 goes back
   to 01:00) fires once, at its first occurrence, when the expression names its hours; an
-  expression that runs every hour (``*`` in the hour field: ``@hourly``, every minute,
-  every second…) keeps running through the repeated hour as well, since skipping an hour
-  of an hourly job would be the surprise there.
+  expression that fires in every hour of the day (``*`` or all 24 hours in the hour field:
+  ``@hourly``, every minute, every second…) keeps running through the repeated hour as
+  well, since skipping an hour of an hourly job would be the surprise there.
 
+Where this differs from Debian by design is tabled in the README ("Schedules").
 All results are aware UTC datetimes, strictly increasing.
 """
 
@@ -24,16 +24,14 @@ from __future__ import annotations
 import functools
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
-from jobhost.catalog.definition import validate_cron
+from jobhost.cronexpr import MACROS, Expression, parse_expression
 from jobhost.errors import InvalidSchedule
 
-__all__ = ["CronSchedule", "next_fires", "parse", "prev_fires", "zone"]
+__all__ = ["CronSchedule", "describe", "next_fires", "parse", "prev_fires", "problem", "zone"]
 
 _SECOND = timedelta(seconds=1)
 _NEAR = timedelta(hours=3)  # wider than any DST shift in tzdata
@@ -50,6 +48,15 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def problem(expr: str) -> str | None:
+    """Why ``expr`` is not a usable cron expression, or None when it is."""
+    try:
+        parse_expression(expr)
+    except InvalidSchedule as exc:
+        return exc.message
+    return None
+
+
 def parse(expr: str, tz: str = "UTC") -> CronSchedule:
     """A checked schedule; InvalidSchedule with the reason when ``expr`` or ``tz`` is bad."""
     if not isinstance(expr, str):
@@ -59,11 +66,7 @@ def parse(expr: str, tz: str = "UTC") -> CronSchedule:
 
 @functools.lru_cache(maxsize=4096)
 def _parse(expr: str, tz: str) -> CronSchedule:
-    # Cached: many jobs share a few expressions, and croniter's parsing is its slow part.
-    problem = validate_cron(expr)
-    if problem is not None:
-        raise InvalidSchedule(problem[:1].upper() + problem[1:])
-    return CronSchedule(expr, zone(tz))
+    return CronSchedule(parse_expression(expr), zone(tz))
 
 
 def next_fires(expr: str, tz: str, after: datetime, count: int) -> list[datetime]:
@@ -85,18 +88,16 @@ def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
 class CronSchedule:
     """A parsed expression in a zone; ``next_after``/``next_fires``/``prev_fires`` do the maths."""
 
-    expr: str
+    expression: Expression
     tz: ZoneInfo
-    every_hour: bool = field(init=False)
-    # Parsing is most of croniter's cost, so one parsed iterator is kept and re-aimed
-    # with ``set_current``; a schedule is used by one task at a time (no await inside).
-    _itr: croniter = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        itr = croniter(self.expr)
-        hours = itr.expanded[1]
-        object.__setattr__(self, "every_hour", hours == ["*"] or len(hours) == 24)
-        object.__setattr__(self, "_itr", itr)
+    @property
+    def expr(self) -> str:
+        return self.expression.text
+
+    @property
+    def every_hour(self) -> bool:
+        return self.expression.every_hour
 
     def _instants(self, wall: datetime) -> list[datetime]:
         """Where the wall time ``wall`` falls on the timeline (zero-gap rule above): 1 or 2."""
@@ -141,7 +142,7 @@ class CronSchedule:
         """Instants in timeline order around ``start``; the callers filter the few that
         lie on the wrong side of it.
 
-        Candidates come from croniter in wall order; near a transition the walk starts
+        Candidates come in wall order; near a transition the walk starts
         ``_margin`` earlier (later, backwards) and a heap puts the second occurrence of a
         repeated hour back in timeline order. Going forward, the earliest instant of each
         later wall time never decreases, so an instant is final once it is not after that
@@ -149,16 +150,16 @@ class CronSchedule:
         """
         margin = self._margin(start) + _SECOND
         wall = _wall(start, self.tz)
-        itr = self._itr
-        itr.set_current(wall - margin if forward else wall + margin, force=True)
+        expression = self.expression
+        walls = (
+            expression.walls_after(wall - margin)
+            if forward
+            else expression.walls_before(wall + margin)
+        )
         sign = 1 if forward else -1
         pending: list[tuple[float, datetime]] = []
         last: datetime | None = None
-        while True:
-            try:
-                candidate: datetime = itr.get_next(datetime) if forward else itr.get_prev(datetime)
-            except CroniterBadDateError:  # never fires again (e.g. "0 0 30 2 *")
-                break
+        for candidate in walls:
             instants = self._instants(candidate)
             bound = sign * (min(instants) if forward else max(instants)).timestamp()
             for instant in instants:
@@ -207,5 +208,40 @@ class CronSchedule:
 
     def between(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
         """Fire times in ``(after, until]``, at most the newest ``limit``, oldest first."""
-        newest = self.prev_fires(until, limit)
-        return sorted(instant for instant in newest if instant > after)
+        newest: list[datetime] = []
+        if limit <= 0:
+            return newest
+        for instant in self._walk(until, forward=False):
+            if instant <= after:
+                break
+            if instant <= until:
+                newest.append(instant)
+                if len(newest) >= limit:
+                    break
+        return newest[::-1]
+
+
+@functools.lru_cache(maxsize=1024)
+def describe(expr: str, tz: str) -> str:
+    """The expression in words, with its zone: "At 04:00, Monday through Friday, Europe/Berlin".
+
+    Six-field expressions are read with seconds last, as JobHost does, so the words never
+    disagree with the fires; an expression the describer cannot word is given as is.
+    """
+    from cron_descriptor import ExpressionDescriptor, Options  # only the API and CLI need it
+
+    expression = parse_expression(expr.strip())
+    fields = MACROS.get(expression.text.lower(), expression.text).split()
+    if len(fields) == 6:
+        fields = [fields[5], *fields[:5]]
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        words = str(ExpressionDescriptor(" ".join(fields), options).get_description())
+    except Exception:  # a form the describer lacks (e.g. "L5"): the expression itself
+        words = f"Cron {expression.text!r}"
+    if expression.days_and:
+        # The describer reads both day fields as "or" (Quartz); cron ANDs them here.
+        words = words.replace(", or on ", ", and only on ")
+    return f"{words}, {tz}"

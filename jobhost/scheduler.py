@@ -181,10 +181,13 @@ class Scheduler:
             if entry.schedule is None or not entry.active:
                 continue
             recorded = last.get(entry.job_id)
-            if recorded is not None:
-                due = entry.schedule.between(recorded.scheduled_for, now, MISSED_KEPT + 1)
-                fires += self._settle_due(entry, due, now)
-            self._plan(entry, _next_after(entry.schedule, now, memo))
+            try:
+                if recorded is not None:
+                    due = entry.schedule.between(recorded.scheduled_for, now, MISSED_KEPT + 1)
+                    fires += self._settle_due(entry, due, now)
+                self._plan(entry, _next_after(entry.schedule, now, memo))
+            except Exception as exc:  # one job's bad schedule never stops the others
+                self._unusable(entry, exc)
         if fires:
             self._spawn_batch(fires)
         self.engine.on_catalog_change(self._catalog_changed)
@@ -247,18 +250,31 @@ class Scheduler:
             entry = self._entries.get(job_id)
             if entry is None or entry.next_fire != when or entry.schedule is None:
                 continue  # superseded by a change
-            following = _next_after(entry.schedule, when, memo)
-            if when > now:
-                fires.append(_Fire(entry.job_id, when, dict(entry.variables)))
-            elif following is not None and following <= now:
-                # Late by more than one fire (a stall, a suspended machine): coalesce.
-                due = entry.schedule.between(when - timedelta(microseconds=1), now, MISSED_KEPT + 1)
-                fires += self._settle_due(entry, due, now)
-                following = entry.schedule.next_after(now)
-            else:
-                fires += self._settle_due(entry, [when], now)
-            self._plan(entry, following)
+            try:
+                following = _next_after(entry.schedule, when, memo)
+                if when > now:
+                    fires.append(_Fire(entry.job_id, when, dict(entry.variables)))
+                elif following is not None and following <= now:
+                    # Late by more than one fire (a stall, a suspended machine): coalesce.
+                    since = when - timedelta(microseconds=1)
+                    due = entry.schedule.between(since, now, MISSED_KEPT + 1)
+                    fires += self._settle_due(entry, due, now)
+                    following = entry.schedule.next_after(now)
+                else:
+                    fires += self._settle_due(entry, [when], now)
+                self._plan(entry, following)
+            except Exception as exc:  # one job's bad schedule never stops the others
+                self._unusable(entry, exc)
         return fires
+
+    def _unusable(self, entry: _Entry, exc: Exception) -> None:
+        """A schedule whose fires cannot be computed: that job stops firing and says why."""
+        log.error("schedule of %s cannot be computed; it does not fire", entry.job_id, exc_info=exc)
+        entry.schedule, entry.next_fire = None, None
+        entry.problem = (
+            f"Schedule {entry.expr!r} cannot be computed ({type(exc).__name__}: {exc}); "
+            "it does not fire until the schedule is changed"
+        )
 
     def _plan(self, entry: _Entry, when: datetime | None) -> None:
         entry.next_fire = when
@@ -450,7 +466,10 @@ class Scheduler:
         if old is not None and old.same_timing(new):
             new.next_fire, new.claims = old.next_fire, old.claims
         elif new.active and new.schedule is not None:
-            self._plan(new, new.schedule.next_after(self.clock.now()))
+            try:
+                self._plan(new, new.schedule.next_after(self.clock.now()))
+            except Exception as exc:  # one job's bad schedule never stops the others
+                self._unusable(new, exc)
         self.wake()
 
     def _catalog_changed(self, catalog: Catalog) -> None:
@@ -596,11 +615,20 @@ class Scheduler:
         """The API's schedule object (see the REST contract)."""
         entry = self._entries.get(job.id) or self._entry(job)
         upcoming: list[datetime] = []
-        if entry.active and entry.schedule is not None:
-            upcoming = entry.schedule.next_fires(self.clock.now(), 5)
+        problem = entry.problem
+        description = None
+        if entry.schedule is not None:
+            description = cron.describe(entry.expr or "", entry.tz)
+            if entry.active:
+                try:
+                    upcoming = entry.schedule.next_fires(self.clock.now(), 5)
+                except Exception as exc:
+                    problem = f"Schedule {entry.expr!r} cannot be computed: {exc}"
         return {
             "job_id": job.id,
             "schedule": entry.expr,
+            "description": description,
+            "problem": problem,
             "timezone": entry.tz,
             "enabled": entry.enabled,
             "source": entry.source,

@@ -154,15 +154,23 @@ def test_between_is_half_open_and_bounded() -> None:
     ]
 
 
-def test_an_impossible_date_never_fires() -> None:
-    assert next_fires("0 0 30 2 *", "UTC", datetime(2024, 1, 1, tzinfo=UTC), 3) == []
+@pytest.mark.parametrize(
+    "expr", ["0 0 30 2 *", "0 0 31 4-4 *", "0 0 31 6,9,11 *", "0 0 31 FEB *", "0 0 31 2 * 0"]
+)
+def test_an_expression_that_never_fires_is_rejected(expr: str) -> None:
+    with pytest.raises(InvalidSchedule) as caught:
+        parse(expr, "UTC")
+    assert caught.value.message == (
+        f"Cron expression {expr!r} never fires: no date matches its day-of-month, month and "
+        "day-of-week together (e.g. 31 in a month of 30 days); check those three fields"
+    )
 
 
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
         ("", "Cron expression is empty"),
-        ("* * *", "has 3 fields; expected 5 (minute hour day month weekday) or 6"),
+        ("* * *", "has 3 fields; expected 5 (minute hour day-of-month month day-of-week) or 6"),
         ("@sometimes", "Unknown cron macro '@sometimes'; use one of @annually"),
         ("61 * * * *", "Invalid cron expression '61 * * * *'"),
     ],

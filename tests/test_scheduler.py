@@ -327,3 +327,63 @@ async def test_jobs_due_at_the_same_instant_all_start_with_one_claim(
         assert [when for when, _ in scheduler.lateness] == [T0 + timedelta(minutes=1)] * len(names)
     finally:
         await scheduler.aclose()
+
+
+async def test_a_rare_override_with_a_recorded_fire_does_not_stop_the_scheduler(
+    apps: Path, engine: JobHost
+) -> None:
+    # Once crashed the start-up: croniter walked back past year 1 for "0 0 * 2 MON#5".
+    job(apps, "Rare", default_schedule="@daily")
+    job(apps, "Tick", default_schedule="*/5 * * * *")
+    await engine.reload()
+    root = Principal("root", superuser=True)
+    first = await started(engine, ManualClock(T0))
+    try:
+        await first.set_override("Lab/Rare", root, schedule="0 0 * 2 MON#5")
+    finally:
+        await first.aclose()
+    await engine.journal.call(
+        db.claim_fires, engine.store, [("Lab/Rare", datetime(2016, 2, 29, tzinfo=UTC))], T0
+    )
+    clock = ManualClock(T0 + timedelta(minutes=1))
+    scheduler = await started(engine, clock)
+    try:
+        assert scheduler.next_fire("Lab/Rare") == datetime(2044, 2, 29, tzinfo=UTC)
+        shown = await scheduler.get("Lab/Rare", root)
+        assert shown["description"] == (
+            "At 00:00, on the fifth Monday of the month, only in February, UTC"
+        )
+        assert shown["problem"] is None
+        clock.advance(timedelta(minutes=4))
+        await scheduler.settle()
+        assert len(await runs(engine, "Lab/Tick")) == 1
+    finally:
+        await scheduler.aclose()
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("0 0 31 2 *", "Cron expression '0 0 31 2 *' never fires"),
+        ("5-1 * * * *", "minute field '5-1': range '5-1' goes backwards; write it low to high"),
+        ("R * * * *", "minute field 'R': 'R' (a random value) is not supported"),
+        ("0 0 ? * *", "day-of-month field '?': '?' is not supported; write '*' (any)"),
+        ("0 0 * * 5l,X", "day-of-week field '5l,X': 'X' is not a number or a name such as SUN"),
+    ],
+)
+async def test_an_override_is_refused_exactly_where_preview_refuses_it(
+    apps: Path, engine: JobHost, expr: str, message: str
+) -> None:
+    job(apps, "Daily", default_schedule="@daily")
+    await engine.reload()
+    scheduler = await started(engine, ManualClock(T0))
+    root = Principal("root", superuser=True)
+    try:
+        with pytest.raises(InvalidSchedule) as on_preview:
+            scheduler.preview(expr)
+        with pytest.raises(InvalidSchedule) as on_put:
+            await scheduler.set_override("Lab/Daily", root, schedule=expr)
+        assert message in on_put.value.message
+        assert on_put.value.message == on_preview.value.message
+    finally:
+        await scheduler.aclose()

@@ -40,6 +40,8 @@ async def test_list_shows_every_visible_job_with_its_schedule(harness: Harness) 
     assert set(nightly) == {
         "job_id",
         "schedule",
+        "description",
+        "problem",
         "timezone",
         "enabled",
         "source",
@@ -54,6 +56,8 @@ async def test_list_shows_every_visible_job_with_its_schedule(harness: Harness) 
         "job.json",
     )
     assert len(nightly["next_fires"]) == 5
+    assert nightly["description"] == "At 03:00, Europe/Berlin"
+    assert nightly["problem"] is None
     assert all(t.endswith(":00:00Z") for t in nightly["next_fires"])
     assert nightly["last_fire"] is None
     assert schedules["Lab/Hello"]["source"] == "none"

@@ -5,9 +5,9 @@ Seed field names are kept exactly (``Name``, ``ScriptRelativePath``, ``argumentl
 reading files and checking that the script exists belong to ``discovery``; the one
 exception is ``command_for``, which looks at the script it is given.
 
-Cron convention: we follow croniter. Five fields, or six where the sixth (last)
-field is seconds (``*/5 * * * * 30`` = at second 30 of every fifth minute); the
-macros ``@hourly @daily @weekly @monthly @yearly @annually @midnight`` are accepted.
+Cron convention: Vixie/Debian cron's (``jobhost.cronexpr``). Five fields, or six where
+the sixth (last) field is seconds (``*/5 * * * * 30`` = at second 30 of every fifth
+minute); the macros ``@hourly @daily @weekly @monthly @yearly @annually @midnight``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from jobhost import cron
 from jobhost.errors import BadRequest, InvalidDefinition
 from jobhost.models import Action
 
@@ -36,9 +36,6 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Exactly ``{{Name}}``: no inner spaces, so ``{{ x }}`` in a description stays text.
 TEMPLATE_REF = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 INIT_SCRIPT_NAMES = ("init-job.py", "init-job.sh", "init-job.ps1")
-CRON_MACROS = frozenset(
-    {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
-)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -79,29 +76,11 @@ def parse_job_id(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-# croniter takes about a millisecond per expression, and catalogs repeat a few
-# expressions many times: cached, a 10,000-job scan stays well under a second.
-@functools.lru_cache(maxsize=4096)
 def validate_cron(expr: str) -> str | None:
-    """An error message for a bad cron expression, or None when croniter accepts it."""
-    text = expr.strip()
-    if not text:
-        return "cron expression is empty"
-    if text.startswith("@"):
-        if text.lower() in CRON_MACROS:
-            return None
-        return f"unknown cron macro {text!r}; use one of {', '.join(sorted(CRON_MACROS))}"
-    fields = text.split()
-    if len(fields) not in (5, 6):
-        return (
-            f"cron expression {text!r} has {len(fields)} fields; expected 5 "
-            "(minute hour day month weekday) or 6 (with seconds last)"
-        )
-    try:
-        croniter(text)
-    except (ValueError, KeyError) as exc:  # croniter's errors are ValueError subclasses
-        return f"invalid cron expression {text!r}: {exc}"
-    return None
+    """An error message for a bad cron expression, or None when it is usable (one parser
+    for job.json, the API, the CLI and the scheduler: ``jobhost.cron``)."""
+    problem = cron.problem(expr)
+    return problem[:1].lower() + problem[1:] if problem else None
 
 
 @functools.lru_cache(maxsize=8)

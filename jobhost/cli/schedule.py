@@ -88,6 +88,10 @@ def show_cmd(
         schedules = _with_scheduler(ctx, work)
     _render(schedules, as_json)
     if job_id is not None and not as_json:
+        if schedules[0].get("description"):
+            out.print(f"  when: {schedules[0]['description']}")
+        if schedules[0].get("problem"):
+            out.print(f"  problem: {schedules[0]['problem']}")
         for when in schedules[0]["next_fires"]:
             out.print(f"  next: {when}")
 
