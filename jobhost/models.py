@@ -7,6 +7,7 @@ Field names are the REST API's: ``Execution.to_api()`` is what the API, the CLI'
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,30 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (a lone surrogate becomes U+FFFD).
+
+    Starts refuse such text, but a row stored before they did (or by another writer)
+    must still read: this keeps one bad value from failing every page that shows it.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, dict):
+        return {readable(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [readable(item) for item in value]
+    return value
 
 
 class ExecutionStatus(StrEnum):
@@ -159,9 +184,9 @@ class Execution:
             "exit_signal": self.exit_signal,
             "trigger": self.trigger.value,
             "user": self.user,
-            "variables": self.variables,
-            "result": self.result,
-            "error": self.error,
+            "variables": readable(self.variables),
+            "result": readable(self.result),
+            "error": readable(self.error),
             "test": self.test,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
@@ -173,7 +198,7 @@ class Execution:
             "peak_rss_bytes": self.peak_rss_bytes,
             "output_bytes": self.output_bytes,
             "progress": self.progress,
-            "progress_message": self.progress_message,
+            "progress_message": readable(self.progress_message),
             "restart_count": self.restart_count,
             "scheduled_for": iso(self.scheduled_for),
         }

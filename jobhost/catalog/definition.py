@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
@@ -36,6 +37,10 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Exactly ``{{Name}}``: no inner spaces, so ``{{ x }}`` in a description stays text.
 TEMPLATE_REF = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 INIT_SCRIPT_NAMES = ("init-job.py", "init-job.sh", "init-job.ps1")
+# Upper bounds for job.json numbers: generous for any real job, and far below the values
+# (1e12 seconds, 10**30 runs) that overflow timers or mean "forever" by accident.
+MAX_SECONDS = 366 * 24 * 3600.0
+MAX_COUNT = 100_000
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -111,6 +116,32 @@ def command_for(script: Path) -> list[str]:
     )
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the ValueError says it; no line on stderr
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, whose matching time is linear in the input.
+
+    ValueError when it is not a regular expression, or uses what RE2 cannot match in
+    linear time (backreferences, lookahead/lookbehind, possessive quantifiers).
+    """
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"is not a valid regular expression ({exc}), got {pattern!r}") from None
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args else str(exc)
+        raise ValueError(
+            f"uses a construct that cannot be matched in linear time ({reason}), "
+            f"got {pattern!r}; "
+            "patterns follow RE2 syntax: no backreferences or lookaround"
+        ) from None
+
+
 def to_text(value: Any) -> str:
     """How a variable's value reads inside a string: JSON-ish for non-strings."""
     if isinstance(value, str):
@@ -136,8 +167,8 @@ class VariableSpec(BaseModel):
     required: bool = None  # type: ignore[assignment]  # resolved in _resolve: default present?
     pattern: str | None = None
     choices: list[Any] | None = None
-    min_value: float | None = Field(default=None, alias="min")
-    max_value: float | None = Field(default=None, alias="max")
+    min_value: float | None = Field(default=None, alias="min", strict=True, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, alias="max", strict=True, allow_inf_nan=False)
     secret: bool = False
 
     @field_validator("name")
@@ -154,12 +185,7 @@ class VariableSpec(BaseModel):
     @classmethod
     def _check_pattern(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(
-                    f"is not a valid regular expression ({exc}), got {value!r}"
-                ) from None
+            compile_pattern(value)
         return value
 
     @model_validator(mode="after")
@@ -170,6 +196,11 @@ class VariableSpec(BaseModel):
         if low is not None and high is not None and low > high:
             raise ValueError(f"min ({self.min_value:g}) is greater than max ({self.max_value:g})")
         if self.choices is not None:
+            if not self.choices:
+                raise ValueError(
+                    "choices is empty, so no value could ever pass; "
+                    "list the allowed values or remove choices"
+                )
             try:
                 coerced = [self.check(choice, in_choices=False) for choice in self.choices]
             except ValueError as exc:
@@ -250,7 +281,8 @@ class VariableSpec(BaseModel):
                 raise ValueError(f"must be at least {self.min_value:g}, got {value}")
             if self.max_value is not None and value > self.max_value:
                 raise ValueError(f"must be at most {self.max_value:g}, got {value}")
-        if self.pattern is not None and not re.fullmatch(self.pattern, to_text(value)):
+        text = to_text(value)
+        if self.pattern is not None and not compile_pattern(self.pattern).fullmatch(text):
             raise ValueError(f"must match the pattern {self.pattern!r}, got {to_text(value)!r}")
         if in_choices and self.choices is not None and value not in self.choices:
             options = ", ".join(to_text(c) for c in self.choices)
@@ -258,6 +290,7 @@ class VariableSpec(BaseModel):
         return value
 
 
+_STRICT: dict[str, Any] = {"strict": True, "allow_inf_nan": False}
 _NULL_MEANS_EMPTY = ("argumentlist", "roles_start", "roles_stop", "roles_restart")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _SEPARATORS = re.compile(r"[/\\]")
@@ -292,19 +325,20 @@ class JobDefinition(BaseModel):
     roles_view: list[str] | None = None  # None: any signed-in user
     roles_schedule: list[str] | None = None  # None: superusers only
     template_variables: dict[str, VariableSpec] = Field(default_factory=dict)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    max_concurrent: int = Field(default=1, ge=0)  # 0: no limit
+    # Numbers are strict: a string ("10") is not a number, nor are inf/NaN (1e999).
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS, **_STRICT)
+    max_concurrent: int = Field(default=1, ge=0, le=MAX_COUNT, strict=True)  # 0: no limit
     on_conflict: Literal["reject", "queue", "replace"] = "reject"
     restart: Literal["never", "on-failure", "always"] = "never"
-    restart_max_backoff_seconds: float = Field(default=300.0, gt=0)
-    restart_burst: int = Field(default=5, ge=1)
-    restart_window_seconds: float = Field(default=60.0, gt=0)
-    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    restart_max_backoff_seconds: float = Field(default=300.0, gt=0, le=MAX_SECONDS, **_STRICT)
+    restart_burst: int = Field(default=5, ge=1, le=MAX_COUNT, strict=True)
+    restart_window_seconds: float = Field(default=60.0, gt=0, le=MAX_SECONDS, **_STRICT)
+    stop_grace_seconds: float = Field(default=10.0, ge=0, le=24 * 3600.0, **_STRICT)
     env: dict[str, str] = Field(default_factory=dict)
     timezone: str | None = None
     queue: str | None = None
     enabled: bool = True
-    misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    misfire_grace_seconds: float = Field(default=60.0, ge=0, le=MAX_SECONDS, **_STRICT)
     notify: list[dict[str, Any]] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -432,6 +466,8 @@ def _error_message(error: ErrorDetails) -> str:
         "greater_than_equal": "must be zero or more"
         if ctx.get("ge") == 0
         else f"must be at least {ctx.get('ge')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
+        "finite_number": "must be a finite number",
         "literal_error": f"must be one of {ctx.get('expected')}",
         "extra_forbidden": "is not a known field",
         "dict_type": "must be an object",

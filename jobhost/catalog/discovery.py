@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,9 +40,25 @@ from jobhost.catalog.definition import (
 from jobhost.catalog.entry import FileState, Job, Watched
 from jobhost.errors import InvalidDefinition, JobNotFound
 
-__all__ = ["MAX_JOB_JSON_BYTES", "Catalog", "Job", "parse_job_json", "rescan", "scan"]
+__all__ = [
+    "MAX_JOB_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_NUMBER_CHARS",
+    "Catalog",
+    "Job",
+    "json_limits_problem",
+    "parse_job_json",
+    "rescan",
+    "scan",
+]
 
+# Checked on the bytes before any parser sees them: a hostile job.json (nested 100,000
+# deep, a 5,000-digit integer) makes its own job invalid and nothing else.
 MAX_JOB_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+_LONG_NUMBER = re.compile(rb"[-+0-9.eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|[-+0-9.eE]+')
 _SKIPPED = frozenset({"__pycache__"})
 
 # A parse is memoised for files up to this size, for up to this many distinct files.
@@ -190,6 +207,37 @@ def _read_job_json(path: str, display: str) -> tuple[bytes | str, Watched | None
     return raw, watched
 
 
+def json_limits_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is refused before parsing (too deep, a number too long), or None.
+
+    Linear in the size, without recursion. Most files have few brackets and short
+    numbers, which two C-speed scans show; only the rest are tokenised.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH and not _LONG_NUMBER.search(raw):
+        return None
+    depth = 0
+    for match in _JSON_TOKENS.finditer(raw):
+        token = match.group()
+        first = token[:1]
+        if first == b'"':
+            continue
+        if first in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return (
+                    f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects "
+                    f"(at byte {match.start()}); no job.json field needs that"
+                )
+        elif first in (b"]", b"}"):
+            depth -= 1
+        elif len(token) > MAX_NUMBER_CHARS:
+            return (
+                f"holds a number written with {len(token)} characters (at byte "
+                f"{match.start()}); numbers in job.json are limited to {MAX_NUMBER_CHARS}"
+            )
+    return None
+
+
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def parse_job_json(raw: bytes, display: str) -> _Parsed:
     """Decode and validate one job.json's bytes; ``display`` is its folder as shown.
@@ -199,6 +247,8 @@ def parse_job_json(raw: bytes, display: str) -> _Parsed:
     but validates only what changed. ``parse_job_json.cache_clear()`` forgets.
     """
     source = display + "/job.json"
+    if (limit := json_limits_problem(raw)) is not None:
+        return _Parsed(None, (f"{source}: {limit}",), (), None)
     valid = load_definition_json(raw, source)
     if valid is not None and (definition := valid[0]) is not None:  # the common case
         return _Parsed(definition, (), tuple(valid[2]), definition.ScriptRelativePath)
@@ -210,6 +260,8 @@ def parse_job_json(raw: bytes, display: str) -> _Parsed:
         return _Parsed(None, (f"{source}: not valid JSON: {exc.msg} at {where}",), (), None)
     except UnicodeDecodeError:
         return _Parsed(None, (f"{source}: not valid UTF-8 text",), (), None)
+    except (RecursionError, ValueError) as exc:  # past the limits above: never expected
+        return _Parsed(None, (f"{source}: cannot be parsed ({type(exc).__name__})",), (), None)
     definition, errors, warnings = load_definition(data, source)
     script = data.get("ScriptRelativePath") if isinstance(data, dict) else None
     script = script if isinstance(script, str) and script.strip() else None

@@ -46,11 +46,32 @@ def _is_blank(value: Any, type_: str) -> bool:
     return value is None or (value == "" and type_ != "string")
 
 
+def unusable_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored, encoded or passed to a process, or None when it can."""
+    if "\0" in text:
+        return "contains a NUL character (\\x00), which no process argument or variable can hold"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"contains a lone UTF-16 surrogate ({text[exc.start]!a}), which is not text "
+            "and cannot be stored or passed to a process"
+        )
+    return None
+
+
+def _shown(name: str) -> str:
+    """A supplied variable name as it can be shown and stored (escaped when unusable)."""
+    return name if unusable_text(name) is None else ascii(name)
+
+
 def check_variables(definition: JobDefinition, values: Mapping[str, Any]) -> dict[str, Any]:
     """The coerced, checked variables; VariableError listing every problem otherwise.
 
     Strings are parsed for integer/number/boolean variables (``"10"`` → 10,
     ``"yes"`` → True). A required variable given as null or "" counts as missing.
+    A string holding NUL or a lone surrogate is refused for every variable: it could
+    be neither stored nor passed to the job's process.
     """
     specs = definition.template_variables
     checked: dict[str, Any] = {}
@@ -58,6 +79,9 @@ def check_variables(definition: JobDefinition, values: Mapping[str, Any]) -> dic
     missing: list[str] = []
     for name, spec in specs.items():
         value = values.get(name)
+        if isinstance(value, str) and (problem := unusable_text(value)) is not None:
+            problems[name] = f"{name} {problem}"
+            continue
         if _is_blank(value, spec.type) or (spec.required and value == ""):
             if spec.required:
                 missing.append(name)
@@ -73,7 +97,7 @@ def check_variables(definition: JobDefinition, values: Mapping[str, Any]) -> dic
             known = f"; this job declares {', '.join(specs)}" if specs and not close else ""
             if not specs:
                 known = "; this job declares no variables"
-            problems[name] = f"Unknown variable {name!r}{hint}{known}"
+            problems[_shown(name)] = f"Unknown variable {name!a}{hint}{known}"
     if not missing and not problems:
         return checked
     details: dict[str, str] = {name: f"{name} is required" for name in missing}

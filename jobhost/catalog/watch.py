@@ -48,7 +48,7 @@ async def watch_catalog(
         hint = paths if _under_roots(paths, watched) else None
         try:
             current = await asyncio.to_thread(rescan, previous, roots, hint)
-        except OSError:
+        except Exception:  # one bad folder or a vanished file must not end the watching
             log.exception("rescan of %s failed; keeping the previous catalog", watched)
             continue
         if current is not previous:
