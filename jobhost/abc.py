@@ -134,11 +134,32 @@ class Store(Protocol):
 
 
 class Hook(Protocol):
-    """Cross-cutting observers of finished work (notifications, metrics). Must not block."""
+    """Cross-cutting observers of the work (notifications, metrics). Must not block: each
+    call runs on the event loop, inside the bookkeeping it reports on. Every method has a
+    no-op default, so an observer subclasses ``Hook`` and overrides what it watches."""
+
+    def execution_started(self, execution: Execution) -> None:
+        """A run was recorded (``queued`` or ``starting``); its process follows."""
+        return None
+
+    def execution_running(self, execution: Execution) -> None:
+        """The run's process exists now (``started_at`` is set)."""
+        return None
 
     def execution_finished(self, execution: Execution, previous: Execution | None) -> None:
         """Called once per terminal execution, after it is stored; ``previous`` is the job's
         prior terminal execution (for ``recovered`` rules), when known."""
+        return None
 
     def fire_missed(self, job_id: str, scheduled_for: datetime, reason: str) -> None:
         """A scheduled fire did not run (downtime past the grace, or skipped)."""
+        return None
+
+    def fire_settled(self, job_id: str, scheduled_for: datetime, outcome: str, count: int) -> None:
+        """What became of ``count`` fires of a job, the newest due at ``scheduled_for``:
+        ``started``, ``skipped``, ``failed``, ``missed`` or ``coalesced``."""
+        return None
+
+    def notification_attempted(self, channel: str, outcome: str) -> None:
+        """A notification delivery ended an attempt: ``sent``, ``retrying`` or ``failed``."""
+        return None

@@ -6,6 +6,7 @@ them as init arguments). ``JOBHOST_APPS`` takes several roots separated by ``:``
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     misfire_grace_seconds: float = Field(default=60.0, ge=0)
 
+    # /metrics answers these addresses (or networks) without sign-in; anyone else needs a
+    # token of a superuser or of a user holding one of metrics_roles.
+    metrics_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    metrics_roles: list[str] = Field(default_factory=lambda: ["metrics"])
+
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_security: Literal["none", "starttls", "tls"] = "none"
@@ -77,6 +83,19 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"metrics_allow entry {entry!r} is not an address or network "
+                    "(e.g. '127.0.0.1', '10.0.0.0/8', '::1')"
+                ) from None
         return value
 
     @classmethod

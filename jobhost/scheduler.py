@@ -301,7 +301,10 @@ class Scheduler:
                     f"missed: due {late:.0f} s ago, beyond the misfire grace of "
                     f"{entry.grace:g} s (JobHost was down or stalled)"
                 )
-            self._spawn(self._record_missed(entry.job_id, missed[-MISSED_KEPT:], reason), now)
+            outcome = "coalesced" if late <= entry.grace else "missed"
+            self._spawn(
+                self._record_missed(entry.job_id, missed[-MISSED_KEPT:], reason, outcome), now
+            )
         return fires
 
     def _spawn(
@@ -338,9 +341,20 @@ class Scheduler:
             except Exception:  # an observer's bug must not stop the schedule
                 log.exception("hook %r failed on a missed fire of %s", hook, job_id)
 
-    async def _record_missed(self, job_id: str, times: list[datetime], reason: str) -> None:
+    def _tell_settled(self, job_id: str, when: datetime, outcome: str, count: int = 1) -> None:
+        """Every hook (metrics) hears what became of each fire."""
+        for hook in self.engine.hooks:
+            try:
+                hook.fire_settled(job_id, when, outcome, count)
+            except Exception:  # an observer's bug must not stop the schedule
+                log.exception("hook %r failed on a fire of %s", hook, job_id)
+
+    async def _record_missed(
+        self, job_id: str, times: list[datetime], reason: str, outcome: str
+    ) -> None:
         if not await self._call(db.record_missed, job_id, times, reason, self.clock.now()):
             return
+        self._tell_settled(job_id, times[-1], outcome, len(times))
         # One notification per downtime, not one per fire: an every-minute job down for
         # a day would otherwise send a hundred mails.
         told = reason
@@ -387,6 +401,7 @@ class Scheduler:
     async def _after(self, outcomes: list[db.Outcome]) -> None:
         """Tell the hooks of fires that did not start; prune each job's old fire rows."""
         for result in outcomes:
+            self._tell_settled(result.job_id, result.scheduled_for, result.outcome)
             if result.outcome != "started":
                 # A fire that could not start has no execution, so no run notification
                 # would ever tell of it: it is reported as missed too.
@@ -485,6 +500,11 @@ class Scheduler:
         """The job's next fire time (for the catalog), or None."""
         entry = self._entries.get(job_id)
         return entry.next_fire if entry is not None and entry.active else None
+
+    def schedule_of(self, job_id: str) -> cron.CronSchedule | None:
+        """The job's schedule while it is active (for metrics), or None."""
+        entry = self._entries.get(job_id)
+        return entry.schedule if entry is not None and entry.active else None
 
     def preview(self, expr: str, tz: str | None = None, count: int = 5) -> list[datetime]:
         """The next ``count`` fire times of ``expr`` from now; InvalidSchedule when bad."""

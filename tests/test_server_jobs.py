@@ -243,12 +243,11 @@ async def test_metrics_and_healthz(harness: Harness) -> None:
     health = await anon.get("/healthz")
     assert health.json()["status"] == "ok"
     text = (await anon.get("/metrics")).text
-    assert 'jobhost_executions_finished_total{status="succeeded"} 1' in text
-    assert "jobhost_executions_running 0" in text
-    assert "jobhost_queue_depth 0" in text
-    assert "jobhost_execution_duration_seconds_count 1" in text
-    assert 'jobhost_jobs{valid="false"} 1' in text
-    assert "Lab/Hello" not in text
+    assert 'jobhost_runs_finished_total{job="Lab/Hello",status="succeeded"} 1.0' in text
+    assert "jobhost_runs_running 0.0" in text
+    assert "jobhost_runs_queued 0.0" in text
+    assert 'jobhost_run_duration_seconds_count{job="Lab/Hello"} 1.0' in text
+    assert 'jobhost_jobs{valid="false"} 1.0' in text
 
 
 async def test_security_headers_everywhere(harness: Harness) -> None:

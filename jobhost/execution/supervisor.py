@@ -164,6 +164,7 @@ class Supervisor:
                 await self.executor.stop(execution.id, 0)
             raise
         self._announce(execution)
+        self._tell_hooks(lambda hook: hook.execution_started(execution), execution.id)
         for old in replace:
             await self.stop(old.id)
         return self.live.get(execution.id, execution)
@@ -245,6 +246,7 @@ class Supervisor:
         updated = execution.evolve(status=status, pid=pid, host=host, started_at=self._clock())
         self._set(updated)
         self._persist_and_announce(updated)
+        self._tell_hooks(lambda hook: hook.execution_running(updated), execution_id)
 
     def on_output(self, execution_id: str, total_bytes: int) -> None:
         execution = self.live.get(execution_id)
@@ -318,11 +320,7 @@ class Supervisor:
             if not waiter.done():
                 waiter.set_result(final)
         self._wake_output(final.id)
-        for hook in self._hooks:
-            try:
-                hook.execution_finished(final, previous)
-            except Exception:  # a hook must never break the run's bookkeeping
-                log.exception("hook %r failed for %s", hook, final.id)
+        self._tell_hooks(lambda hook: hook.execution_finished(final, previous), final.id)
         self._launches.pop(final.id, None)
         if launch is not None:
             self._maybe_restart(final, launch)
@@ -434,6 +432,13 @@ class Supervisor:
             self._subscribers.discard(queue)
 
     # ----------------------------------------------------------------- internals
+    def _tell_hooks(self, call: Callable[[Hook], None], execution_id: str) -> None:
+        for hook in self._hooks:
+            try:
+                call(hook)
+            except Exception:  # a hook must never break the run's bookkeeping
+                log.exception("hook %r failed for %s", hook, execution_id)
+
     def _set(self, execution: Execution) -> None:
         if execution.id in self.live:
             self.live[execution.id] = execution

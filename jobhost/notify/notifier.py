@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from jobhost.abc import Hook
 from jobhost.catalog.discovery import Catalog
 from jobhost.execution.launch import state_dir
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, new_id
@@ -67,7 +68,7 @@ _Finished = tuple[Execution, Execution | None, list[str]]
 _Missed = tuple[str, datetime, str]
 
 
-class Notifier:
+class Notifier(Hook):
     """The notifications hook of one ``JobHost``; ``start()`` after the journal runs."""
 
     def __init__(self, engine: JobHost) -> None:
@@ -292,6 +293,8 @@ class Notifier:
         for delivery in planned:
             if delivery.status == PENDING:
                 self._schedule(delivery)
+            else:  # could not be sent at all (no such channel, no recipient)
+                self._tell_attempted(delivery.channel, "failed")
         await self._announce()
 
     # ------------------------------------------------------------- sending
@@ -363,9 +366,21 @@ class Notifier:
             done = replace(delivery, attempts=attempts, last_error=error, next_attempt_at=later)
         done = replace(done, updated_at=now)
         await self._engine.journal.call(rows.update_delivery, self._store, done)
+        outcome = {SENT: "sent", FAILED: "failed"}.get(done.status, "retrying")
+        self._tell_attempted(delivery.channel, outcome)
         if done.status == PENDING:
             self._schedule(done)
         await self._announce()
+
+    def _tell_attempted(self, channel: str, outcome: str) -> None:
+        """Every hook (metrics) hears how a delivery attempt ended; an unconfigured
+        channel's name (from a job.json) is reported as ``unknown``."""
+        name = channel if channel in self.channels else "unknown"
+        for hook in self._engine.hooks:
+            try:
+                hook.notification_attempted(name, outcome)
+            except Exception:  # an observer's bug must not stop deliveries
+                log.exception("hook %r failed on a delivery via %s", hook, name)
 
     # ------------------------------------------------------------- catalog
     def _check_catalog(self, catalog: Catalog) -> None:

@@ -19,6 +19,8 @@ from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import Authenticator
 from jobhost.server.errors import install_error_handlers
 from jobhost.server.limits import BodySizeLimit, LoginLimiter
+from jobhost.server.metrics import LoginCounter, Metrics
+from jobhost.server.metrics import router as metrics_router
 from jobhost.server.routes import routers
 from jobhost.server.views import ExecutionViews
 
@@ -65,6 +67,8 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     host = engine if engine is not None else JobHost(settings)
     auth = Authenticator(host)
     adhoc = AdhocRunner(cwd=str(settings.data_dir / "adhoc"))
+    metrics = Metrics(host)
+    host.hooks.append(metrics.runs)  # before open(): the supervisor takes the hooks then
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,13 +112,16 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     app.state.views = ExecutionViews()
     app.state.login_limiter = LoginLimiter(settings.login_attempts_per_minute)
     app.state.one_time_password = None
+    app.state.metrics = metrics
     install_error_handlers(app)
     for router in routers():
         app.include_router(router)
+    app.include_router(metrics_router)
     # The UI comes last, so it never shadows an API route.
     if UI_DIR.is_dir():
         app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")
     # Added last = outermost: headers land even on a 413 answered before the app runs.
+    app.add_middleware(LoginCounter, logins=metrics.runs.logins)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
     return app
