@@ -33,6 +33,7 @@ from jobhost.errors import (
     BadRequest,
     Conflict,
     ExecutionNotFound,
+    InitHookFailed,
     InvalidDefinition,
     JobNotFound,
     PermissionDenied,
@@ -50,11 +51,13 @@ from jobhost.models import (
     AuditEvent,
     AuditQuery,
     Execution,
+    ExecutionStatus,
     HistoryQuery,
     OutputChunk,
     Page,
     Principal,
     Trigger,
+    new_id,
     utcnow,
 )
 from jobhost.security import can, can_on_execution
@@ -294,7 +297,12 @@ class JobHost:
             )
         if not definition.enabled and not test:
             raise Conflict(f'Job {job.id!r} is disabled ("enabled": false in its job.json)')
-        values = await self.resolve_variables(job, variables or {})
+        try:
+            values = await self.resolve_variables(job, variables or {})
+        except (VariableError, InitHookFailed) as exc:
+            if trigger is not Trigger.SCHEDULE:
+                raise
+            return await self._reject(job, principal, variables, scheduled_for, exc.message)
         launch = Launch(
             job=job, variables=values, rendered=render(definition, values), roles=principal.roles
         )
@@ -321,6 +329,34 @@ class JobHost:
             redacted=redact(definition, values),
             audit=audit,
         )
+
+    async def _reject(
+        self,
+        job: Job,
+        principal: Principal,
+        variables: Mapping[str, Any] | None,
+        scheduled_for: datetime | None,
+        message: str,
+    ) -> Execution:
+        """A scheduled start refused before spawning becomes a ``rejected`` history row
+        (counted, announced and notified as ``failed``), so the fire is not lost from
+        view; the caller gets that row instead of an exception."""
+        assert job.definition is not None
+        now = self.clock()
+        rejected = Execution(
+            id=new_id(),
+            job_id=job.id,
+            status=ExecutionStatus.REJECTED,
+            trigger=Trigger.SCHEDULE,
+            user=principal.username,
+            variables=redact(job.definition, dict(variables or {})),
+            created_at=now,
+            ended_at=now,
+            error=message,
+            scheduled_for=scheduled_for,
+        )
+        await self.supervisor.record_unstarted(rejected)
+        return rejected
 
     async def resolve_variables(self, job: Job, supplied: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults → init hook → required/unknown/type checks (the seed's order)."""

@@ -121,3 +121,13 @@ class TooManyRequests(JobHostError):
     code = "too_many_requests"
     status_code = 429
     exit_code = 7
+
+
+class Draining(JobHostError):
+    """The server is draining for an upgrade: it starts nothing new; retry on another
+    server, or here once it is resumed."""
+
+    code = "draining"
+    status_code = 503
+    exit_code = 8
+    retry_after_seconds = 30

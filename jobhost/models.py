@@ -59,7 +59,9 @@ def readable(value: Any) -> Any:
 
 
 class ExecutionStatus(StrEnum):
-    """``queued → starting → running → succeeded | failed | stopped | timed_out``; or ``lost``."""
+    """``queued → starting → running → succeeded | failed | stopped | timed_out``; or ``lost``;
+    or ``rejected``: a scheduled start refused before it had a process (variables, init
+    script), recorded so the fire shows in history with its reason."""
 
     QUEUED = "queued"
     STARTING = "starting"
@@ -70,6 +72,7 @@ class ExecutionStatus(StrEnum):
     STOPPED = "stopped"
     TIMED_OUT = "timed_out"
     LOST = "lost"
+    REJECTED = "rejected"
 
     @property
     def terminal(self) -> bool:
@@ -88,6 +91,7 @@ TERMINAL_STATUSES = frozenset(
         ExecutionStatus.STOPPED,
         ExecutionStatus.TIMED_OUT,
         ExecutionStatus.LOST,
+        ExecutionStatus.REJECTED,
     }
 )
 ACTIVE_STATUSES = frozenset(

@@ -46,13 +46,14 @@ from jobhost.catalog.templates import apply_defaults, check_variables
 from jobhost.clock import Clock, SystemClock
 from jobhost.errors import (
     Conflict,
+    Draining,
     InvalidSchedule,
     JobHostError,
     PermissionDenied,
     TooManyRequests,
     VariableError,
 )
-from jobhost.models import Action, Principal, Trigger, iso
+from jobhost.models import Action, ExecutionStatus, Principal, Trigger, iso
 from jobhost.security import can
 from jobhost.store import schedules as db
 from jobhost.store.sql import SqlStore
@@ -402,7 +403,7 @@ class Scheduler:
         """Tell the hooks of fires that did not start; prune each job's old fire rows."""
         for result in outcomes:
             self._tell_settled(result.job_id, result.scheduled_for, result.outcome)
-            if result.outcome != "started":
+            if result.outcome != "started" and result.execution_id is None:
                 # A fire that could not start has no execution, so no run notification
                 # would ever tell of it: it is reported as missed too.
                 verb = "skipped" if result.outcome == "skipped" else "could not start"
@@ -435,6 +436,8 @@ class Scheduler:
             execution = await self.engine.start(
                 job_id, fire.variables, trigger=Trigger.SCHEDULE, scheduled_for=when
             )
+        except Draining:
+            outcome, reason = "skipped", "draining"
         except (Conflict, TooManyRequests) as exc:
             outcome, reason = "skipped", exc.message
         except JobHostError as exc:
@@ -443,6 +446,9 @@ class Scheduler:
             log.exception("scheduled start of %s failed", job_id)
             outcome, reason = "failed", f"{type(exc).__name__}: {exc}"
         else:
+            if execution.status is ExecutionStatus.REJECTED:
+                # Refused before spawning: a history row of its own tells of it.
+                return db.Outcome(job_id, when, "failed", execution.error, execution.id)
             return db.Outcome(job_id, when, "started", None, execution.id)
         log.warning("scheduled fire of %s at %s %s: %s", job_id, iso(when), outcome, reason)
         return db.Outcome(job_id, when, outcome, reason)

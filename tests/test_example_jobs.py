@@ -653,7 +653,10 @@ def test_health_check_test_mode_runs_the_same_checks(site: Site) -> None:
 @pytest.mark.parametrize(
     ("variables", "message"),
     [
-        ({}, "Nothing to check: give at least one URL in Urls or host:port in Ports"),
+        (
+            {"Urls": "", "Ports": ""},
+            "Nothing to check: give at least one URL in Urls or host:port in Ports",
+        ),
         (
             {"Urls": "ftp://example.com"},
             "Urls: 'ftp://example.com' is not an http:// or https:// URL",

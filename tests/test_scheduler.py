@@ -204,10 +204,19 @@ async def test_override_variables_reach_the_scheduled_run(apps: Path, engine: Jo
         [fire] = await engine.journal.call(db.fires, engine.store, "Lab/Greet", 10)
         assert fire.outcome == "failed"
         assert fire.reason == "Variables rejected: Missing required variables: Who"
+        [rejected] = await runs(engine, "Lab/Greet")
+        assert fire.execution_id == rejected.id
+        assert (rejected.status.value, rejected.trigger, rejected.scheduled_for) == (
+            "rejected",
+            Trigger.SCHEDULE,
+            T0 + timedelta(hours=1),
+        )
+        assert rejected.error == "Variables rejected: Missing required variables: Who"
+        assert (await engine.wait(rejected.id)).status.value == "rejected"
         await scheduler.set_override("Lab/Greet", Principal.local(), variables={"Who": "world"})
         clock.advance(timedelta(hours=1))
         await scheduler.settle()
-        [execution] = await runs(engine, "Lab/Greet")
+        [_, execution] = await runs(engine, "Lab/Greet")
         assert execution.variables == {"Who": "world"}
     finally:
         await scheduler.aclose()
@@ -385,5 +394,37 @@ async def test_an_override_is_refused_exactly_where_preview_refuses_it(
             await scheduler.set_override("Lab/Daily", root, schedule=expr)
         assert message in on_put.value.message
         assert on_put.value.message == on_preview.value.message
+    finally:
+        await scheduler.aclose()
+
+
+async def test_a_fire_refused_by_the_init_script_is_a_rejected_run_with_its_last_line(
+    apps: Path, engine: JobHost
+) -> None:
+    refuse = (
+        "import sys\nprint('checking the target', file=sys.stderr)\n"
+        "print('No backup target is mounted at /mnt/backup', file=sys.stderr)\nsys.exit(1)\n"
+    )
+    write_job(
+        apps,
+        "Lab",
+        "Guarded",
+        {"Name": "Guarded", "default_schedule": "0 * * * *"},
+        init=("init-job.py", refuse),
+    )
+    await engine.reload()
+    clock = ManualClock(T0 + timedelta(minutes=1))
+    scheduler = await started(engine, clock)
+    try:
+        clock.advance(timedelta(hours=1))
+        await scheduler.settle()
+        [rejected] = await runs(engine, "Lab/Guarded")
+        assert rejected.status.value == "rejected"
+        assert rejected.trigger is Trigger.SCHEDULE
+        assert rejected.scheduled_for == T0 + timedelta(hours=1)
+        assert rejected.error is not None
+        assert "No backup target is mounted at /mnt/backup" in rejected.error
+        [fire] = await engine.journal.call(db.fires, engine.store, "Lab/Guarded", 10)
+        assert (fire.outcome, fire.execution_id) == ("failed", rejected.id)
     finally:
         await scheduler.aclose()

@@ -158,13 +158,13 @@ async def test_a_fire_skipped_by_overlap_sends_a_missed_message(
     )
 
 
-async def test_a_fire_that_cannot_start_is_reported_as_missed(
+async def test_a_fire_that_cannot_start_is_a_failed_run_and_notifies_on_failed(
     apps: Path, engine_factory: EngineFactory, smtp_server: SmtpServer, mailbox: Mailbox
 ) -> None:
     notifying_job(
         apps,
         "Greet",
-        ["missed"],
+        ["failed"],
         default_schedule="* * * * *",
         template_variables={"Who": {"type": "string"}},
     )
@@ -175,12 +175,13 @@ async def test_a_fire_that_cannot_start_is_reported_as_missed(
         clock.advance(60)
         await scheduler.settle()
         [message] = await mailbox.receive(1)
-    assert message["Subject"] == (
-        "[JobHost] Ops/Greet missed its scheduled run of 2024-06-01T12:01:00Z"
-    )
-    assert (
-        "did not run: could not start: Variables rejected: Missing required variables: Who"
-    ) in body_of(message)
+        counts = dict(host.supervisor.finished_counts)
+    assert message["Subject"] == "[JobHost] Ops/Greet failed"
+    body = body_of(message)
+    assert "Outcome:    failed (status rejected)" in body
+    assert "Started by: the schedule (fire of 2024-06-01T12:01:00Z)" in body
+    assert "Error:      Variables rejected: Missing required variables: Who" in body
+    assert counts.get("rejected") == 1
 
 
 async def test_jobs_without_a_missed_rule_send_nothing(

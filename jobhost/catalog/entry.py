@@ -5,7 +5,10 @@ A plain immutable value; ``discovery`` builds these (and re-exports ``Job``).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +114,40 @@ class Job:
     def valid(self) -> bool:
         return self.definition is not None and not self.errors
 
+    def advice(self, channels: Collection[str] | None = None) -> list[str]:
+        """What would go wrong at run time though job.json is valid: a schedule whose fires
+        lack a required variable, and (given the configured ``channels``) a notify rule
+        naming a channel this server does not have."""
+        d = self.definition
+        if d is None:
+            return []
+        found: list[str] = []
+        if d.default_schedule:
+            for spec in d.template_variables.values():
+                if spec.required and not spec.has_default:
+                    found.append(
+                        f"default_schedule {d.default_schedule!r} fails at every fire: the "
+                        f"required variable {spec.name} has no default; give it a default, or "
+                        f"set it for the schedule (jobhost schedule set {self.id} "
+                        f"--var {spec.name}=...)"
+                    )
+        if channels is not None:
+            known = ", ".join(sorted(channels)) or "none"
+            for index, rule in enumerate(d.notify):
+                name = rule.get("channel")
+                if isinstance(name, str) and name not in channels:
+                    found.append(
+                        f"notify[{index}] names the channel {name!r}, which this server does "
+                        f"not configure (configured: {known}); add it under 'channels' in the "
+                        "configuration, or fix the name"
+                    )
+        return found
+
     def to_api(self, principal: Principal | None = None) -> dict[str, Any]:
-        """The catalog entry the API, CLI and UI show; secret defaults are never shown."""
+        """The catalog entry the API, CLI and UI show; secret defaults are never shown.
+
+        An invalid job still shows what its job.json says (``declared``), next to its
+        errors, so an operator can see what it would do."""
         d = self.definition
         variables = []
         for spec in d.template_variables.values() if d else ():
@@ -138,7 +173,7 @@ class Job:
             "description": d.Description if d else "",
             "valid": self.valid,
             "errors": list(self.errors),
-            "warnings": list(self.warnings),
+            "warnings": [*self.warnings, *self.advice()],
             "schedule": d.default_schedule if d else None,
             "variables": variables,
             "roles": {action.value: (d.roles_for(action) if d else None) for action in _ACTIONS},
@@ -150,11 +185,62 @@ class Job:
             "has_init_script": self.init_script is not None,
             "extra_fields": dict(d.model_extra or {}) if d else {},
         }
+        if d is None:
+            declared = _declared(os.path.join(self._folder, "job.json"), self.signature)
+            entry["declared"] = declared
+            if declared is not None:
+                entry["name"] = declared["name"] or self.name
+                entry["description"] = declared["description"] or ""
+                entry["schedule"] = declared["schedule"]
         if principal is not None:
             from jobhost.security import can  # security imports catalog.definition
 
             entry["permissions"] = {a.value: can(principal, self, a) for a in _ACTIONS}
         return entry
+
+
+@functools.lru_cache(maxsize=256)
+def _declared(path: str, signature: Signature) -> dict[str, Any] | None:
+    """What an invalid job's job.json declares, read leniently (the fields of the seed form
+    and the roles); None when the file is not a JSON object. Cached per file state."""
+    del signature  # part of the cache key: a changed file is read again
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            data = json.loads(file.read(1024 * 1024))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+
+    def text(name: str) -> str | None:
+        value = data.get(name)
+        return value if isinstance(value, str) else None
+
+    variables = data.get("template_variables")
+    declared_variables: list[dict[str, Any]] = []
+    if isinstance(variables, dict):
+        for name, spec in variables.items():
+            info = spec if isinstance(spec, dict) else {"description": spec}
+            declared_variables.append(
+                {
+                    "name": str(name),
+                    "description": str(info.get("description") or ""),
+                    "required": bool(info.get("required", "default" not in info)),
+                    "secret": bool(info.get("secret", False)),
+                }
+            )
+    roles = {
+        action.value: data.get(f"roles_{action.value}")
+        for action in _ACTIONS
+        if isinstance(data.get(f"roles_{action.value}"), list)
+    }
+    return {
+        "name": text("Name"),
+        "description": text("Description"),
+        "schedule": text("default_schedule"),
+        "variables": declared_variables,
+        "roles": roles,
+    }
 
 
 _ACTIONS = (Action.START, Action.STOP, Action.RESTART, Action.VIEW, Action.SCHEDULE)

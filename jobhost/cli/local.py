@@ -73,7 +73,8 @@ def catalog_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if (server := state(ctx).remote()) is not None:
         remote.catalog(server, as_json)
         return
-    catalog = scan(state(ctx).settings().apps_roots)
+    settings = state(ctx).settings()
+    catalog = scan(settings.apps_roots)
     if as_json:
         print_json([job.to_api() for job in catalog.values()])
         return
@@ -97,7 +98,8 @@ def validate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check job folders; exits 3 when anything is invalid."""
-    catalog = scan(state(ctx).settings().apps_roots)
+    settings = state(ctx).settings()
+    catalog = scan(settings.apps_roots)
     jobs: list[Job] = list(catalog.values())
     if job_id is not None:
         try:
@@ -113,7 +115,7 @@ def validate_cmd(
             out.print(f"{mark} {job.id}")
             for problem in job.errors:
                 out.print(f"    [red]{problem}[/red]", markup=True, highlight=False)
-            for warning in job.warnings:
+            for warning in (*job.warnings, *job.advice(settings.channels)):
                 out.print(f"    [yellow]warning:[/yellow] {warning}")
     if any(not job.valid for job in jobs):
         raise typer.Exit(3)

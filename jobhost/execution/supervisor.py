@@ -326,6 +326,11 @@ class Supervisor:
             self._maybe_restart(final, launch)
         await self._drain_queue(final.job_id)
 
+    async def record_unstarted(self, final: Execution) -> None:
+        """A run refused before it had a process (``rejected``): recorded, counted,
+        announced and told to the hooks exactly like a run that finished."""
+        await self._finish(final)
+
     async def _drain_queue(self, job_id: str) -> None:
         queue = self._queues.get(job_id)
         while queue:

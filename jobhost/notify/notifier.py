@@ -53,10 +53,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _FAILURE_STATUSES = frozenset(
-    {ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.LOST}
+    {
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.LOST,
+        ExecutionStatus.REJECTED,
+    }
 )
 _EVENT_OF = {
     ExecutionStatus.FAILED: Event.FAILED,
+    ExecutionStatus.REJECTED: Event.FAILED,  # a scheduled fire that could not start
     ExecutionStatus.TIMED_OUT: Event.TIMED_OUT,
     ExecutionStatus.LOST: Event.LOST,
     ExecutionStatus.SUCCEEDED: Event.SUCCEEDED,

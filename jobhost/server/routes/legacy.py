@@ -32,6 +32,7 @@ _STATES = {
     ExecutionStatus.FAILED: "Failed",
     ExecutionStatus.TIMED_OUT: "Failed",
     ExecutionStatus.LOST: "Failed",
+    ExecutionStatus.REJECTED: "Failed",
     ExecutionStatus.STOPPED: "Stopped",
 }
 MODES = ("MainLoop", "Runspace", "BackgroundJob")
