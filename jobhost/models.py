@@ -336,6 +336,8 @@ class LaunchSpec:
     stop_grace_seconds: float = 10.0
     max_output_bytes: int = 16 * 1024 * 1024
     queue: str | None = None  # worker routing (celery)
+    # The clear values of the run's secret variables: the output writer masks them.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

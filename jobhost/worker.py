@@ -153,7 +153,9 @@ class WorkerRun:
                     raise ValueError("the command is empty")
                 process = ChildProcess.spawn(spec.argv, spec.cwd, env)
             except (OSError, ValueError) as exc:
-                error = f"Cannot start {shlex.join(spec.argv) or 'job'}: {exc}"
+                # The program only: arguments and environment may hold secret values.
+                program = shlex.quote(spec.argv[0]) if spec.argv else "job"
+                error = f"Cannot start {program}: {exc}"
                 await self._emit("exited", error=error, output_bytes=0)
                 return
             try:

@@ -181,7 +181,7 @@ test_the_child_gets_exactly_the_spec_environment_and_folder = (
     [
         (
             {"argv": ["/nonexistent/prog", "x"]},
-            "Cannot start /nonexistent/prog x: [Errno 2] No such file or directory: "
+            "Cannot start /nonexistent/prog: [Errno 2] No such file or directory: "
             "'/nonexistent/prog'",
         ),
         (

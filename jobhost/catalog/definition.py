@@ -539,4 +539,21 @@ def _checked(
         if extra
         else []
     )
+    warnings += [f"{source}: {warning}" for warning in _secret_argument_warnings(definition)]
     return (None if errors else definition), errors, warnings
+
+
+def _secret_argument_warnings(definition: JobDefinition) -> list[str]:
+    """A secret on the command line is readable by every local user (ps, /proc/<pid>/cmdline)."""
+    secret = {name for name, spec in definition.template_variables.items() if spec.secret}
+    if not secret:
+        return []
+    warnings = []
+    for index, item in enumerate(definition.argumentlist):
+        for name in sorted(secret.intersection(TEMPLATE_REF.findall(item))):
+            warnings.append(
+                f"argumentlist[{index}] puts the secret variable {{{{{name}}}}} on the command "
+                "line, where any local user can read it (ps, /proc/<pid>/cmdline); pass it in "
+                f"env instead, or read JOBHOST_VAR_{name}"
+            )
+    return warnings

@@ -140,6 +140,13 @@ def variables_env(values: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+def secret_values(definition: JobDefinition, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values of the secret variables, as text: what ``jobhost.redact`` masks."""
+    specs = definition.template_variables
+    found = (to_text(values.get(n)) for n, spec in specs.items() if spec.secret)
+    return tuple(text for text in found if text)
+
+
 def redact(definition: JobDefinition, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` with every secret variable replaced by ``***``: the form stored and shown."""
     specs = definition.template_variables

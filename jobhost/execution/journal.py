@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from jobhost.abc import Store
 from jobhost.models import AuditEvent, Execution
+from jobhost.redact import mask_execution
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +46,9 @@ class Journal:
         self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # redact: the clear secret values of a live run (set by the supervisor); every
+        # stored text (error, result, progress message) is masked with them.
+        self.secrets_of: Callable[[str], Sequence[str]] = lambda _execution_id: ()
         self.batches = 0  # for metrics and benchmarks
         self.rows = 0
 
@@ -67,6 +71,7 @@ class Journal:
 
     def record_soon(self, execution: Execution) -> None:
         """Queue a write nobody waits for (progress updates): coalesced with the next batch."""
+        execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
         with self._lock:
             self._executions[execution.id] = execution
             self._pending.notify()
@@ -97,6 +102,8 @@ class Journal:
         if loop is None or self._thread is None or self._closing:
             raise RuntimeError("the journal is not running (JobHost.open() was not awaited)")
         future = loop.create_future()
+        if execution is not None:
+            execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
         with self._lock:
             if execution is not None:
                 self._executions[execution.id] = execution

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobhost.catalog.definition import command_for
 from jobhost.catalog.discovery import Job
-from jobhost.catalog.templates import Rendered, variables_env
+from jobhost.catalog.templates import Rendered, secret_values, variables_env
 from jobhost.config import Settings
 from jobhost.models import Execution, LaunchSpec
 
@@ -141,6 +141,7 @@ class Launcher:
             stop_grace_seconds=definition.stop_grace_seconds,
             max_output_bytes=self.settings.max_output_bytes,
             queue=definition.queue,
+            secrets=secret_values(definition, variables),  # redact: masked in the output
         )
 
 

@@ -30,7 +30,10 @@ import contextlib
 import glob
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from jobhost.redact import OutputMasker
 
 CHUNK = 64 * 1024
 MIN_CAP = 2  # one byte of head, one of tail: anything smaller would keep nothing useful
@@ -68,8 +71,10 @@ class OutputLog:
     Memory is O(1): every ``write`` goes straight to a file descriptor.
     """
 
-    def __init__(self, path: str, max_bytes: int) -> None:
+    def __init__(self, path: str, max_bytes: int, secrets: Sequence[str] = ()) -> None:
         max_bytes = max(max_bytes, MIN_CAP)
+        # redact: secret values are masked as written, also when split across writes.
+        self._masker = OutputMasker(secrets) if secrets else None
         self.path = path
         self.total_bytes = 0  # produced so far: the logical size
         self._head_cap = max_bytes // 2
@@ -97,6 +102,11 @@ class OutputLog:
 
     def write(self, data: bytes) -> None:
         """Append ``data``; head bytes go to the log, the rest into the tail segments."""
+        if self._masker is not None:  # redact
+            data = self._masker.feed(data)
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             if self.total_bytes < self._head_cap:
@@ -138,6 +148,8 @@ class OutputLog:
         """Finish the log: append the marker (if any) and the kept tail; idempotent."""
         if self._closed:
             return
+        if self._masker is not None:  # redact: the end of a stream is never a secret's start
+            self._append(self._masker.flush())
         self._closed = True
         if self._segment_fd is not None:
             os.close(self._segment_fd)

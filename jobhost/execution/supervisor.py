@@ -36,6 +36,7 @@ from jobhost.models import (
     new_id,
     utcnow,
 )
+from jobhost.redact import mask_execution
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.journal = journal
+        journal.secrets_of = self.secret_values  # redact: stored texts never hold secrets
         self._launcher = Launcher(settings)
         self.executor = executor_factory(self)
         self._hooks = list(hooks)
@@ -259,6 +261,7 @@ class Supervisor:
         if execution is None:
             return
         updated = execution.evolve(progress=fraction, progress_message=message)
+        updated = mask_execution(updated, self.secret_values(execution_id))  # redact
         self._set(updated)
         self.journal.record_soon(updated)
         self._announce(updated)
@@ -296,6 +299,7 @@ class Supervisor:
             result=result,
             error=error,
         )
+        final = mask_execution(final, self.secret_values(execution_id))  # redact
         self._spawn(self._finish(final))
 
     # ----------------------------------------------------------------- finishing

@@ -121,7 +121,7 @@ class CeleryExecutor:
             raise Conflict(f"Execution {execution_id!r} is already running on a Celery worker")
         loop = asyncio.get_running_loop()
         try:
-            output = OutputLog(spec.log_path, spec.max_output_bytes)
+            output = OutputLog(spec.log_path, spec.max_output_bytes, spec.secrets)  # redact
         except OSError as exc:
             self._fail(loop, execution_id, f"Cannot open the output log {spec.log_path}: {exc}")
             return

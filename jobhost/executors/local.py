@@ -230,7 +230,7 @@ class LocalExecutor:
         than doing part of its work before being killed.
         """
         try:
-            output = OutputLog(spec.log_path, spec.max_output_bytes)
+            output = OutputLog(spec.log_path, spec.max_output_bytes, spec.secrets)  # redact
         except OSError as exc:
             return f"Cannot open the output log {spec.log_path}: {exc}"
         try:
@@ -239,7 +239,8 @@ class LocalExecutor:
             process = ChildProcess.spawn(spec.argv, spec.cwd, spec.env, stdin=self._devnull)
         except (OSError, ValueError) as exc:
             output.close()
-            return f"Cannot start {shlex.join(spec.argv) or 'job'}: {exc}"
+            # The program only: arguments and environment may hold secret values.
+            return f"Cannot start {shlex.quote(spec.argv[0]) if spec.argv else 'job'}: {exc}"
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody to tell
             loop.call_soon_threadsafe(
                 self._events.on_started, spec.execution_id, process.pid, self._host
