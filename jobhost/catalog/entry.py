@@ -207,7 +207,7 @@ def _declared(path: str, signature: Signature) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8-sig") as file:
             data = json.loads(file.read(1024 * 1024))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a hostile file (nested 100,000 deep)
         return None
     if not isinstance(data, dict):
         return None
