@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
@@ -19,7 +17,9 @@ from tests.uifixtures import (
     XSS_NAME,
     XSS_OUTPUT,
     Server,
+    admin_page,  # noqa: F401
     sign_in,
+    start_through_api,
 )
 
 pytestmark = pytest.mark.browser
@@ -29,19 +29,6 @@ pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(os.environ.get("JOBHOST_SCREENSHOTS") or tempfile.mkdtemp(prefix="jh-shots-"))
 METRICS_NAME = "System Metrics Collection"
 INIT_MESSAGE = "Interval must be between 5 and 3600 seconds, got 4"
-
-
-@pytest.fixture
-def page(browser: Browser, server: Server) -> Iterator[Page]:
-    """A fresh browser context signed in as admin; fails on any uncaught script error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    sign_in(page, server, "admin", server.admin_password)
-    yield page
-    context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
 
 
 def test_sign_in_shows_the_catalog_grouped_by_app_and_filters_as_you_type(page: Page) -> None:
@@ -288,25 +275,6 @@ def test_schedule_editor_previews_fires_and_shows_the_servers_error(page: Page) 
     expect(dialog.locator(".preview li")).to_have_count(5)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-
-
-def start_through_api(page: Page, job_id: str, variables: dict[str, Any]) -> str:
-    """Start a run with the page's own session (not through the UI); returns its id."""
-    started = page.evaluate(
-        """async ([jobId, variables]) => {
-            const me = await (await fetch("/api/v1/auth/me")).json();
-            const response = await fetch("/api/v1/jobs/start", {
-                method: "POST",
-                headers: {"Content-Type": "application/json", "X-CSRF-Token": me.csrf_token},
-                body: JSON.stringify({job_id: jobId, variables}),
-            });
-            return {status: response.status, body: await response.json()};
-        }""",
-        [job_id, variables],
-    )
-    assert started["status"] == 202, started
-    execution_id: str = started["body"]["id"]
-    return execution_id
 
 
 def test_a_50000_line_output_shows_its_end_keeps_20000_lines_and_stays_usable(

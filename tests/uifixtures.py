@@ -9,7 +9,10 @@ Import them explicitly where used::
   repository's ``apps/`` plus ``XssApp/Payload``, a job whose Name, Description and
   output carry HTML/script payloads and ANSI colours, ``UiTests/Flood`` (prints
   ``FLOOD_LINES`` numbered lines and exits) and ``UiTests/Sleeper`` (prints one line,
-  then sleeps until stopped). Terminated at the end.
+  then sleeps until stopped), ``UiTests/Single`` (the same, at most one run at a time,
+  further starts rejected) and ``UiTests/Fails`` (prints ``FAILS_STDERR`` on stderr and
+  exits 3; its description names a variable with a default and one without). Terminated
+  at the end.
 - ``browser`` (module scope): headless Chromium from the system (never downloaded);
   skipped when it is not installed, except when ``CI`` is set, where it fails.
 """
@@ -64,6 +67,15 @@ import time
 print({SLEEPER_READY!r})
 sys.stdout.flush()
 time.sleep(600)
+"""
+
+FAILS_STDERR = "disk /srv is full"
+FAILS_SCRIPT = f"""\
+import sys
+
+print("checking the disk")
+print({FAILS_STDERR!r}, file=sys.stderr)
+sys.exit(3)
 """
 
 CHROMIUM_ARGS = [
@@ -151,6 +163,28 @@ def _make_apps(root: Path) -> Path:
         Description="Prints one line, then waits until stopped.",
         timeout_seconds=900,
     )
+    _add_job(
+        apps,
+        "UiTests/Single",
+        SLEEPER_SCRIPT,
+        Name="Single",
+        Description="Like Sleeper, but one run at a time.",
+        timeout_seconds=900,
+        max_concurrent=1,
+        on_conflict="reject",
+    )
+    _add_job(
+        apps,
+        "UiTests/Fails",
+        FAILS_SCRIPT,
+        Name="Fails",
+        Description="Checks {{Disk}} every {{Minutes}} minutes and fails.",
+        timeout_seconds=60,
+        template_variables={
+            "Disk": {"type": "string", "default": "/srv"},
+            "Minutes": {"type": "integer", "required": False},
+        },
+    )
     return apps
 
 
@@ -221,6 +255,40 @@ def browser() -> Iterator[Browser]:
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture(name="page")
+def admin_page(browser: Browser, server: Server) -> Iterator[Page]:
+    """A fresh browser context signed in as admin; fails on any uncaught script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    sign_in(page, server, "admin", server.admin_password)
+    yield page
+    context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+def start_through_api(
+    page: Page, job_id: str, variables: dict[str, Any], *, test: bool = False
+) -> str:
+    """Start a run with the page's own session (not through the UI); returns its id."""
+    started = page.evaluate(
+        """async ([path, jobId, variables]) => {
+            const me = await (await fetch("/api/v1/auth/me")).json();
+            const response = await fetch(path, {
+                method: "POST",
+                headers: {"Content-Type": "application/json", "X-CSRF-Token": me.csrf_token},
+                body: JSON.stringify({job_id: jobId, variables}),
+            });
+            return {status: response.status, body: await response.json()};
+        }""",
+        ["/api/v1/jobs/test" if test else "/api/v1/jobs/start", job_id, variables],
+    )
+    assert started["status"] == 202, started
+    execution_id: str = started["body"]["id"]
+    return execution_id
 
 
 def sign_in(page: Page, server: Server, username: str, password: str) -> None:

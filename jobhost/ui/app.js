@@ -1,27 +1,28 @@
 // The task-manager single-page app: hash routing, sign-in, theme, and the view shell.
 // Each view module exports render(container, ctx) and may return a cleanup function
 // (closing EventSources, timers) that runs when the user navigates away.
+//
+// A view renders into its own element, which is detached the moment the user leaves:
+// a late answer from a slow API call can then only write into a node nobody sees.
+// ctx.alive() tells a view whether it is still shown, and ctx.eventSource() opens a
+// stream that is closed on leaving (or at once, if the view was already left).
+// Views are loaded on demand, so a viewer's browser never fetches the admin code.
 
 import { api, currentUser, onUnauthorized, setSession } from "./js/api.js";
 import { clear, field, h, notice } from "./js/dom.js";
-import * as admin from "./js/views/admin.js";
-import * as catalog from "./js/views/catalog.js";
-import * as execution from "./js/views/execution.js";
-import * as history from "./js/views/history.js";
-import * as running from "./js/views/running.js";
-import * as schedules from "./js/views/schedules.js";
 
 const ROUTES = {
-  catalog: { view: catalog, title: "Catalog" },
-  running: { view: running, title: "Running" },
-  executions: { view: execution, title: "Execution" },
-  history: { view: history, title: "History" },
-  schedules: { view: schedules, title: "Schedules" },
-  admin: { view: admin, title: "Admin", superuser: true },
+  catalog: { load: () => import("./js/views/catalog.js"), title: "Catalog" },
+  running: { load: () => import("./js/views/running.js"), title: "Running" },
+  executions: { load: () => import("./js/views/execution.js"), title: "Execution" },
+  history: { load: () => import("./js/views/history.js"), title: "History" },
+  schedules: { load: () => import("./js/views/schedules.js"), title: "Schedules" },
+  admin: { load: () => import("./js/views/admin.js"), title: "Admin", superuser: true },
 };
 
 const main = document.getElementById("view");
 let cleanup = null;
+let scope = null; // the shown view's {left, sources, root}
 let returnTo = null; // the hash to go back to after signing in again
 
 /** "#/history?job_id=A/B" → {name: "history", rest: [], params: URLSearchParams}. */
@@ -33,6 +34,15 @@ function parseHash() {
 }
 
 function runCleanup() {
+  // Dialogs belong to the page that opened them: leaving it closes them.
+  for (const dialog of document.querySelectorAll("dialog.dialog[open]")) dialog.close();
+  if (scope) {
+    scope.left = true;
+    for (const source of scope.sources) source.close();
+    scope.sources.clear();
+    scope.root.remove();
+    scope = null;
+  }
   if (cleanup) {
     try {
       cleanup();
@@ -52,15 +62,70 @@ function renderRoute() {
   }
   const route = parseHash();
   const entry = ROUTES[route.name];
-  highlightNav(route.name);
+  highlightNav(route.name, route);
   clear(main);
-  if (!entry || (entry.superuser && !user.superuser)) {
-    main.append(h("h1", { text: "Not found" }), notice(`There is no page called "${route.name}" here.`, "error"));
+  const here = { left: false, sources: new Set(), root: h("div", { class: "view" }) };
+  scope = here;
+  main.append(here.root);
+  if (!entry) {
+    here.root.append(h("h1", { tabindex: "-1", text: "Not found" }), notice(`There is no page called "${route.name}" here.`, "error"));
+    focusHeading(here);
+    return;
+  }
+  if (entry.superuser && !user.superuser) {
+    document.title = `${entry.title} · JobHost`;
+    here.root.append(
+      h("h1", { tabindex: "-1", text: entry.title }),
+      notice(`You need admin rights to open this page; you are signed in as ${user.username}.`, "error"),
+    );
+    focusHeading(here);
     return;
   }
   document.title = `${entry.title} · JobHost`;
-  const result = entry.view.render(main, { route, user, navigate });
-  cleanup = typeof result === "function" ? result : null;
+  const placeholder = h("p", { class: "loading", role: "status", text: "Loading…" });
+  here.root.append(placeholder);
+  const ctx = {
+    route,
+    user,
+    navigate,
+    alive: () => !here.left,
+    section: (name) => {
+      if (!here.left) markSection(name);
+    },
+    eventSource: (url) => {
+      const source = new EventSource(url);
+      if (here.left) source.close();
+      else here.sources.add(source);
+      return source;
+    },
+  };
+  entry
+    .load()
+    .then((view) => {
+      if (here.left) return;
+      placeholder.remove();
+      const result = view.render(here.root, ctx);
+      if (here.left) {
+        if (typeof result === "function") result();
+        return;
+      }
+      cleanup = typeof result === "function" ? result : null;
+      focusHeading(here);
+    })
+    .catch((err) => {
+      if (here.left) return;
+      placeholder.remove();
+      here.root.append(notice(`This page could not be loaded (${err.message}); reload to try again.`, "error"));
+    });
+}
+
+/** Move focus to the new page's heading, so keyboard and screen-reader users land on it. */
+function focusHeading(here) {
+  if (document.querySelector("dialog[open]")) return;
+  const heading = here.root.querySelector("h1");
+  if (!heading) return;
+  if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");
+  heading.focus({ preventScroll: true });
 }
 
 function navigate(hash) {
@@ -68,9 +133,17 @@ function navigate(hash) {
   else location.hash = hash;
 }
 
-function highlightNav(name) {
+// An execution page belongs to Running while the run is live and to History after: the
+// link that led there may say which (#/executions/ID?from=history), and the view says
+// so itself (ctx.section) once it knows the run's status.
+function highlightNav(name, route) {
+  const section = name === "executions" ? route.params.get("from") || "running" : name;
+  markSection(section);
+}
+
+function markSection(section) {
   for (const link of document.querySelectorAll("#nav a")) {
-    const here = link.dataset.route === (name === "executions" ? "running" : name);
+    const here = link.dataset.route === section;
     if (here) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }

@@ -16,7 +16,7 @@ from jobhost.catalog.discovery import Job
 from jobhost.engine import JobHost
 from jobhost.errors import BadRequest
 from jobhost.execution.launch import state_dir
-from jobhost.models import ExecutionStatus, HistoryQuery, Principal, Trigger, iso
+from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger, iso
 from jobhost.server.auth import (
     CurrentIdentity,
     Identity,
@@ -25,12 +25,15 @@ from jobhost.server.auth import (
     engine_of,
 )
 from jobhost.server.views import views_of
+from jobhost.store.recent import recent_outcomes
+from jobhost.store.sql import SqlStore
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 Scalar = str | int | float | bool
 EXECUTION_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_SAMPLES = 10_000
+CATALOG_OUTCOMES = 10  # runs in a catalog entry's outcome strip
 
 
 class StartBody(BaseModel):
@@ -68,14 +71,75 @@ def _trigger(identity: Identity) -> Trigger:
     return Trigger.TOKEN if identity.token is not None else Trigger.USER
 
 
-def catalog_entry(engine: JobHost, job: Job, principal: Principal) -> dict[str, Any]:
+def _outcome(e: Execution) -> dict[str, Any]:
+    """A finished run as the catalog's status fields show it."""
+    return {
+        "id": e.id,
+        "status": e.status.value,
+        "trigger": e.trigger.value,
+        "user": e.user,
+        "created_at": iso(e.created_at),
+        "started_at": iso(e.started_at),
+        "ended_at": iso(e.ended_at),
+        "duration_seconds": e.duration_seconds,
+        "exit_code": e.exit_code,
+        "exit_signal": e.exit_signal,
+        "error": e.error,
+        "scheduled_for": iso(e.scheduled_for),
+    }
+
+
+def _live(e: Execution) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "status": e.status.value,
+        "test": e.test,
+        "user": e.user,
+        "trigger": e.trigger.value,
+        "created_at": iso(e.created_at),
+        "started_at": iso(e.started_at),
+    }
+
+
+def catalog_entry(
+    engine: JobHost,
+    job: Job,
+    principal: Principal,
+    recent: list[Execution] | None = None,
+    live: list[Execution] | None = None,
+) -> dict[str, Any]:
+    """The job's catalog entry plus its status: ``last_run`` (the newest finished real
+    run), ``outcomes`` (the newest few, newest first), ``active`` (live runs, oldest
+    first) and ``next_fire``."""
     entry = job.to_api(principal)
     entry["next_fire"] = None
     next_fire = getattr(engine.scheduler, "next_fire", None) if engine.scheduler else None
     if callable(next_fire):
         when = next_fire(job.id)
         entry["next_fire"] = iso(when) if isinstance(when, datetime) else None
+    outcomes = [_outcome(e) for e in recent or ()]
+    entry["last_run"] = outcomes[0] if outcomes else None
+    entry["outcomes"] = outcomes
+    entry["active"] = [_live(e) for e in live or ()]
     return entry
+
+
+async def catalog_entries(
+    engine: JobHost, jobs: list[Job], principal: Principal
+) -> list[dict[str, Any]]:
+    """Entries for many jobs: one store statement for their recent runs, the live ones
+    from memory."""
+    ids = [j.id for j in jobs]
+    recent: dict[str, list[Execution]]
+    if isinstance(engine.store, SqlStore):
+        recent = await engine.journal.call(recent_outcomes, engine.store, ids, CATALOG_OUTCOMES)
+    else:  # another Store: its newest run per job is all it promises
+        last = await engine.journal.call(engine.store.last_executions, ids)
+        recent = {job_id: [e] for job_id, e in last.items() if e.status.terminal}
+    live: dict[str, list[Execution]] = {}
+    for e in engine.running(principal):
+        live.setdefault(e.job_id, []).append(e)
+    return [catalog_entry(engine, j, principal, recent.get(j.id), live.get(j.id)) for j in jobs]
 
 
 # The reads come first: routes are matched in order, and clients poll these most.
@@ -146,10 +210,9 @@ async def history(
 @router.get("/catalog")
 async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
-    jobs = [
-        catalog_entry(engine, j, identity.principal)
-        for j in engine.visible_jobs(identity.principal)
-    ]
+    jobs = await catalog_entries(
+        engine, engine.visible_jobs(identity.principal), identity.principal
+    )
     return {"jobs": jobs, "count": len(jobs)}
 
 
@@ -159,7 +222,7 @@ async def job_detail(
 ) -> dict[str, Any]:
     engine = engine_of(request)
     found = engine.job(job_id_of(app, job), identity.principal)
-    entry = catalog_entry(engine, found, identity.principal)
+    (entry,) = await catalog_entries(engine, [found], identity.principal)
     recent = await engine.history(HistoryQuery(job_id=found.id, limit=10), identity.principal)
     entry["recent"] = [e.to_api() for e in recent.items]
     return entry

@@ -66,7 +66,28 @@ export function field(label, input, hint) {
   return { wrap, input, error };
 }
 
-export function formatTime(iso) {
+// Times: every absolute time names its zone. The zone is the browser's unless the user
+// picked UTC (the topbar's switch, remembered); a job's own zone is passed explicitly.
+const ZONE_KEY = "jobhost-zone";
+
+export function timeZone() {
+  try {
+    return localStorage.getItem(ZONE_KEY) === "UTC" ? "UTC" : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function setTimeZone(zone) {
+  try {
+    if (zone === "UTC") localStorage.setItem(ZONE_KEY, "UTC");
+    else localStorage.removeItem(ZONE_KEY);
+  } catch {
+    // Storage may be disabled: the choice lasts for this page only.
+  }
+}
+
+export function formatTime(iso, zone = timeZone()) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
@@ -77,11 +98,44 @@ export function formatTime(iso) {
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
+    timeZoneName: "short",
+    timeZone: zone,
   });
+}
+
+/** "19:36" (with the zone's short name when asked), for compact places. */
+export function formatClock(iso, zone = timeZone()) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone: zone });
+}
+
+/** "3 min ago", "in 6 h", "just now". */
+export function relativeTime(iso, now = Date.now()) {
+  if (!iso) return "—";
+  const t = new Date(iso).getTime();
+  if (Number.isNaN(t)) return String(iso);
+  const diff = (t - now) / 1000;
+  const abs = Math.abs(diff);
+  if (abs < 45) return diff < 0 ? "just now" : "in a few seconds";
+  let text;
+  if (abs < 3600) text = `${Math.round(abs / 60)} min`;
+  else if (abs < 86400 * 2) text = `${Math.round(abs / 3600)} h`;
+  else text = `${Math.round(abs / 86400)} days`;
+  return diff < 0 ? `${text} ago` : `in ${text}`;
+}
+
+/** A <time> showing the relative form, with the absolute time (and zone) on hover. */
+export function timeAgo(iso, zone) {
+  if (!iso) return h("span", { text: "—" });
+  const absolute = formatTime(iso, zone);
+  return h("time", { datetime: iso, title: absolute, text: relativeTime(iso) });
 }
 
 export function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 1) return `${Math.max(0, Math.round(seconds * 1000))} ms`;
+  if (seconds < 10) return `${seconds.toFixed(1)}s`;
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);

@@ -7,10 +7,34 @@
 
 import { api } from "./api.js";
 import { openDialog } from "./dialog.js";
-import { clear, field, h, notice } from "./dom.js";
+import { clear, field, formatClock, h, notice } from "./dom.js";
 
-function inputFor(spec) {
+/**
+ * A description with its {{Variable}} placeholders filled in with the defaults; a
+ * variable without a default (or a secret) shows as a chip with its name.
+ */
+export function describe(job) {
+  const text = String(job.description || "");
+  const specs = new Map((job.variables || []).map((v) => [v.name, v]));
+  const parts = [];
+  let last = 0;
+  const re = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    parts.push(text.slice(last, m.index));
+    const spec = specs.get(m[1]);
+    const known = spec && !spec.secret && spec.default !== null && spec.default !== undefined;
+    parts.push(known ? String(spec.default) : h("span", { class: "var-chip", title: "set when the job starts", text: m[1] }));
+    last = re.lastIndex;
+  }
+  parts.push(text.slice(last));
+  return parts.filter((p) => p !== "");
+}
+
+function inputFor(spec, values) {
   const name = spec.name;
+  if (values && Object.hasOwn(values, name) && !spec.secret) {
+    spec = { ...spec, default: values[name] };
+  }
   if (spec.type === "boolean") {
     return h("input", { type: "checkbox", name, checked: spec.default === true });
   }
@@ -94,20 +118,46 @@ function fieldNamedBy(message, names) {
   return names.includes(first) ? first : null;
 }
 
+/** A 409 from a job at its max_concurrent: say since when it runs and offer the way out. */
+async function conflictNotice(err, onStarted) {
+  const running = (err.details && err.details.running) || [];
+  if (!running.length) return notice(err.message, "error");
+  let since = "";
+  try {
+    const other = await api(`/api/v1/jobs/status/${encodeURIComponent(running[0])}`);
+    since = ` since ${formatClock(other.started_at || other.created_at)}`;
+  } catch {
+    since = "";
+  }
+  const open = h("a", { href: `#/executions/${encodeURIComponent(running[0])}`, text: "Open run" });
+  const restart = h("button", { type: "button", text: "Restart it" });
+  const box = h("div", { class: "notice notice-error conflict", role: "alert" }, `Already running${since} — `, open, " · ", restart);
+  restart.addEventListener("click", async () => {
+    restart.disabled = true;
+    try {
+      onStarted(await api("/api/v1/jobs/restart", { method: "POST", body: { execution_id: running[0] } }));
+    } catch (again) {
+      box.replaceWith(notice(again.message, "error"));
+    }
+  });
+  return box;
+}
+
 /**
  * Open the start (mode "start") or test-run (mode "test") dialog for a catalog entry;
- * on success calls onStarted(execution).
+ * on success calls onStarted(execution). `values` pre-fills the fields (a re-run's
+ * variables); secrets are never pre-filled.
  */
-export function openStartForm(job, mode, onStarted) {
+export function openStartForm(job, mode, onStarted, { values = null } = {}) {
   const specs = job.variables || [];
   const fields = new Map();
   const top = h("div", { class: "form-status", "aria-live": "polite" });
   const form = h("form", { class: "start-form", novalidate: true });
   form.append(top);
-  if (job.description) form.append(h("p", { class: "muted", text: job.description }));
+  if (job.description) form.append(h("p", { class: "muted" }, describe(job)));
   if (!specs.length) form.append(h("p", { text: "This job takes no variables." }));
   for (const spec of specs) {
-    const input = inputFor(spec);
+    const input = inputFor(spec, values);
     const hint = [spec.description, spec.required ? "Required." : null].filter(Boolean).join(" ");
     const f = field(spec.name, input, hint || null);
     if (spec.type === "boolean") f.wrap.classList.add("field-check");
@@ -169,6 +219,13 @@ export function openStartForm(job, mode, onStarted) {
       close();
       onStarted(execution);
     } catch (err) {
+      if (err.status === 409 && err.details && err.details.running) {
+        clear(top).append(await conflictNotice(err, (execution) => {
+          close();
+          onStarted(execution);
+        }));
+        return;
+      }
       let perField = {};
       if (err.details && typeof err.details === "object" && !Array.isArray(err.details)) {
         perField = Object.fromEntries(Object.entries(err.details).filter(([k]) => fields.has(k)));

@@ -1,5 +1,7 @@
 // The CPU / memory / disk chart of WebHostMetrics/CollectMetrics: history from the
 // job's samples endpoint, then each JSON sample line of the live output as it arrives.
+// Only samples taken while this run ran are drawn: the job's samples file also holds
+// earlier runs', which would otherwise be bridged into one misleading line.
 
 import { api } from "./api.js";
 import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "./charts.js";
@@ -15,7 +17,10 @@ function sampleTime(sample) {
 }
 
 export class MetricsChart {
-  constructor() {
+  /** `from` / `to`: the run's start and end (ISO; `to` null while it runs). */
+  constructor({ from = null, to = null } = {}) {
+    this.from = from ? Date.parse(from) / 1000 - 1 : null;
+    this.to = to ? Date.parse(to) / 1000 + 1 : null;
     this.root = h("section", { class: "card chart-card", "aria-label": "System metrics chart" }, h("h2", { text: "CPU, memory and disk" }));
     this.data = [[], [], [], []];
     this.plot = null;
@@ -66,6 +71,7 @@ export class MetricsChart {
   add(sample, redraw = true) {
     const t = sampleTime(sample);
     if (t === null || typeof sample.cpu_percent !== "number") return;
+    if ((this.from !== null && t < this.from) || (this.to !== null && t > this.to)) return;
     const last = this.data[0][this.data[0].length - 1];
     if (last !== undefined && t <= last) return; // already have it (history overlaps live)
     this.data[0].push(t);

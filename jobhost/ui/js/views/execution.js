@@ -1,13 +1,18 @@
-// Execution detail: facts, variables, result, notifications and the live output.
+// Execution detail, output first: a compact header (status, trigger, who, started,
+// duration, exit), a failed run's reason, then the chart and the live output; the
+// remaining facts, variables, result and notifications below, the facts collapsed.
 
 import { api, jobPath } from "../api.js";
-import { clear, facts, formatBytes, formatDuration, formatTime, h, notice, secondsSince, statusBadge } from "../dom.js";
+import { openDialog } from "../dialog.js";
+import { clear, facts, formatBytes, formatDuration, formatTime, h, notice, secondsSince, statusBadge, timeAgo } from "../dom.js";
+import { openStartForm } from "../form.js";
 import { METRICS_JOB, MetricsChart } from "../metrics.js";
 import { LogView } from "../output.js";
 import { stopAllowed } from "./permissions.js";
 import { progressBar } from "./running.js";
 
-const TERMINAL = new Set(["succeeded", "failed", "stopped", "timed_out", "lost"]);
+const TERMINAL = new Set(["succeeded", "failed", "stopped", "timed_out", "lost", "rejected"]);
+const FAILED = new Set(["failed", "timed_out", "lost", "rejected"]);
 
 function exitText(e) {
   if (e.exit_signal !== null && e.exit_signal !== undefined) return `signal ${e.exit_signal}`;
@@ -49,43 +54,83 @@ function deliveriesTable(deliveries) {
   );
 }
 
+function headerItem(label, value) {
+  return h("div", { class: "head-item" }, h("span", { class: "label", text: label }), h("span", { class: "value" }, value));
+}
+
+/** Ask once before a re-run that does real work; resolves true to go ahead. */
+function confirmRerun(execution, real) {
+  return new Promise((resolve) => {
+    const yes = h("button", { type: "button", class: "primary", text: real && execution.test ? "Run it for real" : "Restart" });
+    const no = h("button", { type: "button", text: "Cancel" });
+    const text = execution.test
+      ? `This was a test run. Restart starts a real run of ${execution.job_id} with the same variables — it does the job's real work.`
+      : `Restart runs ${execution.job_id} again for real, with the same variables.`;
+    let answer = false;
+    const { close } = openDialog(`Restart ${execution.job_id}?`, [h("p", { text }), h("div", { class: "actions" }, no, yes)], {
+      onClose: () => resolve(answer),
+    });
+    no.addEventListener("click", close);
+    no.focus();
+    yes.addEventListener("click", () => {
+      answer = true;
+      close();
+    });
+  });
+}
+
 export function render(container, ctx) {
   const id = ctx.route.rest[0] || "";
   const heading = h("h1", { text: "Execution" });
+  const banner = h("p", { class: "test-banner", hidden: true, text: "Test run — started with the test flag; it is not counted as the job's last run." });
   const status = h("div", { "aria-live": "polite" });
-  const summary = h("section", { class: "card", "aria-label": "Summary" });
+  const summary = h("section", { class: "card run-head", "aria-label": "Summary" }, h("p", { class: "loading", text: "Loading…" }));
+  const reason = h("section", { class: "card run-reason", "aria-label": "Why it failed", hidden: true });
   const actions = h("div", { class: "actions" });
+  const details = h("details", { class: "card run-details" }, h("summary", { text: "More about this run" }));
   const variables = h("section", { class: "card", "aria-label": "Variables" });
   const result = h("section", { class: "card", "aria-label": "Result" });
   const notifications = h("section", { class: "card", "aria-label": "Notifications", hidden: true });
   const log = new LogView(`/api/v1/jobs/output/${encodeURIComponent(id)}`, `execution-${id}.log`);
-  const outputSection = h("section", { class: "card", "aria-label": "Output" }, h("h2", { text: "Output" }), log.root);
-  container.append(heading, status, actions, summary);
+  const outputSection = h("section", { class: "card output-card", "aria-label": "Output" }, h("h2", { text: "Output" }), log.root);
+  container.append(heading, banner, status, summary, actions, reason);
 
   let execution = null;
+  let job = null;
   let permissions = {};
   let chart = null;
   let stream = null;
-  let events = null;
   let elapsedEl = null;
 
   const drawSummary = () => {
     const e = execution;
-    heading.textContent = `${e.job_id}${e.test ? " (test run)" : ""}`;
+    heading.textContent = `${job ? job.name : e.job_id}${e.test ? " (test run)" : ""}`;
+    banner.hidden = !e.test;
     elapsedEl = h("span", {});
+    const trigger = e.scheduled_for ? h("span", {}, `${e.trigger} for `, timeAgo(e.scheduled_for)) : e.trigger;
     clear(summary).append(
       h("h2", { class: "visually-hidden", text: "Summary" }),
+      h(
+        "div",
+        { class: "head-items" },
+        headerItem("Status", statusBadge(e.status)),
+        headerItem("Job", h("a", { href: `#/catalog?q=${encodeURIComponent(e.job_id)}`, text: e.job_id })),
+        headerItem("Trigger", trigger),
+        headerItem("By", e.user || "—"),
+        headerItem("Started", e.started_at ? timeAgo(e.started_at) : "—"),
+        headerItem("Duration", elapsedEl),
+        headerItem("Exit", exitText(e)),
+        e.progress !== null && e.progress !== undefined ? headerItem("Progress", progressBar(e)) : null,
+      ),
+    );
+    clear(details).append(
+      h("summary", { text: "More about this run" }),
       facts([
-        ["Status", h("span", {}, statusBadge(e.status), e.error ? ` ${e.error}` : "")],
-        ["Progress", progressBar(e)],
         ["Execution ID", e.id],
         ["Queued", formatTime(e.created_at)],
         ["Started", formatTime(e.started_at)],
         ["Ended", formatTime(e.ended_at)],
-        ["Duration", elapsedEl],
-        ["Trigger", e.scheduled_for ? `${e.trigger} (for ${formatTime(e.scheduled_for)})` : e.trigger],
-        ["Started by", e.user || "—"],
-        ["Exit", exitText(e)],
+        ["Scheduled for", e.scheduled_for ? formatTime(e.scheduled_for) : "—"],
         ["CPU", e.cpu_seconds === null || e.cpu_seconds === undefined ? "—" : `${e.cpu_seconds.toFixed(2)} s`],
         ["Peak memory", formatBytes(e.peak_rss_bytes)],
         ["Output", formatBytes(e.output_bytes)],
@@ -93,6 +138,7 @@ export function render(container, ctx) {
         ["Restarts", String(e.restart_count ?? 0)],
       ]),
     );
+    drawReason();
     tick();
     clear(variables).append(h("h2", { text: "Variables" }), variablesTable(e.variables));
     clear(result).append(
@@ -102,6 +148,20 @@ export function render(container, ctx) {
         : h("pre", { class: "json", tabindex: "0", text: JSON.stringify(e.result, null, 2) }),
     );
     drawActions();
+  };
+
+  const drawReason = () => {
+    const e = execution;
+    const failed = FAILED.has(e.status);
+    reason.hidden = !(failed || (e.status === "stopped" && e.error));
+    if (reason.hidden) return;
+    const exit = exitText(e);
+    clear(reason).append(
+      h("h2", { text: e.status === "stopped" ? "Why it stopped" : `Why it ${e.status === "rejected" ? "was rejected" : "failed"}` }),
+      h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process exited with ${exit}.` : "No reason was recorded.") }),
+      e.error && exit !== "—" ? h("p", { class: "muted", text: `Exit: ${exit}` }) : null,
+      e.status === "stopped" || e.status === "rejected" ? null : h("p", { class: "muted", text: "The last lines of its output are at the end of the output below." }),
+    );
   };
 
   const tick = () => {
@@ -116,7 +176,27 @@ export function render(container, ctx) {
     if (!TERMINAL.has(e.status) && stopAllowed(permissions, e, ctx.user)) {
       actions.append(h("button", { type: "button", class: "danger", text: "Stop", onclick: () => act("stop") }));
     }
-    if (permissions.restart) actions.append(h("button", { type: "button", text: "Restart", onclick: () => act("restart") }));
+    if (job && permissions.start && job.valid) {
+      actions.append(
+        h("button", {
+          type: "button",
+          text: e.test ? "Test again…" : "Run again…",
+          title: "Opens the start form filled in with this run's variables (secrets left blank)",
+          onclick: () => openStartForm(job, e.test ? "test" : "start", (next) => ctx.navigate(`#/executions/${encodeURIComponent(next.id)}`), { values: e.variables }),
+        }),
+      );
+    }
+    if (permissions.restart) {
+      actions.append(
+        h("button", {
+          type: "button",
+          text: e.test ? "Restart as a real run…" : "Restart…",
+          onclick: async () => {
+            if (await confirmRerun(e, true)) act("restart");
+          },
+        }),
+      );
+    }
     actions.append(h("a", { href: `#/history?job_id=${encodeURIComponent(e.job_id)}`, text: "History of this job" }));
   };
 
@@ -124,8 +204,9 @@ export function render(container, ctx) {
     clear(status);
     try {
       const body = await api(`/api/v1/jobs/${what}`, { method: "POST", body: { execution_id: id } });
+      if (!ctx.alive()) return;
       if (what === "restart" && body && body.id) ctx.navigate(`#/executions/${encodeURIComponent(body.id)}`);
-      else status.append(notice("Stop requested.", "info"));
+      else if (!TERMINAL.has(execution.status)) status.append(notice("Stop requested.", "info"));
     } catch (err) {
       status.append(notice(err.message, "error"));
     }
@@ -133,16 +214,18 @@ export function render(container, ctx) {
 
   const update = (next) => {
     execution = next;
+    ctx.section(TERMINAL.has(next.status) ? "history" : "running");
+    if (TERMINAL.has(next.status)) clear(status); // "Stop requested." is answered now
     drawSummary();
   };
 
   const follow = () => {
     // The server sends id = next offset, so EventSource's automatic reconnect
     // resumes with Last-Event-ID and no output is shown twice.
-    stream = new EventSource(`/api/v1/jobs/output/${encodeURIComponent(id)}/stream`);
+    stream = ctx.eventSource(`/api/v1/jobs/output/${encodeURIComponent(id)}/stream`);
     stream.addEventListener("output", (event) => {
       const data = JSON.parse(event.data);
-      log.append(data.output);
+      log.append(data.output, data.stream);
       if (chart) chart.feed(data.output);
     });
     stream.addEventListener("end", (event) => {
@@ -154,48 +237,56 @@ export function render(container, ctx) {
       }
     });
     stream.addEventListener("error", () => {
-      if (stream.readyState === EventSource.CLOSED) status.append(notice("The live output stream closed; reload the page to follow it again.", "error"));
+      if (stream.readyState === EventSource.CLOSED && ctx.alive()) status.append(notice("The live output stream closed; reload the page to follow it again.", "error"));
     });
   };
 
   const timer = setInterval(tick, 1000);
 
-  api(`/api/v1/jobs/status/${encodeURIComponent(id)}`)
-    .then(async (e) => {
-      execution = e;
-      const entry = await api(`/api/v1/jobs/catalog/${jobPath(e.job_id)}`).catch(() => null);
-      permissions = (entry && entry.permissions) || {};
-      container.append(variables, result, notifications, outputSection);
-      drawSummary();
-      if (e.job_id === METRICS_JOB) {
-        chart = new MetricsChart();
-        container.insertBefore(chart.root, outputSection);
-        chart.start();
-      }
-      follow();
-      events = new EventSource("/api/v1/jobs/events");
-      events.addEventListener("execution", (event) => {
-        const next = JSON.parse(event.data);
-        if (next.id === id) update(next);
-      });
-      api(`/api/v1/jobs/status/${encodeURIComponent(id)}/notifications`)
-        .then((body) => {
-          notifications.hidden = false;
-          notifications.append(h("h2", { text: "Notifications" }), deliveriesTable(body.deliveries || []));
-        })
-        .catch(() => {
-          // No notifications on this server (404): the section stays hidden.
-        });
-    })
-    .catch((err) => {
+  const load = async () => {
+    let e;
+    try {
+      e = await api(`/api/v1/jobs/status/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (!ctx.alive()) return;
       heading.textContent = "Execution not found";
-      status.append(notice(err.message, "error"));
+      clear(summary).append(notice(err.message, "error"));
+      return;
+    }
+    if (!ctx.alive()) return;
+    execution = e;
+    job = await api(`/api/v1/jobs/catalog/${jobPath(e.job_id)}`).catch(() => null);
+    if (!ctx.alive()) return;
+    permissions = (job && job.permissions) || {};
+    if (e.job_id === METRICS_JOB) {
+      chart = new MetricsChart({ from: e.started_at || e.created_at, to: e.ended_at });
+      container.append(chart.root);
+      chart.start();
+    }
+    container.append(outputSection, variables, result, details, notifications);
+    ctx.section(TERMINAL.has(e.status) ? "history" : "running");
+    drawSummary();
+    follow();
+    const events = ctx.eventSource("/api/v1/jobs/events");
+    events.addEventListener("execution", (event) => {
+      const next = JSON.parse(event.data);
+      if (next.id === id) update(next);
     });
+    api(`/api/v1/jobs/status/${encodeURIComponent(id)}/notifications`)
+      .then((body) => {
+        if (!ctx.alive()) return;
+        notifications.hidden = false;
+        notifications.append(h("h2", { text: "Notifications" }), deliveriesTable(body.deliveries || []));
+      })
+      .catch(() => {
+        // No notifications on this server (404): the section stays hidden.
+      });
+  };
+  load();
 
   return () => {
     clearInterval(timer);
     if (stream) stream.close();
-    if (events) events.close();
     if (chart) chart.destroy();
   };
 }
