@@ -78,9 +78,9 @@ def default_executor(events: Supervisor) -> Executor:
         from jobhost.executors.celery import CeleryExecutor
 
         return CeleryExecutor(events, events.settings)
-    from jobhost.executors.local import LocalExecutor
+    from jobhost.executors.runner import RunnerExecutor
 
-    return LocalExecutor(events, host=socket.gethostname())
+    return RunnerExecutor(events, events.settings.data_dir, host=socket.gethostname())
 
 
 class JobHost:

@@ -86,6 +86,9 @@ class ChildProcess:
     ) -> ChildProcess:
         """Start ``argv``; raises ``OSError`` (with errno and file name) if it cannot.
 
+        The one spawn function of every job process (in the runner, and on Celery
+        workers): per-run isolation (cgroups, rlimits, ``run_as``) is applied here.
+
         ``stdin`` is an open descriptor of ``/dev/null`` to share between spawns (saves an
         ``open`` per job); by default the child gets a fresh one.
         """

@@ -142,8 +142,14 @@ def _unwatch(run: _Run, fd: int) -> None:
 class LocalExecutor:
     """Runs each execution as a local process in its own session (see the module docstring)."""
 
-    def __init__(self, events: ExecutionEvents, *, host: str | None = None) -> None:
+    def __init__(
+        self, events: ExecutionEvents, *, host: str | None = None, inline_when_idle: bool = False
+    ) -> None:
+        """``inline_when_idle``: a start that finds no other spawn in progress spawns on the
+        loop itself, saving the hop to a spawner thread and back (for a loop that does
+        little else, as in the runner); starts that overlap still go to the threads."""
         self._events = events
+        self._inline_when_idle = inline_when_idle
         self._host = host or socket.gethostname()
         self._runs: dict[str, _Run] = {}
         # Executions being spawned right now → the grace of a stop asked for meanwhile.
@@ -160,6 +166,11 @@ class LocalExecutor:
         """Executions whose process has not been reaped yet."""
         return list(self._runs)
 
+    def describe(self, execution_id: str) -> tuple[int, int] | None:
+        """``(pid, output bytes so far)`` of a running execution, None when not running."""
+        run = self._runs.get(execution_id)
+        return None if run is None else (run.process.pid, run.output.total_bytes)
+
     async def start(self, spec: LaunchSpec) -> None:
         """Spawn ``spec``; ``on_started`` (or ``on_exited`` with an error) follows."""
         loop = asyncio.get_running_loop()
@@ -168,8 +179,12 @@ class LocalExecutor:
             raise Conflict(f"Execution {execution_id!r} is already running on {self._host}")
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self._spawning[execution_id] = _NO_STOP
-        launched = await self._spawner.run(loop, self._launch, spec)
+        if self._inline_when_idle and not self._spawning:
+            self._spawning[execution_id] = _NO_STOP
+            launched = self._launch(loop, spec)
+        else:
+            self._spawning[execution_id] = _NO_STOP
+            launched = await self._spawner.run(loop, self._launch, spec)
         if isinstance(launched, str):
             self._spawning.pop(execution_id, None)
             self._fail(loop, execution_id, launched)

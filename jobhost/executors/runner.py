@@ -1,0 +1,324 @@
+"""The default executor: job processes on this machine, owned by the data dir's runner.
+
+The processes are children of the runner (``jobhost.runner``), a small process per data
+dir that outlives the server; this class is the server's side of its socket. ``start``
+and ``stop`` are one message each (no reply awaited: ``on_started`` or ``on_exited``
+follows as an event); events are read by one task and passed on to ``ExecutionEvents``.
+
+When the server stops or dies, runs go on in the runner. The next server on the machine
+``adopt``s them: from then on it hears their output totals (continuing from the log's
+size: the runner never stopped writing it), progress, and exit (kept by the runner while
+nobody listened). Runs the runner holds that no server owns are listed by ``unclaimed``,
+so that reconciliation can end those its store does not know (``terminate_orphan``).
+
+The runner is started on the first ``start`` when none is listening; ``adopt``,
+``terminate_orphan`` and ``unclaimed`` never start one (no runner, nothing to adopt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobhost.abc import ExecutionEvents
+from jobhost.errors import Conflict
+from jobhost.execution.launch import base_env
+from jobhost.execution.process import kill_orphan_by_marker, kill_orphan_group
+from jobhost.models import Execution, ExitInfo, LaunchSpec
+from jobhost.runner.protocol import (
+    LOG_NAME,
+    MAX_LINE,
+    READY,
+    SOCKET_NAME,
+    Message,
+    decode,
+    encode,
+    exit_from_wire,
+    runner_dir,
+    short_path,
+    spec_to_wire,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 3
+
+
+class RunnerUnavailable(OSError):
+    """The runner could not be reached or started."""
+
+
+class RunnerExecutor:
+    """Runs each execution as a child of the data dir's runner (see the module docstring)."""
+
+    def __init__(
+        self, events: ExecutionEvents, data_dir: str | os.PathLike[str], *, host: str | None = None
+    ) -> None:
+        self._events = events
+        self._host = host or socket.gethostname()
+        self._dir = runner_dir(data_dir)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+        self._runs: set[str] = set()  # started or adopted here, end not heard yet
+        self._held: dict[str, list[Message]] = {}  # events of an adoption in progress
+        self._requests: dict[int, asyncio.Future[Message]] = {}
+        self._next_request = 0
+        self._closed = False
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def runner_dir(self) -> Path:
+        """Where the runner's socket, lock and log (``runner.log``) are."""
+        return self._dir
+
+    def running_ids(self) -> list[str]:
+        """Executions started or adopted here whose end has not been reported yet."""
+        return list(self._runs)
+
+    # -- the Executor contract ---------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> None:
+        """Hand ``spec`` to the runner; ``on_started`` (or ``on_exited`` with an error) follows."""
+        execution_id = spec.execution_id
+        if execution_id in self._runs:
+            raise Conflict(f"Execution {execution_id!r} is already running on {self._host}")
+        writer = self._writer
+        if writer is None:
+            try:
+                writer = await self._connect(spawn=True)
+            except RunnerUnavailable as exc:
+                info = ExitInfo(exit_code=None, exit_signal=None, error=str(exc))
+                asyncio.get_running_loop().call_soon(self._events.on_exited, execution_id, info)
+                return
+            assert writer is not None
+        self._runs.add(execution_id)
+        writer.write(encode({"op": "start", "spec": spec_to_wire(spec)}))
+
+    async def stop(self, execution_id: str, grace_seconds: float) -> None:
+        """SIGTERM the group now, SIGKILL after ``grace_seconds`` (in the runner); no-op
+        when the run is not running here."""
+        if execution_id in self._runs and self._writer is not None:
+            self._writer.write(
+                encode({"op": "stop", "i": execution_id, "grace": max(0.0, grace_seconds)})
+            )
+
+    async def adopt(self, execution: Execution) -> bool:
+        """Become the owner of a run the runner holds (running, or ended with its exit
+        record kept); its events follow from the next loop iteration on."""
+        execution_id = execution.id
+        if execution_id in self._runs:
+            return True
+        reply = await self._request({"op": "adopt", "i": execution_id}, hold=execution_id)
+        if reply is None or not reply.get("ok"):
+            self._held.pop(execution_id, None)
+            return False
+        self._runs.add(execution_id)
+        asyncio.get_running_loop().call_soon(self._release, execution_id)
+        return True
+
+    async def terminate_orphan(self, execution: Execution) -> bool:
+        """Kill a run nobody may keep: through the runner when it holds it (no exit record
+        is kept then), else the process group found by pid and start time, or by the
+        execution ID in its environment (a process that the runner does not own)."""
+        reply = await self._request({"op": "kill", "i": execution.id})
+        if reply is not None and reply.get("ok"):
+            return True
+        if execution.pid is None or execution.started_at is None:
+            return kill_orphan_by_marker(execution.id)
+        return kill_orphan_group(execution.pid, execution.started_at)
+
+    async def unclaimed(self) -> list[str]:
+        """Executions the runner holds (running, or ended unacknowledged) that no connected
+        server owns. Reconciliation adopts those its store knows, and passes the others to
+        ``terminate_orphan``: no job runs without a durable record."""
+        reply = await self._request({"op": "list"})
+        if reply is None:
+            return []
+        return [run["id"] for run in reply.get("runs", []) if not run.get("owned")]
+
+    async def aclose(self) -> None:
+        """Disconnect; the runs go on in the runner, to be adopted by the next server."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+            self._reader_task = None
+        self._runs.clear()
+
+    # -- the connection ----------------------------------------------------------------
+
+    async def _request(self, message: Message, *, hold: str | None = None) -> Message | None:
+        """Send a request and await its reply; None when no runner is there."""
+        try:
+            writer = await self._connect(spawn=False)
+        except RunnerUnavailable:
+            return None
+        if writer is None:
+            return None
+        self._next_request += 1
+        number = self._next_request
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._requests[number] = future
+        if hold is not None:
+            self._held[hold] = []
+        writer.write(encode({**message, "req": number}))
+        try:
+            return await future
+        except RunnerUnavailable:
+            return None
+        finally:
+            self._requests.pop(number, None)
+
+    async def _connect(self, *, spawn: bool) -> asyncio.StreamWriter | None:
+        """The connection, made (and the runner started, with ``spawn``) when missing."""
+        async with self._connecting:
+            if self._writer is not None:
+                return self._writer
+            if self._closed:
+                raise RunnerUnavailable("The executor is closed")
+            error: OSError | None = None
+            for _ in range(CONNECT_ATTEMPTS):
+                try:
+                    reader, writer = await self._open()
+                except OSError as exc:
+                    error = exc
+                    if not spawn:
+                        return None
+                    await asyncio.to_thread(self._spawn_runner)
+                    continue
+                self._writer = writer
+                self._reader_task = asyncio.get_running_loop().create_task(
+                    self._read(reader, writer), name="jobhost-runner-events"
+                )
+                return writer
+            raise RunnerUnavailable(
+                f"Cannot reach the runner in {self._dir} ({error}); see {self._dir / LOG_NAME}"
+            )
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        directory_fd = os.open(self._dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return await asyncio.open_unix_connection(
+                short_path(directory_fd, SOCKET_NAME), limit=MAX_LINE
+            )
+        finally:
+            os.close(directory_fd)
+
+    def _spawn_runner(self) -> None:
+        """Start the runner detached and wait until it listens (on a thread)."""
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        env = base_env()
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        try:
+            with open(self._dir / LOG_NAME, "ab") as runner_log:
+                launcher = subprocess.Popen(
+                    [sys.executable, "-m", "jobhost.runner", str(self._dir), str(ready_w)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=runner_log,
+                    stderr=runner_log,
+                    pass_fds=(ready_w,),
+                    start_new_session=True,  # no terminal's Ctrl-C reaches it
+                    cwd="/",
+                    env=env,
+                )
+        finally:
+            os.close(ready_w)
+        try:
+            launcher.wait()  # the runner forks at once: this reaps the short-lived parent
+            with os.fdopen(ready_r, "rb") as ready:
+                answer = ready.readline()
+        except BaseException:
+            raise
+        if answer != READY:
+            raise RunnerUnavailable(
+                f"The runner for {self._dir} did not start; see {self._dir / LOG_NAME}"
+            )
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    self._dispatch(decode(line))
+                except Exception:  # one bad event must not end the stream
+                    log.exception("Cannot handle runner event %r", line[:200])
+        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            log.warning("Lost the connection to the runner in %s: %s", self._dir, exc)
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+            if not self._closed:
+                self._runner_gone()
+
+    def _runner_gone(self) -> None:
+        """The runner ended under us: its runs cannot be watched by anyone any more."""
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(RunnerUnavailable("the runner went away"))
+        error = (
+            f"The runner process of {self._dir.parent} ended during this run; "
+            f"see {self._dir / LOG_NAME}"
+        )
+        for execution_id in list(self._runs):
+            self._runs.discard(execution_id)
+            info = ExitInfo(exit_code=None, exit_signal=None, error=error, lost=True)
+            self._events.on_exited(execution_id, info)
+
+    def _dispatch(self, message: Message) -> None:
+        kind = message.get("e")
+        if kind == "r":
+            future = self._requests.get(int(message["req"]))
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        execution_id = str(message.get("i"))
+        held = self._held.get(execution_id)
+        if held is not None:
+            held.append(message)
+            return
+        self._deliver(execution_id, message)
+
+    def _deliver(self, execution_id: str, message: Message) -> None:
+        kind = message.get("e")
+        if kind == "o":
+            self._events.on_output(execution_id, int(message["t"]))
+        elif kind == "s":
+            self._events.on_started(execution_id, message.get("p"), str(message.get("h") or ""))
+        elif kind == "p":
+            self._events.on_progress(execution_id, message.get("f"), message.get("m"))
+        elif kind == "x":
+            if execution_id not in self._runs:
+                return  # not ours any more (adopted elsewhere): not acknowledged either
+            self._runs.discard(execution_id)
+            self._events.on_exited(execution_id, exit_from_wire(message["info"]))
+            if self._writer is not None:
+                self._writer.write(encode({"op": "ack", "i": execution_id}))
+
+    def _release(self, execution_id: str) -> None:
+        for message in self._held.pop(execution_id, []):
+            self._deliver(execution_id, message)
+
+
+def runner_executor_factory(data_dir: str | os.PathLike[str]) -> Callable[[Any], RunnerExecutor]:
+    """An ``executor_factory`` for ``JobHost`` that uses the runner of ``data_dir``."""
+    return lambda events: RunnerExecutor(events, data_dir)
