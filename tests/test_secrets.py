@@ -137,7 +137,7 @@ def _files_holding(root: Path, needle: bytes) -> list[str]:
     for folder, _, names in os.walk(root):
         for name in names:
             path = Path(folder) / name
-            if needle in path.read_bytes():
+            if path.is_file() and needle in path.read_bytes():  # not the runner's socket
                 found.append(str(path))
     return found
 
