@@ -134,6 +134,29 @@ async def test_test_run_and_variables(harness: Harness, tmp_path: Path) -> None:
     assert "variables.Gate" in nested.json()["error"]["message"]
 
 
+async def test_history_rows_are_the_status_records(harness: Harness) -> None:
+    """A history page lists each run exactly as its status route shows it, also after it
+    changed (running, then finished) between two reads of the page."""
+    admin = await harness.admin()
+    done = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Hello"})).json()
+    await harness.wait(done["id"])
+    slow = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Slow"})).json()
+    await harness.wait_output(slow["id"], "ready")
+
+    page = await admin.get("/api/v1/jobs/history")
+    assert page.headers["content-type"] == "application/json"
+    rows = {e["id"]: e for e in page.json()["executions"]}
+    assert rows[done["id"]] == (await admin.get(f"/api/v1/jobs/status/{done['id']}")).json()
+    assert rows[slow["id"]]["status"] == "running"
+
+    await admin.post("/api/v1/jobs/stop", json={"execution_id": slow["id"]})
+    await harness.wait(slow["id"])
+    again = {e["id"]: e for e in (await admin.get("/api/v1/jobs/history")).json()["executions"]}
+    assert again[slow["id"]] == (await admin.get(f"/api/v1/jobs/status/{slow['id']}")).json()
+    assert again[slow["id"]]["status"] == "stopped"
+    assert again[done["id"]] == rows[done["id"]]
+
+
 async def test_history_filters_and_cursor(harness: Harness) -> None:
     admin = await harness.admin()
     ids = []

@@ -8,8 +8,10 @@ import pkgutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -302,34 +304,89 @@ def test_last_executions_breaks_ties_by_id_and_spans_chunks(store: SqlStore) -> 
     assert all(last[f"Many/j{n:04d}"].id == f"r{n:04d}" for n in range(700))
 
 
-def test_engine_open_reads_no_finished_history(sqlite_url: str) -> None:
-    """The queries run at every open (last run per job, unfinished runs) are answered from
-    indexes: SQLite's plan for them scans no table, however long the history."""
+def _sqlite_plans(sql_store: SqlStore, work: Callable[[], object]) -> list[str]:
+    """SQLite's query plan for each SELECT that ``work`` runs on ``sql_store``."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: object, cursor: object, sql: str, params: Any, *rest: object) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    sa.event.listen(sql_store.engine, "before_cursor_execute", capture)
+    try:
+        work()
+    finally:
+        sa.event.remove(sql_store.engine, "before_cursor_execute", capture)
+    with sql_store.engine.connect() as conn:
+        return [
+            " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", p))
+            for sql, p in statements
+        ]
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[SqlStore]:
     sql_store = SqlStore(sqlite_url)
     sql_store.migrate()
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn: object, cursor: object, sql: str, params: object, *rest: object) -> None:
-        statements.append((sql, params))
-
     try:
-        sql_store.save_executions([run("a", "A/x"), run("b", "B/y", status=S.RUNNING)])
-        sa.event.listen(sql_store.engine, "before_cursor_execute", capture)
-        assert set(sql_store.last_executions(["A/x", "B/y"])) == {"A/x", "B/y"}
-        assert [e.id for e in sql_store.active_executions()] == ["b"]
-        sa.event.remove(sql_store.engine, "before_cursor_execute", capture)
-        plans = []
-        with sql_store.engine.connect() as conn:
-            for sql, params in statements:
-                if sql.lstrip().upper().startswith("SELECT"):
-                    found = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
-                    plans.append(" | ".join(str(row[-1]) for row in found))
+        yield sql_store
     finally:
         sql_store.close()
+
+
+def test_engine_open_reads_no_finished_history(sqlite_store: SqlStore) -> None:
+    """The queries run at every open (last run per job, unfinished runs) are answered from
+    indexes: SQLite's plan for them scans no table, however long the history."""
+    sqlite_store.save_executions([run("a", "A/x"), run("b", "B/y", status=S.RUNNING)])
+
+    def work() -> None:
+        assert set(sqlite_store.last_executions(["A/x", "B/y"])) == {"A/x", "B/y"}
+        assert [e.id for e in sqlite_store.active_executions()] == ["b"]
+
+    plans = _sqlite_plans(sqlite_store, work)
+
     assert len(plans) == 2
     for plan in plans:
         assert "SCAN executions" not in plan, plan
         assert "SCAN newest" not in plan, plan
+
+
+def test_a_filtered_history_page_reads_from_the_newest_end(sqlite_store: SqlStore) -> None:
+    """A user's page (runs of the jobs they may view, or their own) walks the time index and
+    stops at the page's end, instead of reading and sorting every visible run."""
+    sqlite_store.save_executions(
+        [run(f"r{n}", ("A/x", "B/y")[n % 2], at=T0 + timedelta(minutes=n)) for n in range(6)]
+    )
+    query = HistoryQuery(limit=2, visible_job_ids=frozenset({"A/x"}), visible_user="carol")
+    pages: list[list[str]] = []
+
+    def work() -> None:
+        pages.append([e.id for e in sqlite_store.history(query).items])
+
+    plans = _sqlite_plans(sqlite_store, work)
+
+    assert pages == [["r4", "r2"]]
+    assert plans[0] == "SCAN executions USING INDEX ix_executions_created_at_id"
+    for plan in plans[1:]:  # the page's full rows, by primary key
+        assert "SCAN" not in plan, plan
+
+
+def test_history_pages_show_a_runs_latest_row(store: SqlStore) -> None:
+    """History keeps finished runs it has read, and still shows every change to a row."""
+    live = run("live", status=S.RUNNING)
+    store.save_executions([live, run("done", at=T0 - timedelta(minutes=1))])
+    assert [e.id for e in store.history(HistoryQuery()).items] == ["live", "done"]
+
+    store.save_executions([live.evolve(progress=0.5, progress_message="half way")])
+    first = store.history(HistoryQuery()).items[0]
+    assert (first.progress, first.progress_message) == (0.5, "half way")
+
+    ended = live.evolve(status=S.FAILED, exit_code=3, output_bytes=10)
+    store.save_executions([ended])
+    assert store.history(HistoryQuery()).items[0] == ended
+    store.save_executions([ended.evolve(output_bytes=25)])  # the last output flushed after
+    assert store.history(HistoryQuery()).items[0].output_bytes == 25
+    assert store.history(HistoryQuery(statuses=(S.FAILED,))).items[0].output_bytes == 25
 
 
 def test_prune_by_age_keeps_recent_and_unfinished_runs(store: SqlStore) -> None:

@@ -9,6 +9,7 @@ per subscriber (``to_api`` formats four timestamps; it dominated those requests)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
@@ -26,6 +27,7 @@ class ExecutionViews:
         self.size = size
         self._views: dict[str, tuple[Execution, dict[str, Any]]] = {}
         self._frames: dict[str, tuple[Execution, bytes]] = {}
+        self._json: dict[str, tuple[Execution, bytes]] = {}
 
     def api(self, execution: Execution) -> dict[str, Any]:
         """A fresh dict equal to ``execution.to_api()`` (callers may change it)."""
@@ -37,6 +39,16 @@ class ExecutionViews:
         if execution.ended_at is None and execution.started_at is not None:
             view["duration_seconds"] = execution.duration_seconds  # grows while it runs
         return view
+
+    def json(self, execution: Execution) -> bytes:
+        """``execution.to_api()`` as compact UTF-8 JSON (for pages built as bytes)."""
+        if execution.ended_at is None and execution.started_at is not None:
+            return dumps(self.api(execution))  # its duration grows while it runs
+        entry = self._json.get(execution.id)
+        if entry is None or entry[0] is not execution:
+            entry = (execution, dumps(execution.to_api()))
+            self._keep(self._json, execution.id, entry)
+        return entry[1]
 
     def event(self, execution: Execution) -> bytes:
         """The ``execution`` event announcing this state, as sent on ``/events``."""
@@ -51,6 +63,11 @@ class ExecutionViews:
         if len(table) >= self.size:
             del table[next(iter(table))]  # the oldest: dicts keep insertion order
         table[key] = entry
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as FastAPI's responses write it: compact, UTF-8, no NaN."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def views_of(request: Request) -> ExecutionViews:

@@ -28,6 +28,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.sql.expression import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from jobhost.errors import BadRequest
 from jobhost.models import (
@@ -44,6 +46,7 @@ from jobhost.models import (
 )
 from jobhost.store import tables as t
 from jobhost.store.connection import Checkpointer, Prepared, create_engine
+from jobhost.store.finished import FinishedRuns, Key
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
@@ -114,6 +117,11 @@ def _before(at_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor
     return sa.or_(at_col < at, sa.and_(at_col == at, id_col < row_id))
 
 
+def _unindexed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """SQLite's ``+column``: the same value, but no index is used to look it up."""
+    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
@@ -131,6 +139,7 @@ class SqlStore:
         self._upserts: dict[str, Any] = {}
         self._prepared: tuple[Prepared, Prepared] | None = None
         self._checkpointer = Checkpointer(self._engine)
+        self._finished = FinishedRuns()
 
     @property
     def engine(self) -> Engine:
@@ -309,10 +318,14 @@ class SqlStore:
             return [t.execution_from_row(r) for r in conn.execute(query).mappings()]
 
     def history(self, query: HistoryQuery) -> Page[Execution]:
-        """Newest first, filtered, paged by an opaque (created_at, id) cursor."""
+        """Newest first, filtered, paged by an opaque (created_at, id) cursor.
+
+        The page's keys come from the indexes; full rows are read only for the runs not
+        already in the finished-runs cache (see ``jobhost.store.finished``).
+        """
         c = t.executions.c
         limit = _clamp(query.limit)
-        stmt = sa.select(t.executions)
+        stmt = sa.select(c.id, c.status, c.output_bytes)
         if query.job_id is not None:
             stmt = stmt.where(c.job_id == query.job_id)
         if query.user is not None:
@@ -324,19 +337,41 @@ class SqlStore:
         if query.until is not None:
             stmt = stmt.where(c.created_at < query.until)
         if query.visible_job_ids is not None:
-            visible: Any = c.job_id.in_(sorted(query.visible_job_ids))
+            job: sa.ColumnElement[Any] = c.job_id
+            user: sa.ColumnElement[Any] = c.user
+            unfiltered = query.job_id is None and query.user is None
+            if unfiltered and self._engine.dialect.name == "sqlite":
+                # "+column" keeps SQLite off the job and user indexes, so it walks the
+                # (created_at, id) index newest first and stops at the page's end. Left to
+                # itself it answers the OR from those indexes: every visible run of all
+                # history read and sorted for each page.
+                job, user = _unindexed(job), _unindexed(user)
+            visible: Any = job.in_(sorted(query.visible_job_ids))
             if query.visible_user is not None:
-                visible = sa.or_(visible, c.user == query.visible_user)
+                visible = sa.or_(visible, user == query.visible_user)
             stmt = stmt.where(visible)
         if query.cursor:
             stmt = stmt.where(_before(c.created_at, c.id, query.cursor))
         stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
         with self.read() as conn:
-            items = [t.execution_from_row(r) for r in conn.execute(stmt).mappings()]
+            items = self._runs(conn, [(r.id, r.status, r.output_bytes) for r in conn.execute(stmt)])
         if len(items) <= limit:
             return Page(items=items)
         items = items[:limit]
         return Page(items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id))
+
+    def _runs(self, conn: Connection, keys: list[Key]) -> list[Execution]:
+        """The executions of ``keys``, in order: finished ones from the cache when their key
+        is unchanged, the others from their rows (one gone since is left out)."""
+        found = {key[0]: run for key in keys if (run := self._finished.get(key)) is not None}
+        missing = [key[0] for key in keys if key[0] not in found]
+        c = t.executions.c
+        for chunk in _chunks(missing):
+            for row in conn.execute(sa.select(t.executions).where(c.id.in_(chunk))).mappings():
+                execution = t.execution_from_row(row)
+                found[execution.id] = execution
+                self._finished.put(execution)
+        return [found[key[0]] for key in keys if key[0] in found]
 
     def last_executions(self, job_ids: Sequence[str]) -> dict[str, Execution]:
         """The newest execution per job, whatever the length of history.

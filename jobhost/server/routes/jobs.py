@@ -8,7 +8,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobhost.catalog.definition import parse_job_id
@@ -24,7 +24,7 @@ from jobhost.server.auth import (
     client_address,
     engine_of,
 )
-from jobhost.server.views import views_of
+from jobhost.server.views import dumps, views_of
 from jobhost.store.recent import recent_outcomes
 from jobhost.store.sql import SqlStore
 
@@ -191,7 +191,9 @@ async def history(
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> dict[str, Any]:
+) -> Response:
+    """``{"executions": [...], "next_cursor": ...}``, written as bytes: each finished run's
+    JSON is built once (``ExecutionViews.json``), a page joins them."""
     if job_id is not None:
         parse_job_id(job_id)
     query = HistoryQuery(
@@ -204,7 +206,12 @@ async def history(
         cursor=cursor or None,
     )
     page = await engine_of(request).history(query, identity.principal)
-    return {"executions": [e.to_api() for e in page.items], "next_cursor": page.next_cursor}
+    views = views_of(request)
+    body = b'{"executions":[%b],"next_cursor":%b}' % (
+        b",".join(views.json(e) for e in page.items),
+        dumps(page.next_cursor),
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/catalog")
