@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-peers clean
 
 # The venv, the package (editable) and its runtime dependencies.
 $(VENV)/.installed-run: pyproject.toml
@@ -35,5 +35,18 @@ test: lint
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH)
 
+# JobHost next to Celery + Redis, APScheduler, supervisord and the raw spawn limits, in one
+# run (REPS repetitions, interleaved). The peers get a virtualenv of their own, so the
+# product's dependencies do not grow.
+PEERS_VENV := .venv-peers
+REPS       ?= 2
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+bench-peers: $(VENV)/.installed-test $(PEERS_VENV)/.installed
+	$(BIN)/python -m bench.side_by_side --peers-python $(PEERS_VENV)/bin/python --reps $(REPS)
+
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .data .pytest_cache .mypy_cache .ruff_cache
