@@ -21,7 +21,6 @@ import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobhost.abc import Executor, Hook, Store
@@ -42,8 +41,8 @@ from jobhost.errors import (
 from jobhost.execution.idempotency import IdempotencyKeys
 from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
-from jobhost.execution.launch import base_env, log_path, result_path
-from jobhost.execution.output import read_output
+from jobhost.execution.launch import base_env, log_path
+from jobhost.execution.output import read_text, remove_logs
 from jobhost.execution.reconcile import reconcile
 from jobhost.execution.supervisor import Launch, Supervisor
 from jobhost.models import (
@@ -526,14 +525,16 @@ class JobHost:
             raise BadRequest(f"offset must be 0 or more, got {offset}")
         limit = max(1, min(limit, MAX_READ))
         execution = await self.status(execution_id, principal)
-        return self._read(execution, offset, limit)
+        return await self._read(execution, offset, limit)
 
-    def _read(self, execution: Execution, offset: int, limit: int) -> OutputChunk:
-        path = log_path(self.settings, execution.id)
-        data, next_offset = read_output(str(path), offset, limit)
-        ended = execution.id not in self.supervisor.live
+    async def _read(self, execution: Execution, offset: int, limit: int) -> OutputChunk:
+        """A read that ends on a UTF-8 character boundary, done off the event loop;
+        ``done`` as soon as an ended run's last byte has been returned."""
+        path = str(log_path(self.settings, execution.id))
+        live = execution.id in self.supervisor.live
+        read = await asyncio.to_thread(read_text, path, offset, limit, live=live)
         return OutputChunk(
-            data=data, offset=offset, next_offset=next_offset, done=ended and not data
+            data=read.data, offset=read.offset, next_offset=read.next_offset, done=read.at_end
         )
 
     async def follow(
@@ -543,10 +544,12 @@ class JobHost:
         execution = await self.status(execution_id, principal)
         while True:
             live = execution.id in self.supervisor.live
-            chunk = self._read(execution, offset, DEFAULT_READ)
+            chunk = await self._read(execution, offset, DEFAULT_READ)
             if chunk.data:
                 offset = chunk.next_offset
                 yield chunk
+                if chunk.done:
+                    return
                 continue
             if not live:
                 yield OutputChunk(data=b"", offset=offset, next_offset=offset, done=True)
@@ -622,12 +625,5 @@ class JobHost:
         )
         for execution_id in deleted:
             self.supervisor.recent.pop(execution_id, None)
-            log = log_path(settings, execution_id)
-            # The log, its result file and any capture side files (``<log>.index``, tails).
-            for path in (
-                log,
-                result_path(settings, execution_id),
-                *log.parent.glob(f"{log.name}.*"),
-            ):
-                Path(path).unlink(missing_ok=True)
+        await asyncio.to_thread(remove_logs, settings, deleted)  # file work: off the loop
         return deleted

@@ -105,6 +105,11 @@ async def test_events_feed_shows_only_visible_executions(live: tuple[Harness, st
     ):
         lines = response.aiter_lines()
         assert await anext(lines) == ": connected"
+        assert [await anext(lines) for _ in range(3)] == [
+            "",
+            "event: snapshot",
+            'data: {"executions":[]}',
+        ]
         secret = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Secret"})).json()
         hello = (await bob.post("/api/v1/jobs/start", json={"job_id": "Lab/Hello"})).json()
         statuses = []
@@ -121,3 +126,26 @@ async def test_events_feed_shows_only_visible_executions(live: tuple[Harness, st
                     break
         assert statuses[-1] == "succeeded"
         await admin.post("/api/v1/jobs/stop", json={"execution_id": secret["id"]})
+
+
+async def test_events_feed_starts_with_a_snapshot_of_the_visible_live_runs(
+    live: tuple[Harness, str],
+) -> None:
+    # A client reconnecting to /events once missed every change made while it was away.
+    harness, base = live
+    await harness.add_user("bob")
+    async with (
+        sign_in(base, "bob", USER_PASSWORD) as bob,
+        sign_in(base, "admin", ADMIN_PASSWORD) as admin,
+    ):
+        secret = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Secret"})).json()
+        slow = (await bob.post("/api/v1/jobs/start", json={"job_id": "Lab/Slow"})).json()
+        try:
+            async with bob.stream("GET", "/api/v1/jobs/events") as response:
+                event, data = await anext(read_events(response))
+            assert event == "snapshot"
+            assert [e["id"] for e in data["executions"]] == [slow["id"]]
+            assert data["executions"][0]["job_id"] == "Lab/Slow"
+        finally:
+            for started in (secret, slow):
+                await admin.post("/api/v1/jobs/stop", json={"execution_id": started["id"]})

@@ -30,9 +30,12 @@ import contextlib
 import glob
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from jobhost.config import Settings
+from jobhost.execution.launch import log_path, result_path
 from jobhost.redact import OutputMasker
 
 CHUNK = 64 * 1024
@@ -279,3 +282,106 @@ def _read_segments(path: str, index: _Index, offset: int, limit: int) -> tuple[b
             raise _Moved  # a full segment shorter than expected cannot happen: re-list
         return data, offset + len(data)
     return b"", offset
+
+
+# ------------------------------------------------------------------ reading as text
+_LOOKAHEAD = 3  # a UTF-8 character is at most 4 bytes: 3 past the limit finish any
+
+
+@dataclass(frozen=True, slots=True)
+class TextRead:
+    """Bytes of output from ``offset`` that end on a UTF-8 character boundary.
+
+    ``next_offset`` is where to ask next (stream byte offsets, as ever); ``at_end`` is
+    True when the run had ended and nothing was left after ``next_offset``.
+    """
+
+    data: bytes
+    offset: int
+    next_offset: int
+    at_end: bool
+
+
+def _continuation(byte: int) -> bool:
+    return byte & 0xC0 == 0x80
+
+
+def _sequence_length(lead: int) -> int:
+    if lead >= 0xF0:
+        return 4
+    if lead >= 0xE0:
+        return 3
+    if lead >= 0xC0:
+        return 2
+    return 1
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of ``data`` are a character still missing its rest."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if not _continuation(byte):
+            return back if byte >= 0xC0 and _sequence_length(byte) > back else 0
+    return 0
+
+
+def _boundary_cut(raw: bytes, limit: int, live: bool) -> bytes:
+    """``raw`` (read with lookahead) cut to at most about ``limit`` bytes on a character
+    boundary. A character longer than ``limit`` is given whole; while the run is
+    ``live``, a character at the very end still missing bytes waits for them."""
+    if len(raw) > limit:
+        end = limit
+        while end > limit - _LOOKAHEAD and end > 0 and _continuation(raw[end]):
+            end -= 1
+        if _continuation(raw[end]):  # not UTF-8 here: cut where the limit says
+            return raw[:limit]
+        if end == 0:  # one character longer than the limit: give it whole
+            end = limit
+            while end < len(raw) and _continuation(raw[end]):
+                end += 1
+        return raw[:end]
+    if live:
+        return raw[: len(raw) - _incomplete_tail(raw)]
+    return raw
+
+
+def read_text(path: str, offset: int, limit: int = CHUNK, *, live: bool) -> TextRead:
+    """Like ``read_output``, but never cutting a UTF-8 character (see ``TextRead``).
+
+    Blocking file work: call it off the event loop. Output that is not UTF-8 is returned
+    byte for byte; a character the cap's dropped middle broke stays broken.
+    """
+    offset = max(0, offset)
+    limit = max(1, limit)
+    want = limit + _LOOKAHEAD
+    raw, following = read_output(path, offset, want)
+    if following - offset != len(raw):  # the dropped middle's marker: as it is
+        return TextRead(raw, offset, following, at_end=False)
+    broken = False
+    if len(raw) < want and _incomplete_tail(raw):
+        # The rest may be in the next file (a tail segment): read on across it.
+        extra, after = read_output(path, following, _LOOKAHEAD)
+        if extra and after - following == len(extra):
+            raw, following = raw + extra, after
+        elif extra:
+            broken = True  # the marker follows: the character was cut by the cap
+    data = _boundary_cut(raw, limit, live and not broken)
+    end = offset + len(data)
+    at_end = False
+    if end == following and not live:
+        more, _ = read_output(path, end, 1)
+        at_end = not more
+    return TextRead(data, offset, end, at_end)
+
+
+def remove_logs(settings: Settings, execution_ids: Iterable[str]) -> None:
+    """Delete pruned runs' logs, result files and capture side files (``<log>.index``,
+    tails). Blocking file work: call it off the event loop."""
+    for execution_id in execution_ids:
+        log = log_path(settings, execution_id)
+        for path in (
+            log,
+            result_path(settings, execution_id),
+            *log.parent.glob(f"{log.name}.*"),
+        ):
+            Path(path).unlink(missing_ok=True)

@@ -80,19 +80,28 @@ async def output_stream(
 
 @router.get("/events")
 async def execution_events(identity: CurrentIdentity, request: Request) -> StreamingResponse:
-    """Every change of an execution the user may view, as ``execution`` events."""
+    """Every change of an execution the user may view, as ``execution`` events.
+
+    Not resumable by ``Last-Event-ID`` (its events carry no ``id``): instead every
+    connection starts with one ``snapshot`` event, ``{"executions": [...]}``, the live
+    executions the user may view as of the subscription, then every change after it. A
+    client that reconnects replaces its view with the snapshot; a run it knew as live
+    that the snapshot lacks has ended meanwhile (``GET /status/{id}`` says how).
+    """
     engine = engine_of(request)
     views = views_of(request)
     principal = identity.principal
     changes = engine.changes()
 
     async def events() -> AsyncIterator[bytes]:
-        # Subscribe before telling the client it is connected, so no change made after
-        # the client saw ": connected" can be missed.
+        # Subscribe before the snapshot and before telling the client it is connected,
+        # so no change made after the snapshot can be missed.
         pending = asyncio.ensure_future(anext(changes))
         try:
             await asyncio.sleep(0)
             yield b": connected\n\n"
+            live = [views.api(execution) for execution in engine.running(principal)]
+            yield frame("snapshot", {"executions": live})
             while True:
                 execution = await pending
                 pending = asyncio.ensure_future(anext(changes))
