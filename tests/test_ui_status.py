@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from contextlib import closing
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.uifixtures import (
     FAILS_STDERR,
+    REFUSED_REASON,
     SLEEPER_READY,
     Server,
     admin_page,  # noqa: F401
@@ -277,3 +279,94 @@ def test_the_catalog_api_and_cli_fields_carry_the_status(server: Server) -> None
     assert fails["outcomes"][0]["id"] == fails["last_run"]["id"]
     assert fails["active"] == []
     assert "next_fire" in fails
+
+
+def test_a_refused_scheduled_fire_shows_in_history_on_the_card_and_in_schedules(
+    page: Page, server: Server
+) -> None:
+    path = "/api/v1/jobs/schedules/UiTests/Refused"
+    page.evaluate(
+        """() => {
+            window.__rejected = new Promise((resolve) => {
+                const events = new EventSource("/api/v1/jobs/events");
+                events.addEventListener("execution", (event) => {
+                    const e = JSON.parse(event.data);
+                    if (e.job_id === "UiTests/Refused" && e.status === "rejected") {
+                        events.close();
+                        resolve(e.id);
+                    }
+                });
+                events.addEventListener("open", () => { window.__listening = true; });
+            });
+        }"""
+    )
+    page.wait_for_function("() => window.__listening === true")
+    with closing(server.admin_client()) as client:
+        client.put(path, json={"schedule": "* * * * * *", "enabled": True}).raise_for_status()
+    try:
+        rejected_id = page.evaluate("() => window.__rejected")
+    finally:
+        with closing(server.admin_client()) as client:
+            client.put(path, json={"enabled": False}).raise_for_status()
+    page.goto(f"{server.base_url}/#/history?job_id=UiTests%2FRefused&status=rejected")
+    row = page.locator(f'tr[data-execution-id="{rejected_id}"]')
+    expect(row.locator(".status")).to_have_text("rejected")
+    expect(row.locator(".reason")).to_contain_text(REFUSED_REASON)
+
+    page.goto(f"{server.base_url}/#/catalog")
+    card = page.locator("article.job").filter(has_text="UiTests/Refused")
+    expect(card.get_by_text("⚠ schedule failing")).to_be_visible()
+    expect(card.locator(".last-run .reason")).to_contain_text(REFUSED_REASON)
+
+    page.get_by_role("link", name="Schedules").click()
+    schedule = page.locator('tr[data-job-id="UiTests/Refused"]')
+    expect(schedule.locator(".last-fire .status")).to_have_text("rejected")
+    expect(schedule.locator(".last-fire .reason")).to_contain_text(REFUSED_REASON)
+    schedule.get_by_role("link", name="Open run").click()
+    expect(page.get_by_role("region", name="Why it was rejected")).to_contain_text(REFUSED_REASON)
+
+
+def test_ui_files_are_compressed_and_cached_under_a_versioned_prefix(server: Server) -> None:
+    index = httpx.get(f"{server.base_url}/", headers={"Accept-Encoding": "gzip"})
+    assert index.headers["cache-control"] == "no-cache"
+    found = re.search(r'src="(/v/[0-9a-f]{12}/app\.js)"', index.text)
+    assert found, index.text
+    app_js = httpx.get(server.base_url + found.group(1), headers={"Accept-Encoding": "gzip"})
+    assert app_js.headers["content-encoding"] == "gzip"
+    assert "immutable" in app_js.headers["cache-control"]
+    assert "import(" in app_js.text
+    again = httpx.get(
+        server.base_url + found.group(1), headers={"If-None-Match": app_js.headers["etag"]}
+    )
+    assert again.status_code == 304
+    unversioned = httpx.get(f"{server.base_url}/app.js")
+    assert unversioned.headers["cache-control"] == "no-cache"
+    assert unversioned.text == app_js.text
+    assert httpx.get(f"{server.base_url}/v/{'0' * 12}/../../pyproject.toml").status_code == 404
+
+
+def test_a_viewers_first_view_is_small_and_never_loads_the_admin_code(
+    browser: Browser, server: Server
+) -> None:
+    with closing(server.admin_client()) as client:
+        names = {u["username"] for u in client.get("/api/v1/users").json()["users"]}
+    if "smallviewer" not in names:
+        server.create_user("smallviewer", "viewer-password", ["viewer"])
+    context = browser.new_context()
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    sign_in(page, server, "smallviewer", "viewer-password")
+    page.locator("article.job").first.wait_for()
+    page.wait_for_load_state("load")
+    # transferSize counts headers and compressed bodies; the EventSource stays open and
+    # has no entry until it ends, which is right: it carries no page weight.
+    sizes = page.evaluate(
+        """() => performance.getEntriesByType("resource").concat(
+            performance.getEntriesByType("navigation"))
+            .reduce((sum, e) => sum + (e.transferSize || 0), 0)"""
+    )
+    transferred = int(sizes)
+    assert transferred <= 120 * 1024, f"first view transferred {transferred} bytes"
+    assert not [u for u in urls if "admin.js" in u], urls
+    context.close()

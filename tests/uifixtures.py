@@ -11,8 +11,9 @@ Import them explicitly where used::
   ``FLOOD_LINES`` numbered lines and exits) and ``UiTests/Sleeper`` (prints one line,
   then sleeps until stopped), ``UiTests/Single`` (the same, at most one run at a time,
   further starts rejected) and ``UiTests/Fails`` (prints ``FAILS_STDERR`` on stderr and
-  exits 3; its description names a variable with a default and one without). Terminated
-  at the end.
+  exits 3; its description names a variable with a default and one without) and
+  ``UiTests/Refused`` (its init script refuses every start with ``REFUSED_REASON``).
+  Terminated at the end.
 - ``browser`` (module scope): headless Chromium from the system (never downloaded);
   skipped when it is not installed, except when ``CI`` is set, where it fails.
 """
@@ -70,6 +71,7 @@ time.sleep(600)
 """
 
 FAILS_STDERR = "disk /srv is full"
+REFUSED_REASON = "the backup target is not mounted"
 FAILS_SCRIPT = f"""\
 import sys
 
@@ -185,6 +187,16 @@ def _make_apps(root: Path) -> Path:
             "Minutes": {"type": "integer", "required": False},
         },
     )
+    _add_job(
+        apps,
+        "UiTests/Refused",
+        'print("never runs")\n',
+        Name="Refused",
+        Description="Its init script refuses every start.",
+        timeout_seconds=60,
+    )
+    init = apps / "UiTests" / "jobs" / "Refused" / "init-job.py"
+    init.write_text(f"import sys\n\nsys.exit({REFUSED_REASON!r})\n", encoding="utf-8")
     return apps
 
 

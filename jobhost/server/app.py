@@ -10,7 +10,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobhost.config import Settings
@@ -22,6 +21,7 @@ from jobhost.server.limits import BodySizeLimit, LoginLimiter
 from jobhost.server.metrics import LoginCounter, Metrics
 from jobhost.server.metrics import router as metrics_router
 from jobhost.server.routes import routers
+from jobhost.server.static import UiFiles
 from jobhost.server.views import ExecutionViews
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -119,7 +119,7 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     app.include_router(metrics_router)
     # The UI comes last, so it never shadows an API route.
     if UI_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=UI_DIR, html=True), name="ui")
+        app.mount("/", UiFiles(UI_DIR), name="ui")
     # Added last = outermost: headers land even on a 413 answered before the app runs.
     app.add_middleware(LoginCounter, logins=metrics.runs.logins)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -9,8 +9,8 @@ export function loadUPlot() {
   if (window.uPlot) return Promise.resolve(window.uPlot);
   if (!loading) {
     loading = new Promise((resolve, reject) => {
-      document.head.append(h("link", { rel: "stylesheet", href: "vendor/uPlot.min.css" }));
-      const script = h("script", { src: "vendor/uPlot.iife.min.js" });
+      document.head.append(h("link", { rel: "stylesheet", href: new URL("../vendor/uPlot.min.css", import.meta.url).href }));
+      const script = h("script", { src: new URL("../vendor/uPlot.iife.min.js", import.meta.url).href });
       script.addEventListener("load", () => resolve(window.uPlot));
       script.addEventListener("error", () => {
         loading = null;

@@ -156,8 +156,10 @@ export function render(container, ctx) {
     reason.hidden = !(failed || (e.status === "stopped" && e.error));
     if (reason.hidden) return;
     const exit = exitText(e);
+    const title = e.status === "stopped" ? "Why it stopped" : `Why it ${e.status === "rejected" ? "was rejected" : "failed"}`;
+    reason.setAttribute("aria-label", title);
     clear(reason).append(
-      h("h2", { text: e.status === "stopped" ? "Why it stopped" : `Why it ${e.status === "rejected" ? "was rejected" : "failed"}` }),
+      h("h2", { text: title }),
       h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process exited with ${exit}.` : "No reason was recorded.") }),
       e.error && exit !== "—" ? h("p", { class: "muted", text: `Exit: ${exit}` }) : null,
       e.status === "stopped" || e.status === "rejected" ? null : h("p", { class: "muted", text: "The last lines of its output are at the end of the output below." }),

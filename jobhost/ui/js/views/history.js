@@ -6,14 +6,16 @@ import { api, query } from "../api.js";
 import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "../charts.js";
 import { clear, field, formatDuration, formatTime, h, notice, statusBadge } from "../dom.js";
 
-const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "stopped", "timed_out", "lost"];
+const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "rejected", "stopped", "timed_out", "lost"];
 const CHART_STATUSES = [
   ["succeeded", "--ok", "#16a34a"],
   ["failed", "--bad", "#dc2626"],
   ["stopped", "--warn", "#d97706"],
   ["timed_out", "--bad-2", "#9333ea"],
   ["lost", "--muted", "#6b7280"],
+  ["rejected", "--bad", "#dc2626"],
 ];
+const BAD = new Set(["failed", "timed_out", "lost", "rejected"]);
 
 /** datetime-local value (local time) → ISO UTC, and back. */
 function toIso(local) {
@@ -34,9 +36,9 @@ function row(e) {
   return h(
     "tr",
     { dataset: { executionId: e.id } },
-    h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}`, text: formatTime(e.created_at) })),
+    h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}?from=history`, title: formatTime(e.created_at), text: formatTime(e.created_at) })),
     h("td", { text: e.job_id + (e.test ? " (test)" : "") }),
-    h("td", {}, statusBadge(e.status)),
+    h("td", {}, statusBadge(e.status), BAD.has(e.status) && e.error ? h("p", { class: "reason", text: e.error }) : null),
     h("td", { text: e.user || e.trigger }),
     h("td", { text: e.trigger }),
     h("td", { text: formatDuration(e.duration_seconds) }),

@@ -3,24 +3,50 @@
 
 import { api, jobPath } from "../api.js";
 import { openDialog } from "../dialog.js";
-import { clear, debounce, field, formatTime, h, notice, statusBadge } from "../dom.js";
+import { clear, debounce, field, formatTime, h, notice, statusBadge, timeAgo } from "../dom.js";
 
-function fireList(fires) {
-  if (!fires || !fires.length) return h("span", { class: "muted", text: "none" });
-  return h("ol", { class: "fires" }, fires.map((f) => h("li", {}, h("time", { datetime: f, text: formatTime(f) }))));
+const BAD = new Set(["failed", "timed_out", "lost", "rejected"]);
+const SHOWN_FIRES = 3;
+
+function fireItem(f, zone) {
+  return h("li", {}, timeAgo(f), h("span", { class: "muted", text: ` · ${formatTime(f, zone)}` }));
 }
 
+/** The next fires, one line each: the first three, the rest behind "more". */
+function fireList(fires, zone) {
+  if (!fires || !fires.length) return h("span", { class: "muted", text: "none" });
+  const first = h("ol", { class: "fires" }, fires.slice(0, SHOWN_FIRES).map((f) => fireItem(f, zone)));
+  if (fires.length <= SHOWN_FIRES) return first;
+  return h(
+    "div",
+    {},
+    first,
+    h("details", { class: "more-fires" }, h("summary", { text: `${fires.length - SHOWN_FIRES} more` }), h("ol", { class: "fires", start: String(SHOWN_FIRES + 1) }, fires.slice(SHOWN_FIRES).map((f) => fireItem(f, zone)))),
+  );
+}
+
+/** The last fire: when, how it ended, a link to its run and, when it failed, why. */
 function lastFire(last) {
   if (!last) return h("span", { class: "muted", text: "never" });
-  return h(
-    "span",
-    {},
-    formatTime(last.scheduled_for),
+  const reason = h("p", { class: "reason" });
+  const wrap = h(
+    "div",
+    { class: `last-fire${BAD.has(last.status) ? " last-fire-bad" : ""}` },
+    timeAgo(last.scheduled_for),
     " ",
     last.status ? statusBadge(last.status) : null,
-    last.outcome ? ` ${last.outcome}` : "",
-    last.execution_id ? [" ", h("a", { href: `#/executions/${encodeURIComponent(last.execution_id)}`, text: "run" })] : null,
+    last.outcome && last.outcome !== "started" ? ` ${last.outcome}` : "",
+    last.execution_id ? [" ", h("a", { href: `#/executions/${encodeURIComponent(last.execution_id)}?from=history`, text: "Open run" })] : null,
+    reason,
   );
+  if (last.execution_id && BAD.has(last.status)) {
+    api(`/api/v1/jobs/status/${encodeURIComponent(last.execution_id)}`)
+      .then((e) => {
+        reason.textContent = e.error || "";
+      })
+      .catch(() => {});
+  }
+  return wrap;
 }
 
 function editSchedule(entry, onSaved) {
@@ -140,6 +166,7 @@ export function render(container) {
   };
 
   const scheduleRow = (entry) => {
+    const scheduled = Boolean(entry.schedule);
     const toggle = h("input", {
       type: "checkbox",
       checked: entry.enabled !== false,
@@ -160,11 +187,18 @@ export function render(container) {
       "tr",
       { dataset: { jobId: entry.job_id } },
       h("td", { text: entry.job_id }),
-      h("td", {}, h("code", { text: entry.schedule || "—" }), entry.timezone ? ` (${entry.timezone})` : ""),
+      h(
+        "td",
+        {},
+        scheduled ? h("code", { text: entry.schedule }) : h("span", { class: "muted", text: "not scheduled" }),
+        scheduled && entry.timezone ? ` (${entry.timezone})` : "",
+        entry.description ? h("p", { class: "cron-words", text: entry.description }) : null,
+        entry.problem ? h("p", { class: "reason", text: entry.problem }) : null,
+      ),
       h("td", { text: entry.source }),
       h("td", {}, fireList(entry.next_fires)),
       h("td", {}, lastFire(entry.last_fire)),
-      h("td", {}, toggle),
+      h("td", {}, scheduled ? toggle : h("span", { class: "muted", text: "—" })),
       h(
         "td",
         {},
