@@ -1,15 +1,25 @@
-"""The app factory: ``create_app(settings)`` → a FastAPI app whose lifespan runs the engine."""
+"""The app factory: ``create_app(settings)`` → a FastAPI app whose lifespan runs the engine.
+
+Embedding: Starlette does not run the lifespan of a *mounted* app, so a host application
+that mounts JobHost under a prefix composes JobHost's lifespan into its own with
+``jobhost_lifespan`` (README, "Embedding")::
+
+    jobs = create_app(Settings(apps_roots=["apps"], data_dir=".data"))
+    host = FastAPI(lifespan=jobhost_lifespan(jobs))
+    host.mount("/jobs", jobs)
+"""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobhost.config import Settings
@@ -60,6 +70,51 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+NOT_STARTED = (
+    "JobHost's lifespan has not run, so its engine is not open. A host application that "
+    "mounts create_app(...) must run it: FastAPI(lifespan=jobhost_lifespan(jobs_app)) "
+    "(see the README, 'Embedding')"
+)
+
+
+class RequireLifespan:
+    """ASGI middleware: a clear 503 instead of a 500 when the app is served (typically
+    mounted under a prefix) without its lifespan having run."""
+
+    def __init__(self, app: ASGIApp, *, started: Callable[[], bool]) -> None:
+        self.app = app
+        self.started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.started():
+            response = JSONResponse(
+                {"error": {"code": "not_started", "message": NOT_STARTED, "details": {}}},
+                status_code=503,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def jobhost_lifespan(
+    *apps: FastAPI, lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for a host application that mounts JobHost apps: it opens each mounted
+    app's engine at start-up and closes them (in reverse) at shutdown; ``lifespan`` is the
+    host's own, run inside them."""
+
+    @asynccontextmanager
+    async def composed(host: Any) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for app in apps:
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(host))
+            yield
+
+    return composed
+
+
 def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     """The whole server; the lifespan opens the engine (catalog, watcher, reconciliation),
     creates the first admin when there are no users, and closes it all on shutdown
@@ -70,13 +125,18 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     metrics = Metrics(host)
     host.hooks.append(metrics.runs)  # before open(): the supervisor takes the hooks then
 
+    running = False
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal running
         await host.open()
         try:
             app.state.one_time_password = await auth.bootstrap_admin()
+            running = True
             yield
         finally:
+            running = False
             await adhoc.aclose()
             await host.aclose()
 
@@ -124,4 +184,5 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     app.add_middleware(LoginCounter, logins=metrics.runs.logins)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequireLifespan, started=lambda: running)
     return app
