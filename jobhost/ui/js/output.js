@@ -1,12 +1,16 @@
 // The live log view: ANSI SGR colours as classed spans (text always as text nodes),
 // batched appends (one DOM write per animation frame however fast output arrives),
-// a cap on the lines kept in the DOM, and auto-scroll that pauses while the user
-// reads further up and resumes when they scroll back to the bottom.
+// a cap of exactly MAX_LINES whole lines kept in the DOM, and auto-scroll that pauses
+// while the user reads further up and resumes when they scroll back to the bottom.
+// A toolbar searches what is shown (match count, next / previous, highlighted with the
+// CSS Custom Highlight API, so the log's DOM is not touched), toggles wrapping, jumps to
+// the top or the end, and browses the full log page by page from the server.
+// A long log can be opened at its tail (startsMidLine): the cut first line is dropped.
 
 import { api } from "./api.js";
-import { h } from "./dom.js";
+import { clear, h } from "./dom.js";
 
-const MAX_LINES = 20000;
+export const MAX_LINES = 20000;
 const PAGE_BYTES = 1024 * 1024; // the largest page /output serves
 // CSI sequences; only "m" (SGR) changes styling, the rest (cursor moves…) are dropped.
 const CSI = /\x1b\[([0-9;?]*)([A-Za-z])/g;
@@ -92,6 +96,33 @@ class Style {
   }
 }
 
+/** Remove the first `count` lines (through their newline) from a chunk's nodes. */
+function dropLines(chunk, count) {
+  let left = count;
+  while (left > 0 && chunk.firstChild) {
+    const node = chunk.firstChild;
+    const text = node.textContent;
+    let cut = -1;
+    let found = 0;
+    while (found < left) {
+      const next = text.indexOf("\n", cut + 1);
+      if (next === -1) break;
+      cut = next;
+      found += 1;
+    }
+    if (cut === text.length - 1 || (found < left && cut === -1) || found < left) {
+      // The whole node goes: it ends inside (or at the end of) the lines to drop.
+      node.remove();
+      left -= found;
+    } else {
+      const rest = text.slice(cut + 1);
+      if (node.nodeType === Node.TEXT_NODE) node.data = rest;
+      else node.textContent = rest;
+      left = 0;
+    }
+  }
+}
+
 export class LogView {
   /**
    * `outputUrl` is the execution's /api/v1/jobs/output/{id}: when the DOM copy is
@@ -110,7 +141,13 @@ export class LogView {
       this.follow = true;
       this.scrollToEnd();
     });
-    this.root = h("div", { class: "log-wrap" }, this.trimmed, this.element, this.resume);
+    this.outputUrl = outputUrl;
+    this.toolbar = this.makeToolbar();
+    this.pager = h("div", { class: "log-pager", hidden: true });
+    this.root = h("div", { class: "log-wrap" }, this.toolbar, this.trimmed, this.element, this.resume, this.pager);
+    this.skipFirstLine = false;
+    this.matches = [];
+    this.current = -1;
     this.style = new Style();
     this.pending = "";
     this.carry = ""; // an escape sequence cut in half by a chunk boundary
@@ -123,6 +160,103 @@ export class LogView {
       this.follow = atEnd;
       this.resume.hidden = atEnd;
     });
+  }
+
+  /** The text starts inside a line (a tail read from an offset): drop up to its first newline. */
+  startsMidLine() {
+    this.skipFirstLine = true;
+    this.trimmed.hidden = false;
+  }
+
+  makeToolbar() {
+    this.search = h("input", { type: "search", class: "log-search", placeholder: "Search the output", "aria-label": "Search the output", autocomplete: "off" });
+    this.count = h("span", { class: "log-count", role: "status", "aria-live": "polite" });
+    const prev = h("button", { type: "button", class: "ghost", "aria-label": "Previous match", text: "↑", onclick: () => this.step(-1) });
+    const next = h("button", { type: "button", class: "ghost", "aria-label": "Next match", text: "↓", onclick: () => this.step(1) });
+    this.wrapButton = h("button", { type: "button", class: "ghost", "aria-pressed": "true", text: "Wrap lines", onclick: () => this.toggleWrap() });
+    const top = h("button", { type: "button", class: "ghost", text: "Top", onclick: () => this.scrollToTop() });
+    const end = h("button", { type: "button", class: "ghost", text: "End", onclick: () => { this.follow = true; this.scrollToEnd(); } });
+    const browse = h("button", { type: "button", class: "ghost", text: "Browse full log", onclick: () => this.browse(0) });
+    let timer = null;
+    this.search.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => this.find(), 200);
+    });
+    this.search.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        this.step(event.shiftKey ? -1 : 1);
+      }
+    });
+    return h("div", { class: "log-toolbar", role: "toolbar", "aria-label": "Output tools" }, this.search, prev, next, this.count, this.wrapButton, top, end, browse);
+  }
+
+  toggleWrap() {
+    const wrap = this.element.classList.toggle("nowrap") === false;
+    this.wrapButton.setAttribute("aria-pressed", String(wrap));
+  }
+
+  scrollToTop() {
+    this.follow = false;
+    this.element.scrollTop = 0;
+  }
+
+  /** Find every match of the search text in what is shown; highlight them. */
+  find() {
+    const needle = this.search.value.toLowerCase();
+    this.matches = [];
+    this.current = -1;
+    if (needle) {
+      const walker = document.createTreeWalker(this.element, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.data.toLowerCase();
+        for (let i = text.indexOf(needle); i !== -1; i = text.indexOf(needle, i + needle.length)) {
+          const range = document.createRange();
+          range.setStart(node, i);
+          range.setEnd(node, i + needle.length);
+          this.matches.push(range);
+        }
+      }
+    }
+    if (globalThis.CSS && CSS.highlights) {
+      CSS.highlights.set("log-match", new Highlight(...this.matches));
+      CSS.highlights.delete("log-current");
+    }
+    this.count.textContent = needle ? `${this.matches.length} match${this.matches.length === 1 ? "" : "es"}` : "";
+    if (this.matches.length) this.step(1);
+  }
+
+  step(direction) {
+    if (!this.matches.length) return;
+    this.current = (this.current + direction + this.matches.length) % this.matches.length;
+    const range = this.matches[this.current];
+    this.count.textContent = `${this.current + 1} of ${this.matches.length}`;
+    if (globalThis.CSS && CSS.highlights) CSS.highlights.set("log-current", new Highlight(range));
+    this.follow = false;
+    const box = range.getBoundingClientRect();
+    const view = this.element.getBoundingClientRect();
+    this.element.scrollTop += box.top - view.top - view.height / 2;
+  }
+
+  /** Show one page (1 MiB) of the full log from the server, with earlier / later. */
+  async browse(offset) {
+    clear(this.pager).append(h("p", { class: "loading", text: "Loading…" }));
+    this.pager.hidden = false;
+    let page;
+    try {
+      page = await api(`${this.outputUrl}?offset=${offset}&limit=${PAGE_BYTES}`);
+    } catch (err) {
+      clear(this.pager).append(h("p", { class: "notice notice-error", text: err.message }));
+      return;
+    }
+    const end = page.next_offset;
+    const earlier = h("button", { type: "button", text: "Earlier page", disabled: offset === 0, onclick: () => this.browse(Math.max(0, offset - PAGE_BYTES)) });
+    const later = h("button", { type: "button", text: "Later page", disabled: page.done || end === offset, onclick: () => this.browse(end) });
+    const close = h("button", { type: "button", class: "ghost", text: "Close", onclick: () => { this.pager.hidden = true; clear(this.pager); } });
+    clear(this.pager).append(
+      h("div", { class: "actions" }, h("strong", { text: `Full log, bytes ${offset.toLocaleString()}–${end.toLocaleString()}` }), earlier, later, close),
+      h("pre", { class: "log log-page", tabindex: "0", "aria-label": "Full log page", text: page.output }),
+    );
   }
 
   /** Queue text; it reaches the DOM on the next animation frame. */
@@ -141,6 +275,16 @@ export class LogView {
     if (cut !== -1 && !/^\x1b\[[0-9;?]*[A-Za-z]/.test(text.slice(cut)) && text.length - cut < 32) {
       this.carry = text.slice(cut);
       text = text.slice(0, cut);
+    }
+    if (this.skipFirstLine) {
+      const newline = text.indexOf("\n");
+      if (newline === -1) {
+        this.skipStyles(text);
+        return; // still inside the cut line
+      }
+      this.skipStyles(text.slice(0, newline + 1));
+      text = text.slice(newline + 1);
+      this.skipFirstLine = false;
     }
     if (!text) return;
     const lines = (text.match(/\n/g) || []).length;
@@ -209,11 +353,20 @@ export class LogView {
     parent.appendChild(this.style.plain ? document.createTextNode(clean) : this.style.span(clean));
   }
 
+  /** Keep at most MAX_LINES lines: whole chunks first, then whole lines of the oldest. */
   trim() {
-    while (this.lines > MAX_LINES && this.chunks.length > 1) {
+    while (this.lines > MAX_LINES && this.chunks.length > 1 && this.lines - this.chunks[0].lines >= MAX_LINES) {
       const oldest = this.chunks.shift();
       oldest.node.remove();
       this.lines -= oldest.lines;
+      this.trimmed.hidden = false;
+    }
+    if (this.lines > MAX_LINES && this.chunks.length) {
+      const oldest = this.chunks[0];
+      const drop = this.lines - MAX_LINES;
+      dropLines(oldest.node, drop);
+      oldest.lines -= drop;
+      this.lines -= drop;
       this.trimmed.hidden = false;
     }
   }

@@ -12,6 +12,7 @@ import { stopAllowed } from "./permissions.js";
 import { progressBar } from "./running.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "stopped", "timed_out", "lost", "rejected"]);
+const TAIL_BYTES = 2 * 1024 * 1024; // a reopened run shows at most this much of its end at first
 const FAILED = new Set(["failed", "timed_out", "lost", "rejected"]);
 
 function exitText(e) {
@@ -223,8 +224,12 @@ export function render(container, ctx) {
 
   const follow = () => {
     // The server sends id = next offset, so EventSource's automatic reconnect
-    // resumes with Last-Event-ID and no output is shown twice.
-    stream = ctx.eventSource(`/api/v1/jobs/output/${encodeURIComponent(id)}/stream`);
+    // resumes with Last-Event-ID and no output is shown twice. A long log starts at
+    // its tail: the DOM keeps 20,000 lines anyway, and the rest is a page away.
+    const size = execution.output_bytes || 0;
+    const start = size > TAIL_BYTES ? size - TAIL_BYTES : 0;
+    if (start > 0) log.startsMidLine();
+    stream = ctx.eventSource(`/api/v1/jobs/output/${encodeURIComponent(id)}/stream${start ? `?offset=${start}` : ""}`);
     stream.addEventListener("output", (event) => {
       const data = JSON.parse(event.data);
       log.append(data.output, data.stream);
