@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jobhost.catalog.limits import Limits
+
 
 class Settings(BaseSettings):
     """Every knob of a JobHost process, validated once at start-up."""
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     init_timeout_seconds: float = Field(default=10.0, gt=0)
     shutdown_policy: Literal["stop", "leave"] = "stop"  # what happens to running jobs on exit
+    # Isolation (README "Isolation"): a cgroup per run where one is writable, else rlimits.
+    isolation: Literal["auto", "cgroup", "rlimits"] = "auto"  # cgroup: refuse to start without
+    limits: Limits = Field(default_factory=Limits)  # defaults under every job's own ``limits``
 
     retention_days: int | None = Field(default=None, gt=0)
     retention_per_job: int | None = Field(default=None, gt=0)

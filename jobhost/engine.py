@@ -79,7 +79,12 @@ def default_executor(events: Supervisor) -> Executor:
         return CeleryExecutor(events, events.settings)
     from jobhost.executors.runner import RunnerExecutor
 
-    return RunnerExecutor(events, events.settings.data_dir, host=socket.gethostname())
+    return RunnerExecutor(
+        events,
+        events.settings.data_dir,
+        host=socket.gethostname(),
+        isolation=events.settings.isolation,
+    )
 
 
 class JobHost:

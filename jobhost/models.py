@@ -322,6 +322,34 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """A run's resource limits in plain units (job.json's ``limits`` over the settings')."""
+
+    memory_max_bytes: int | None = None
+    cpu_quota_percent: float | None = None  # 150.0: one and a half CPUs
+    cpu_weight: int | None = None  # 1-10,000, 100 by default (cgroup v2's scale)
+    pids_max: int | None = None
+    nice: int | None = None
+    open_files: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == NO_LIMITS
+
+
+NO_LIMITS = ResourceLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The Unix account a run uses (names; resolved to ids on the machine that spawns)."""
+
+    user: str
+    group: str | None = None  # None: the user's primary group
+    umask: int = 0o022
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchSpec:
     """Everything an executor needs to run one execution; built by the engine."""
 
@@ -338,6 +366,15 @@ class LaunchSpec:
     queue: str | None = None  # worker routing (celery)
     # The clear values of the run's secret variables: the output writer masks them.
     secrets: tuple[str, ...] = ()
+    limits: ResourceLimits = NO_LIMITS
+    run_as: RunAs | None = None
+
+    def __post_init__(self) -> None:
+        # A spec sent to a Celery worker arrives as ``asdict`` output: nested plain dicts.
+        if isinstance(self.limits, dict):
+            object.__setattr__(self, "limits", ResourceLimits(**self.limits))
+        if isinstance(self.run_as, dict):
+            object.__setattr__(self, "run_as", RunAs(**self.run_as))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -45,6 +46,8 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from jobhost.config import Settings
+from jobhost.execution.cgroups import Isolation
+from jobhost.execution.confinement import Confinement
 from jobhost.execution.output import CHUNK
 from jobhost.execution.process import MAX_CONTROL_LINE, ChildProcess, Exit, ProgressLines
 from jobhost.models import LaunchSpec
@@ -151,7 +154,12 @@ class WorkerRun:
             try:
                 if not spec.argv:
                     raise ValueError("the command is empty")
-                process = ChildProcess.spawn(spec.argv, spec.cwd, env)
+                # The isolation hook (jobhost.execution.confinement): cgroup, rlimits, run_as.
+                local = dataclasses.replace(spec, env=env, result_path=result_file)
+                if spec.run_as is not None:  # the run's user must reach its result file
+                    os.chmod(result_dir, 0o711)  # noqa: S103  # traversal only, no listing
+                confinement = Confinement.prepare(Isolation.detect(), local)
+                process = ChildProcess.spawn(spec.argv, spec.cwd, env, confinement=confinement)
             except (OSError, ValueError) as exc:
                 # The program only: arguments and environment may hold secret values.
                 program = shlex.quote(spec.argv[0]) if spec.argv else "job"
@@ -175,6 +183,7 @@ class WorkerRun:
                 stopped=int(self.stopped),
                 timed_out=int(self.timed_out),
                 result=_read_result(result_file),
+                error=exit.error,
             )
         finally:
             shutil.rmtree(result_dir, ignore_errors=True)

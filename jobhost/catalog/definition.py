@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from jobhost import cron
+from jobhost.catalog.limits import Limits, RunAsDefinition, runtime_problem
 from jobhost.errors import BadRequest, InvalidDefinition
 from jobhost.models import Action
 
@@ -340,6 +341,8 @@ class JobDefinition(BaseModel):
     enabled: bool = True
     misfire_grace_seconds: float = Field(default=60.0, ge=0, le=MAX_SECONDS, **_STRICT)
     notify: list[dict[str, Any]] = Field(default_factory=list)
+    limits: Limits | None = None  # over the settings' defaults (jobhost.catalog.limits)
+    run_as: RunAsDefinition | None = None  # None: the app's run_as (app.json), else the server's
 
     @model_validator(mode="before")
     @classmethod
@@ -524,6 +527,8 @@ def _checked(
 ) -> tuple[JobDefinition | None, list[str], list[str]]:
     """The checks that span fields, and the unknown-field warnings."""
     problems = definition.template_problems()
+    if (runtime := runtime_problem(definition.timeout_seconds, definition.limits)) is not None:
+        problems.append(runtime)
     if definition.notify:  # most jobs have none: skip the import and the rule models
         # Imported here: jobhost.notify's package pulls in the engine side, which needs this module.
         from jobhost.notify.rules import notify_problems

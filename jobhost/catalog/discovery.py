@@ -38,6 +38,7 @@ from jobhost.catalog.definition import (
     load_definition_json,
 )
 from jobhost.catalog.entry import FileState, Job, Watched
+from jobhost.catalog.limits import AppSettings, load_app_json
 from jobhost.errors import InvalidDefinition, JobNotFound
 
 __all__ = [
@@ -120,7 +121,8 @@ class _Folder:
     name: str
     path: str
     display: str  # e.g. "apps/Backup/jobs/Nightly"
-    ancestors: tuple[str, str, str]  # root, app folder, jobs folder
+    ancestors: tuple[str, str, str, str]  # root, app folder, jobs folder, app.json
+    app_settings: AppSettings  # what apps/<App>/app.json says for all its jobs
 
 
 class _Parsed(NamedTuple):
@@ -149,13 +151,16 @@ def _walk(roots: Sequence[Path]) -> Iterator[_Folder]:
         label = os.path.basename(root_path)
         for app in _scandir_dirs(root_path):
             jobs_dir = app.path + os.sep + "jobs"
+            app_json = app.path + os.sep + "app.json"
+            app_settings = load_app_json(app_json, f"{label}/{app.name}/app.json", _state(app_json))
             for job in _scandir_dirs(jobs_dir):
                 yield _Folder(
                     app=app.name,
                     name=job.name,
                     path=job.path,
                     display=f"{label}/{app.name}/jobs/{job.name}",
-                    ancestors=(root_path, app.path, jobs_dir),
+                    ancestors=(root_path, app.path, jobs_dir, app_json),
+                    app_settings=app_settings,
                 )
 
 
@@ -360,12 +365,18 @@ def _load(folder: _Folder) -> Job:
     init = _find_init(entries, watched)
     if init is not None and (problem := _runnable_problem(init)) is not None:
         errors.append(f"{folder.display}: {problem}")
+    app = folder.app_settings
+    watched.append((folder.ancestors[3], app.state))
+    errors += app.errors
+    definition = parsed.definition if not errors else None
+    if definition is not None and definition.run_as is None and app.run_as is not None:
+        definition = definition.model_copy(update={"run_as": app.run_as})
     return Job(
         id=f"{folder.app}/{folder.name}",
         app=folder.app,
         name=folder.name,
         folder=folder.path,
-        definition=parsed.definition if not errors else None,
+        definition=definition,
         errors=tuple(errors),
         warnings=parsed.warnings,
         script=script,

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobhost.catalog.definition import command_for
+from jobhost.catalog.definition import JobDefinition, command_for
 from jobhost.catalog.discovery import Job
 from jobhost.catalog.templates import Rendered, secret_values, variables_env
 from jobhost.config import Settings
-from jobhost.models import Execution, LaunchSpec
+from jobhost.models import Execution, LaunchSpec, ResourceLimits
 
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
 
@@ -67,9 +67,18 @@ class Launcher:
         self.state_dir = str(settings.state_dir.resolve())
         self.data_dir = str(settings.data_dir.resolve())
         self._jobs: dict[str, tuple[Job, str, Path, str]] = {}
+        self._default_limits: ResourceLimits | None = None
 
     def log_path(self, execution_id: str) -> str:
         return os.path.join(self.logs_dir, f"{execution_id}.log")
+
+    def timeout(self, definition: JobDefinition) -> float | None:
+        """The run's time limit: ``timeout_seconds``, ``limits.max_runtime``, the settings'."""
+        if definition.timeout_seconds is not None:
+            return definition.timeout_seconds
+        if definition.limits is not None and definition.limits.max_runtime is not None:
+            return definition.limits.max_runtime
+        return self.settings.limits.max_runtime
 
     def result_path(self, execution_id: str) -> str:
         return os.path.join(self.logs_dir, f"{execution_id}.result.json")
@@ -137,12 +146,22 @@ class Launcher:
             env=env,
             log_path=self.log_path(execution.id),
             result_path=env["JOBHOST_RESULT_PATH"],
-            timeout_seconds=definition.timeout_seconds,
+            timeout_seconds=self.timeout(definition),
             stop_grace_seconds=definition.stop_grace_seconds,
             max_output_bytes=self.settings.max_output_bytes,
             queue=definition.queue,
             secrets=secret_values(definition, variables),  # redact: masked in the output
+            limits=self._limits(definition),
+            run_as=None if definition.run_as is None else definition.run_as.spec(),
         )
+
+    def _limits(self, definition: JobDefinition) -> ResourceLimits:
+        defaults = self.settings.limits
+        if definition.limits is None:
+            if self._default_limits is None:  # computed once: most jobs set no limits
+                self._default_limits = defaults.resources()
+            return self._default_limits
+        return definition.limits.over(defaults).resources()
 
 
 def build_spec(

@@ -17,8 +17,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from jobhost.execution.confinement import Confinement
 
 CONTROL_FD_ENV = "JOBHOST_CONTROL_FD"
 EXECUTION_ID_ENV = "JOBHOST_EXECUTION_ID"
@@ -48,6 +52,7 @@ class Exit:
     exit_signal: int | None
     cpu_seconds: float
     peak_rss_bytes: int
+    error: str | None = None  # why it was killed, when the kernel did it (out of memory)
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -71,9 +76,15 @@ class ChildProcess:
     """
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], output_fd: int, control_fd: int, pidfd: int
+        self,
+        popen: subprocess.Popen[bytes],
+        output_fd: int,
+        control_fd: int,
+        pidfd: int,
+        confinement: Confinement | None = None,
     ) -> None:
         self._popen = popen
+        self.confinement = confinement
         self.pid = popen.pid
         self.output_fd = output_fd
         self.control_fd = control_fd
@@ -82,7 +93,13 @@ class ChildProcess:
 
     @classmethod
     def spawn(
-        cls, argv: Sequence[str], cwd: str, env: Mapping[str, str], *, stdin: int | None = None
+        cls,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str],
+        *,
+        stdin: int | None = None,
+        confinement: Confinement | None = None,
     ) -> ChildProcess:
         """Start ``argv``; raises ``OSError`` (with errno and file name) if it cannot.
 
@@ -90,27 +107,39 @@ class ChildProcess:
         workers): per-run isolation (cgroups, rlimits, ``run_as``) is applied here.
 
         ``stdin`` is an open descriptor of ``/dev/null`` to share between spawns (saves an
-        ``open`` per job); by default the child gets a fresh one.
+        ``open`` per job); by default the child gets a fresh one. ``confinement`` (the
+        isolation hook, ``jobhost.execution.confinement``) puts the child in its run's
+        cgroup and account, and is asked again at signal and exit time.
         """
         output_r, output_w = os.pipe2(os.O_CLOEXEC)
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
         try:
-            child_env = dict(env)
+            child_env = dict(env) if confinement is None else confinement.env(dict(env))
             child_env[CONTROL_FD_ENV] = str(control_w)
-            popen = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=child_env,
-                stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=output_w,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                pass_fds=(control_w,),
-                start_new_session=True,
-            )
+            extra = {} if confinement is None else confinement.popen_kwargs()
+
+            def start() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    list(argv),
+                    cwd=cwd,
+                    env=child_env,
+                    stdin=subprocess.DEVNULL if stdin is None else stdin,
+                    stdout=output_w,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                    pass_fds=(control_w,),
+                    start_new_session=True,
+                    **extra,
+                )
+
+            popen = start() if confinement is None else confinement.spawn(start)
+            if confinement is not None:
+                confinement.started(popen.pid)
         except BaseException:
             os.close(output_r)
             os.close(control_r)
+            if confinement is not None:
+                confinement.abandon()
             raise
         finally:
             # The child holds its own copies; ours would keep the pipes from ever ending.
@@ -126,10 +155,13 @@ class ChildProcess:
             raise
         os.set_blocking(output_r, False)
         os.set_blocking(control_r, False)
-        return cls(popen, output_r, control_r, pidfd)
+        return cls(popen, output_r, control_r, pidfd, confinement)
 
     def signal(self, signum: int) -> bool:
-        """Signal the whole process group; False when it is gone."""
+        """Signal the whole process group, and every descendant that left it; False when
+        the group is gone."""
+        if self.confinement is not None:
+            self.confinement.signal(signum)
         return signal_group(self.pid, signum)
 
     def reap(self) -> Exit | None:
@@ -151,6 +183,8 @@ class ChildProcess:
             # Someone else reaped it (a foreign SIGCHLD handler): the status is lost.
             self.exit = Exit(None, None, 0.0, 0)
             self._popen.returncode = -1
+            if self.confinement is not None:
+                self.exit = self.confinement.finish(self.exit)
             return self.exit
         if pid == 0:
             return None
@@ -161,9 +195,12 @@ class ChildProcess:
             exit_signal=-code if code < 0 else None,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
             # Kilobytes on Linux. The kernel counts the spawner's memory at exec time in a
-            # child's high-water mark, so small jobs show at least the server's size.
+            # child's high-water mark, so small jobs show at least the server's size: the
+            # run's cgroup, where there is one, gives the true peak instead.
             peak_rss_bytes=usage.ru_maxrss * 1024,
         )
+        if self.confinement is not None:  # descendants killed, cgroup accounting, removed
+            self.exit = self.confinement.finish(self.exit)
         return self.exit
 
     def close(self) -> None:

@@ -286,7 +286,7 @@ class Supervisor:
         error = info.error or result_error
         if status is ExecutionStatus.TIMED_OUT and error is None:
             definition = self._launches[execution_id].job.definition
-            limit = definition.timeout_seconds if definition else None
+            limit = self._launcher.timeout(definition) if definition else None
             error = f"Timed out after {limit} s"
         final = execution.evolve(
             status=status,
@@ -512,6 +512,8 @@ class Supervisor:
                 os.unlink(path)
         if len(raw) > MAX_RESULT_BYTES:
             return None, f"Result ignored: larger than {MAX_RESULT_BYTES} bytes"
+        if not raw:  # a run_as job's result file is made for it beforehand: empty is none
+            return None, None
         try:
             return json.loads(raw), None
         except ValueError as exc:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 from jobhost.abc import ExecutionEvents
 from jobhost.errors import Conflict
+from jobhost.execution.cgroups import Isolation
+from jobhost.execution.confinement import Confinement
 from jobhost.execution.output import CHUNK, OutputLog
 from jobhost.execution.process import (
     MAX_CONTROL_LINE,
@@ -143,14 +145,22 @@ class LocalExecutor:
     """Runs each execution as a local process in its own session (see the module docstring)."""
 
     def __init__(
-        self, events: ExecutionEvents, *, host: str | None = None, inline_when_idle: bool = False
+        self,
+        events: ExecutionEvents,
+        *,
+        host: str | None = None,
+        inline_when_idle: bool = False,
+        isolation: Isolation | None = None,
     ) -> None:
         """``inline_when_idle``: a start that finds no other spawn in progress spawns on the
         loop itself, saving the hop to a spawner thread and back (for a loop that does
-        little else, as in the runner); starts that overlap still go to the threads."""
+        little else, as in the runner); starts that overlap still go to the threads.
+        ``isolation``: how runs are confined (detected here when not given)."""
         self._events = events
         self._inline_when_idle = inline_when_idle
         self._host = host or socket.gethostname()
+        self.isolation = Isolation.detect() if isolation is None else isolation
+        log.info("Run isolation: %s", self.isolation.describe())
         self._runs: dict[str, _Run] = {}
         # Executions being spawned right now → the grace of a stop asked for meanwhile.
         self._spawning: dict[str, float] = {}
@@ -161,6 +171,10 @@ class LocalExecutor:
     @property
     def host(self) -> str:
         return self._host
+
+    def isolation_description(self) -> str:
+        """How runs are confined (cgroup v2, v1 or rlimits)."""
+        return self.isolation.describe()
 
     def running_ids(self) -> list[str]:
         """Executions whose process has not been reaped yet."""
@@ -251,7 +265,11 @@ class LocalExecutor:
         try:
             if not spec.argv:
                 raise ValueError("the command is empty")
-            process = ChildProcess.spawn(spec.argv, spec.cwd, spec.env, stdin=self._devnull)
+            # The isolation hook (jobhost.execution.confinement): cgroup, rlimits, run_as.
+            confinement = Confinement.prepare(self.isolation, spec)
+            process = ChildProcess.spawn(
+                spec.argv, spec.cwd, spec.env, stdin=self._devnull, confinement=confinement
+            )
         except (OSError, ValueError) as exc:
             output.close()
             # The program only: arguments and environment may hold secret values.
@@ -360,6 +378,7 @@ class LocalExecutor:
                 cpu_seconds=exit.cpu_seconds,
                 peak_rss_bytes=exit.peak_rss_bytes,
                 output_bytes=run.output.total_bytes,
+                error=exit.error,
                 timed_out=run.timed_out,
                 stopped=run.stopped,
             ),

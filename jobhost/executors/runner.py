@@ -30,6 +30,7 @@ from typing import Any
 
 from jobhost.abc import ExecutionEvents
 from jobhost.errors import Conflict
+from jobhost.execution.cgroups import ISOLATION_ENV, ISOLATION_NAME
 from jobhost.execution.launch import base_env
 from jobhost.execution.process import kill_orphan_by_marker, kill_orphan_group
 from jobhost.models import Execution, ExitInfo, LaunchSpec
@@ -60,9 +61,15 @@ class RunnerExecutor:
     """Runs each execution as a child of the data dir's runner (see the module docstring)."""
 
     def __init__(
-        self, events: ExecutionEvents, data_dir: str | os.PathLike[str], *, host: str | None = None
+        self,
+        events: ExecutionEvents,
+        data_dir: str | os.PathLike[str],
+        *,
+        host: str | None = None,
+        isolation: str = "auto",
     ) -> None:
         self._events = events
+        self._isolation = isolation  # for a runner this starts: "auto", "cgroup", "rlimits"
         self._host = host or socket.gethostname()
         self._dir = runner_dir(data_dir)
         self._writer: asyncio.StreamWriter | None = None
@@ -77,6 +84,13 @@ class RunnerExecutor:
     @property
     def host(self) -> str:
         return self._host
+
+    def isolation_description(self) -> str:
+        """How the runner confines runs (cgroup v2, v1 or rlimits), as it said at start."""
+        try:
+            return (self._dir / ISOLATION_NAME).read_text().strip()
+        except OSError:
+            return "not known yet: the runner starts with the first run"
 
     @property
     def runner_dir(self) -> Path:
@@ -229,6 +243,7 @@ class RunnerExecutor:
         env = base_env()
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        env[ISOLATION_ENV] = self._isolation
         try:
             with open(self._dir / LOG_NAME, "ab") as runner_log:
                 launcher = subprocess.Popen(

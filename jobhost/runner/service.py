@@ -30,6 +30,7 @@ import struct
 from pathlib import Path
 
 from jobhost.errors import Conflict
+from jobhost.execution.cgroups import ISOLATION_ENV, ISOLATION_NAME, Isolation
 from jobhost.executors.local import LocalExecutor
 from jobhost.models import ExitInfo, LaunchSpec
 from jobhost.runner.protocol import (
@@ -86,7 +87,9 @@ class Runner:
     """The service; implements ``ExecutionEvents`` for its ``LocalExecutor``."""
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
-        self.executor = LocalExecutor(self, inline_when_idle=True)
+        mode = os.environ.get(ISOLATION_ENV, "auto")
+        isolation = Isolation.detect(mode if mode in ("cgroup", "rlimits") else "auto")
+        self.executor = LocalExecutor(self, inline_when_idle=True, isolation=isolation)
         self._idle_seconds = idle_seconds
         self._clients: set[_Client] = set()
         self._owners: dict[str, _Client] = {}
@@ -312,6 +315,8 @@ async def serve(directory: Path, ready_fd: int, idle_seconds: float = IDLE_SECON
     with contextlib.suppress(FileNotFoundError):
         os.unlink(directory / SOCKET_NAME)  # a runner that died left it: we hold the lock
     runner = Runner(idle_seconds)
+    # For /healthz: how this runner confines runs (the server asks the file, not the socket).
+    (directory / ISOLATION_NAME).write_text(runner.executor.isolation.describe() + "\n")
     old_umask = os.umask(0o177)
     try:
         server = await asyncio.start_unix_server(runner.serve_client, path, limit=MAX_LINE)

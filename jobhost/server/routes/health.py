@@ -21,4 +21,11 @@ async def healthz(request: Request) -> dict[str, Any]:
         "jobs": len(catalog),
         "invalid_jobs": len(catalog.invalid()),
         "running": len(engine.supervisor.live),
+        "details": {"isolation": _isolation(engine.supervisor.executor)},
     }
+
+
+def _isolation(executor: object) -> str:
+    """How runs are confined (cgroup v2, v1 or rlimits), as the executor detected it."""
+    describe = getattr(executor, "isolation_description", None)
+    return str(describe()) if callable(describe) else "decided by each worker"
