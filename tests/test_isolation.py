@@ -329,6 +329,9 @@ def test_run_as_is_refused_when_the_server_is_not_root() -> None:
 
 
 async def test_healthz_says_how_runs_are_isolated(harness: Harness) -> None:
+    admin = await harness.admin()
+    run = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Hello"})).json()
+    await harness.wait(run["id"])  # the runner, which spawns runs, has started
     health = (await harness.client().get("/healthz")).json()
     assert health["details"]["isolation"] == Isolation.detect().describe()
     assert health["details"]["isolation"].startswith(("cgroup v2 (", "cgroup v1 (", "rlimits"))

@@ -81,6 +81,10 @@ def test_limits_in_every_accepted_form() -> None:
         ({"max_runtime": "soon"}, "limits.max_runtime must be seconds, or a duration such as"),
         ({"max_runtime": -1}, "limits.max_runtime must be a positive duration, got -1"),
         ({"memory": "1G"}, "limits.memory is not a known field"),
+        ({"memory_max": "2P"}, "limits.memory_max must be at most 1P, got '2P'"),
+        ({"max_runtime": "400d"}, "limits.max_runtime must be at most a year (31536000 s)"),
+        ({"pids_max": 10**9}, "limits.pids_max must be at most 4194304"),
+        ({"open_files": 10**9}, "limits.open_files must be at most 1048576"),
     ],
 )
 def test_a_bad_limit_is_named_with_its_value(limits: dict[str, Any], message: str) -> None:

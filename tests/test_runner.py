@@ -7,6 +7,7 @@ adopts the run and must hear all of it: output, exit, accounting, stop and timeo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -99,7 +100,7 @@ class Previous:
 
 def spec_dict(tmp_path: Path, execution_id: str, argv: list[str], **changes: Any) -> dict[str, Any]:
     spec = make_spec(tmp_path, execution_id, argv, **changes)
-    return {name: getattr(spec, name) for name in spec.__dataclass_fields__}
+    return dataclasses.asdict(spec)  # nested values (limits, run_as) as plain dicts too
 
 
 @pytest.fixture

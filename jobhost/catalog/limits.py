@@ -35,8 +35,12 @@ from jobhost.models import ResourceLimits, RunAs
 
 MIN_MEMORY = 1024 * 1024
 MIN_OPEN_FILES = 16
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+MAX_OPEN_FILES = 1 << 20  # Linux's default nr_open
+MAX_PIDS = 4_194_304  # the kernel's PID_MAX_LIMIT
+MAX_MEMORY = 1 << 50  # 1P: far past any machine, short of overflowing the kernel's counters
+MAX_RUNTIME = 365 * 86400.0  # as timeout_seconds
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?", re.IGNORECASE)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -47,7 +51,7 @@ _UMASK = re.compile(r"0?[0-7]{3}")
 
 def format_bytes(size: int) -> str:
     """``536870912`` → ``"512M"``: the largest unit that divides exactly, as job.json says it."""
-    for unit in ("T", "G", "M", "K"):
+    for unit in ("P", "T", "G", "M", "K"):
         if size % _UNITS[unit] == 0:
             return f"{size // _UNITS[unit]}{unit}"
     return f"{size}B"
@@ -73,6 +77,8 @@ def parse_size(value: Any) -> int:
         size = raw
     if size < MIN_MEMORY:
         raise ValueError(f"must be at least 1M, got {value!r}")
+    if size > MAX_MEMORY:
+        raise ValueError(f"must be at most 1P, got {value!r}")
     return int(size)
 
 
@@ -101,6 +107,8 @@ def parse_duration(value: Any) -> float:
         raw = float(match.group(1)) * _SECONDS[match.group(2).lower()]
     if raw <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if raw > MAX_RUNTIME:
+        raise ValueError(f"must be at most a year (31536000 s), got {value!r}")
     return float(raw)
 
 
@@ -144,6 +152,8 @@ class Limits(BaseModel):
     def _pids(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"must be at least 1 (the job's own process), got {value}")
+        if value is not None and value > MAX_PIDS:
+            raise ValueError(f"must be at most {MAX_PIDS}, got {value}")
         return value
 
     @field_validator("nice")
@@ -160,6 +170,8 @@ class Limits(BaseModel):
             raise ValueError(
                 f"must be at least {MIN_OPEN_FILES} (interpreters need a few), got {value}"
             )
+        if value is not None and value > MAX_OPEN_FILES:
+            raise ValueError(f"must be at most {MAX_OPEN_FILES}, got {value}")
         return value
 
     def over(self, defaults: Limits) -> Limits:

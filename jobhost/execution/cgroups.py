@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Kind = Literal["cgroup2", "cgroup1", "rlimits"]
+Mode = Literal["auto", "cgroup", "rlimits"]
 ROOT = "/sys/fs/cgroup"
 ISOLATION_ENV = "JOBHOST_ISOLATION"  # the settings' ``isolation``, for a runner process
 ISOLATION_NAME = "isolation"  # the runner's description of itself, in its folder
@@ -53,6 +54,7 @@ V2_CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
 KILL_ROUNDS = 200  # a fork bomb bounded by pids_max empties within a few rounds
 REMOVE_SECONDS = 5.0  # how long a cgroup whose last members are dying is retried
+STALE_SECONDS = 60.0  # an empty run cgroup older than this, found at start, is left over
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class Isolation:
         self._lock = threading.Lock()
 
     @classmethod
-    def detect(cls, mode: Literal["auto", "cgroup", "rlimits"] = "auto") -> Isolation:
+    def detect(cls, mode: Mode = "auto") -> Isolation:
         """Probe the machine; ``mode="cgroup"`` raises ``OSError`` when no cgroup is usable."""
         if mode == "rlimits":
             return cls("rlimits", {}, "rlimits chosen in the settings")
@@ -142,12 +144,16 @@ class Isolation:
     def remove_stale(self) -> None:
         """Remove the empty run cgroups an earlier server left (a crash, a SIGKILL); those
         that still hold processes are runs that outlived it, and stay."""
+        # Only old ones: another runner or worker on this machine may have made a cgroup a
+        # moment ago and not spawned into it yet.
+        cutoff = time.time() - STALE_SECONDS
         for base in self.bases.values():
             with contextlib.suppress(OSError):
                 for entry in os.scandir(base):
                     if entry.is_dir(follow_symlinks=False):
                         with contextlib.suppress(OSError):
-                            os.rmdir(entry.path)
+                            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                                os.rmdir(entry.path)
 
     def describe(self) -> str:
         """One line for ``/healthz`` and the start-up log."""
@@ -235,6 +241,11 @@ class Isolation:
             busy.sort(key=lambda item: item[0])
 
 
+def mode_named(text: str) -> Mode:
+    """The settings' ``isolation`` from text (an environment variable); "auto" if unknown."""
+    return "cgroup" if text == "cgroup" else "rlimits" if text == "rlimits" else "auto"
+
+
 def _detect_v2(mount: str, own: str, why: str) -> tuple[Isolation | None, str]:
     try:
         available = _read(os.path.join(mount, "cgroup.controllers")).split()
@@ -244,17 +255,28 @@ def _detect_v2(mount: str, own: str, why: str) -> tuple[Isolation | None, str]:
     if missing:
         return None, f"cgroup v2 lacks the {', '.join(missing)} controller(s)"
     home = os.path.normpath(mount + own)
+    if os.path.basename(home) == "server" and os.path.isdir(os.path.join(home, "..", GROUP)):
+        home = os.path.dirname(home)  # an earlier detection here stepped aside already
     enable = " ".join(f"+{name}" for name in V2_CONTROLLERS)
     base = os.path.join(home, GROUP)
     try:
-        if home != os.path.normpath(mount) and _read(os.path.join(home, "cgroup.procs")).split():
-            # No process may live in a cgroup that hands controllers down: step aside.
-            leaf = os.path.join(home, "server")
-            os.makedirs(leaf, exist_ok=True)
-            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
-        _write(os.path.join(home, "cgroup.subtree_control"), enable)
+        enabled = _read(os.path.join(home, "cgroup.subtree_control")).split()
+        if not all(name in enabled for name in V2_CONTROLLERS):
+            if home != os.path.normpath(mount):
+                # No process may live in a cgroup that hands controllers down: the service's
+                # processes (this server, its runner) step aside into a leaf.
+                leaf = os.path.join(home, "server")
+                os.makedirs(leaf, exist_ok=True)
+                for pid in _read(os.path.join(home, "cgroup.procs")).split():
+                    with contextlib.suppress(ProcessLookupError):
+                        _write(os.path.join(leaf, "cgroup.procs"), pid)
+            _write(os.path.join(home, "cgroup.subtree_control"), enable)
         os.makedirs(base, exist_ok=True)
-        _write(os.path.join(base, "cgroup.subtree_control"), enable)
+        if not all(
+            name in _read(os.path.join(base, "cgroup.subtree_control")).split()
+            for name in V2_CONTROLLERS
+        ):
+            _write(os.path.join(base, "cgroup.subtree_control"), enable)
     except OSError as exc:
         return None, f"cgroup v2 at {home} is not delegated to this server ({exc.strerror})"
     return Isolation("cgroup2", {"": base}), ""

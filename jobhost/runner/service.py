@@ -30,7 +30,7 @@ import struct
 from pathlib import Path
 
 from jobhost.errors import Conflict
-from jobhost.execution.cgroups import ISOLATION_ENV, ISOLATION_NAME, Isolation
+from jobhost.execution.cgroups import ISOLATION_ENV, ISOLATION_NAME, Isolation, mode_named
 from jobhost.executors.local import LocalExecutor
 from jobhost.models import ExitInfo, LaunchSpec
 from jobhost.runner.protocol import (
@@ -87,8 +87,7 @@ class Runner:
     """The service; implements ``ExecutionEvents`` for its ``LocalExecutor``."""
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
-        mode = os.environ.get(ISOLATION_ENV, "auto")
-        isolation = Isolation.detect(mode if mode in ("cgroup", "rlimits") else "auto")
+        isolation = Isolation.detect(mode_named(os.environ.get(ISOLATION_ENV, "auto")))
         self.executor = LocalExecutor(self, inline_when_idle=True, isolation=isolation)
         self._idle_seconds = idle_seconds
         self._clients: set[_Client] = set()
