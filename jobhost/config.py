@@ -59,7 +59,11 @@ class Settings(BaseSettings):
     retention_per_job: int | None = Field(default=None, gt=0)
 
     session_hours: float = Field(default=12.0, gt=0)
-    login_attempts_per_minute: int = Field(default=10, gt=0)
+    login_attempts_per_minute: int = Field(default=10, gt=0)  # per username, any address
+    login_attempts_per_address_per_minute: int = Field(default=30, gt=0)  # any usernames
+    max_pending_logins: int = Field(default=16, gt=0)  # password checks running or waiting
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For/-Proto are believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
     adhoc_enabled: bool = False
     adhoc_roles: list[str] = Field(default_factory=lambda: ["admin"])
 
@@ -82,6 +86,18 @@ class Settings(BaseSettings):
     # Notification channels by name (job.json's notify rules name one); see jobhost.notify.
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     notifications_enabled: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR (e.g. '10.0.0.5' or '10.0.0.0/8')"
+                ) from None
+        return value
 
     @field_validator("apps_roots", mode="before")
     @classmethod

@@ -116,11 +116,15 @@ class PayloadTooLarge(JobHostError):
 
 
 class TooManyRequests(JobHostError):
-    """A rate limit or a full command queue; retry later."""
+    """A rate limit or a full command queue; retry after ``retry_after`` seconds."""
 
     code = "too_many_requests"
     status_code = 429
     exit_code = 7
+
+    def __init__(self, message: str, *, details: Any = None, retry_after: int = 1) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, retry_after)
 
 
 class Draining(JobHostError):

@@ -10,15 +10,19 @@ compare case-insensitively, as in the seed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
-from typing import Protocol
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from jobhost.catalog.definition import JobDefinition
-from jobhost.errors import PermissionDenied
+from jobhost.errors import PermissionDenied, TooManyRequests
 from jobhost.models import Action, Execution, Principal
 
 BEARER_PREFIX = "jh_"  # makes a leaked token recognisable (secret scanners, logs)
@@ -111,6 +115,68 @@ def needs_rehash(password_hash: str) -> bool:
         return _HASHER.check_needs_rehash(password_hash)
     except InvalidHashError:
         return True
+
+
+T = TypeVar("T")
+# argon2 releases the GIL while it hashes: two threads use two cores and leave the
+# event loop free. One pool per process, since the cores are shared by every app in it.
+HASH_WORKERS = 2
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_dummy_hash: str | None = None
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="jobhost-argon2")
+        return _pool
+
+
+def _verify_unknown(password: str) -> bool:
+    """Verify against a throwaway hash, so an unknown user costs as much as a known one.
+    The hash is made on first use (in the pool), never at import."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password(secrets.token_urlsafe(16))
+    verify_password(_dummy_hash, password)
+    return False
+
+
+class PasswordWork:
+    """Password hashing and checking off the event loop: ``HASH_WORKERS`` threads, and at
+    most ``max_pending`` calls admitted (running or waiting). Beyond that a call fails at
+    once with TooManyRequests, so a flood of sign-ins never queues without bound."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.max_pending = max_pending
+        self._slots = threading.BoundedSemaphore(max_pending)
+
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        if not self._slots.acquire(blocking=False):
+            raise TooManyRequests(
+                f"{self.max_pending} sign-ins are being checked right now "
+                "(settings.max_pending_logins); try again in a second",
+                retry_after=1,
+            )
+        try:
+            future: Future[T] = _hash_pool().submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        # Released when the thread is done, even if the request was cancelled meanwhile.
+        future.add_done_callback(lambda _: self._slots.release())
+        return await asyncio.wrap_future(future)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """``verify_password``; with no hash (unknown user) as slow as a real check."""
+        if password_hash is None:
+            return await self._run(_verify_unknown, password)
+        return await self._run(verify_password, password_hash, password)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(hash_password, password)
 
 
 def new_token() -> str:

@@ -487,3 +487,16 @@ def test_follow_reconnects_with_last_event_id_after_a_drop() -> None:
     assert "".join(e.data["output"] for e in events if e.event == "output") == "first second"
     assert events[-1] == StreamEvent("end", {"id": "e1", "status": "succeeded"}, None)
     assert _DroppingStream.seen == ["0", "6"]
+
+
+def test_passwd_changes_your_own_password(server: Server, admin: Run, tmp_path: Path) -> None:
+    added = admin("users", "add", "pw1", "--password-stdin", stdin="first-password\n")
+    assert added.returncode == 0, added.stderr
+    user = login(server, tmp_path / "pw1", "pw1", "first-password")
+    wrong = user("passwd", "--password-stdin", stdin="not-it\nsecond-password\n")
+    assert wrong.returncode == 4
+    assert "The current password is wrong; nothing was changed" in wrong.stderr
+    changed = user("passwd", "--password-stdin", stdin="first-password\nsecond-password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "Password changed; your other sessions were signed out" in changed.stderr
+    login(server, tmp_path / "pw1-again", "pw1", "second-password")

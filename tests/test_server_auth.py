@@ -88,7 +88,7 @@ async def test_login_rate_limit(tmp_path: Path) -> None:
         assert statuses == [401, 401, 401]
         limited = await client.post("/api/v1/auth/login", json=bad)
         assert limited.status_code == 429
-        assert "Too many failed sign-ins for 'admin'" in limited.json()["error"]["message"]
+        assert "Too many sign-in attempts for 'admin'" in limited.json()["error"]["message"]
         # Even the right password waits out the minute.
         right = {"username": "admin", "password": ADMIN_PASSWORD}
         assert (await client.post("/api/v1/auth/login", json=right)).status_code == 429

@@ -224,6 +224,14 @@ MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
         same(row(401, 204, 204, 204, 204, 204, 204, 204)),
     ),
     "GET /api/v1/auth/me": (fixed("GET", "/api/v1/auth/me"), SIGNED_IN_OK),
+    "POST /api/v1/auth/password": (  # the wrong current password: nothing changes
+        fixed(
+            "POST",
+            "/api/v1/auth/password",
+            {"current_password": "not-the-password", "new_password": "another-password-1"},
+        ),
+        same(row(401, 403, 403, 403, 403, 403, 403, 403)),
+    ),
     "GET /api/v1/auth/tokens": (fixed("GET", "/api/v1/auth/tokens"), SIGNED_IN_OK),
     "POST /api/v1/auth/tokens": (
         fixed("POST", "/api/v1/auth/tokens", {"name": "matrix"}),

@@ -65,6 +65,7 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "users": ("remote", "Users and their roles (superusers only)."),
     "tokens": ("remote", "API tokens for scripts and the CLI."),
+    "passwd": ("remote", "Change your own password on the server (the current one is asked)."),
 }
 MODULES = ("local", "schedule", "remote", "serve", "worker")
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from jobhost.cli.common import err, handle_errors, out, print_json, state
 from jobhost.cli.remote import JsonOpt, connect
-from jobhost.client import Client
+from jobhost.client import API, Client
 
 
 def client_for(ctx: typer.Context) -> Client:
@@ -225,7 +225,33 @@ def audit_cmd(
     out.print(table)
 
 
+@handle_errors
+def passwd_cmd(
+    ctx: typer.Context,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the current, then the new password, one a line."
+        ),
+    ] = False,
+) -> None:
+    """Change your own password on the server (the current one is asked).
+
+    Your other browser sessions are signed out; API tokens, this CLI's included, stay."""
+    if password_stdin:
+        current = sys.stdin.readline().rstrip("\r\n")
+        new = sys.stdin.readline().rstrip("\r\n")
+    else:
+        current = typer.prompt("Current password", hide_input=True)
+        new = _new_password(False)
+    with client_for(ctx) as client:
+        body = {"current_password": current, "new_password": new}
+        answer = client.call("POST", f"{API}/auth/password", body=body)
+    err.print(str(answer.get("message", "Password changed")), markup=False, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("audit")(audit_cmd)
+    app.command("passwd")(passwd_cmd)
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")

@@ -170,7 +170,9 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     app.state.auth = auth
     app.state.adhoc = adhoc
     app.state.views = ExecutionViews()
-    app.state.login_limiter = LoginLimiter(settings.login_attempts_per_minute)
+    app.state.login_limiter = LoginLimiter(
+        settings.login_attempts_per_minute, settings.login_attempts_per_address_per_minute
+    )
     app.state.one_time_password = None
     app.state.metrics = metrics
     install_error_handlers(app)

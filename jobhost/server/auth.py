@@ -16,10 +16,15 @@ scale), a change made through another process reaches this one within
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import itertools
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -31,12 +36,11 @@ from jobhost.errors import NotAuthenticated, PermissionDenied
 from jobhost.models import ApiToken, Principal, Session, User
 from jobhost.security import (
     BEARER_PREFIX,
-    hash_password,
+    PasswordWork,
     hash_token,
     needs_rehash,
     new_csrf_token,
     new_session_id,
-    verify_password,
 )
 
 SESSION_COOKIE = "jobhost_session"
@@ -50,8 +54,10 @@ SESSION_GONE = "Your session is not valid (signed out or expired); sign in again
 # Cache keys: the credential's hash, prefixed by its kind.
 _KEY_BEARER = "bearer:"
 _KEY_COOKIE = "cookie:"
-# Verifying against this when the user is unknown keeps both answers equally slow.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+# An open stream asks the store again this often whether its credential still holds
+# (a revocation made through this process ends it at once; this catches the others).
+STREAM_RECHECK_SECONDS = 5.0
+ANONYMOUS_DENIALS_PER_MINUTE = 20  # audited in full; the rest are counted in the next row
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,24 @@ class IdentityCache:
         self._clock = clock
         self._entries: dict[str, tuple[float, Identity]] = {}
         self.generation = 0
+        # Open streams: key, identity, and the event that ends them.
+        self._watchers: dict[int, tuple[str, Identity, asyncio.Event]] = {}
+        self._watcher_ids = itertools.count()
+
+    def watch(self, key: str, identity: Identity) -> tuple[int, asyncio.Event]:
+        """An event set when ``identity``'s credential or user is revoked through this cache."""
+        watcher = next(self._watcher_ids)
+        event = asyncio.Event()
+        self._watchers[watcher] = (key, identity, event)
+        return watcher, event
+
+    def unwatch(self, watcher: int) -> None:
+        self._watchers.pop(watcher, None)
+
+    def _end_streams(self, doomed: Callable[[str, Identity], bool]) -> None:
+        for key, identity, event in self._watchers.values():
+            if doomed(key, identity):
+                event.set()
 
     def get(self, key: str) -> Identity | None:
         entry = self._entries.get(key)
@@ -106,11 +130,13 @@ class IdentityCache:
     def forget(self, key: str) -> None:
         self.generation += 1
         self._entries.pop(key, None)
+        self._end_streams(lambda watched, _: watched == key)
 
     def forget_where(self, doomed: Callable[[Identity], bool]) -> None:
         self.generation += 1
         for key in [k for k, (_, i) in self._entries.items() if doomed(i)]:
             del self._entries[key]
+        self._end_streams(lambda _, identity: doomed(identity))
 
     def forget_user(self, username: str) -> None:
         """After the user changed (roles, password, disabled) or was deleted."""
@@ -123,10 +149,91 @@ class IdentityCache:
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self._end_streams(lambda _, __: True)
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(
+    proxies: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
+    if not proxies:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in _networks(proxies))
+
+
+def _proxies(request: Request) -> tuple[str, ...]:
+    settings = getattr(request.app.state, "settings", None)
+    return tuple(settings.trusted_proxies) if settings is not None else ()
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Who is asking: the peer, or, when the peer is a trusted proxy, the nearest address
+    in ``X-Forwarded-For`` that is not itself a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    proxies = _proxies(request)
+    if not _trusted(peer, proxies):
+        return peer
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop[:64]
+    return hops[0][:64] if hops else peer
+
+
+def request_scheme(request: Request) -> str:
+    """``https`` or ``http`` as the client used it (``X-Forwarded-Proto`` from a trusted proxy)."""
+    peer = request.client.host if request.client else ""
+    if _trusted(peer, _proxies(request)):
+        proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    return request.url.scheme
+
+
+def secure_cookies(request: Request) -> bool:
+    """Whether the session cookie gets ``Secure``: an https request, or an https public_url."""
+    settings = getattr(request.app.state, "settings", None)
+    public = (settings.public_url or "") if settings is not None else ""
+    return request_scheme(request) == "https" or public.lower().startswith("https://")
+
+
+class DenialBudget:
+    """Anonymous denials audited: ``per_minute`` rows a minute; the rest are counted and
+    reported in the next row written (``details.suppressed``). Bounded by construction."""
+
+    WINDOW = 60.0
+
+    def __init__(
+        self,
+        per_minute: int = ANONYMOUS_DENIALS_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._window_start = clock()
+        self._written = 0
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """How many were suppressed before this one, when it may be written; else None."""
+        now = self._clock()
+        if now - self._window_start >= self.WINDOW:
+            self._window_start, self._written = now, 0
+        if self._written >= self.per_minute:
+            self.suppressed += 1
+            return None
+        self._written += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
 
 
 class Authenticator:
@@ -135,6 +242,8 @@ class Authenticator:
     def __init__(self, engine: JobHost) -> None:
         self.engine = engine
         self.identities = IdentityCache()
+        self.passwords = PasswordWork(engine.settings.max_pending_logins)
+        self.denials = DenialBudget()
         self._touched: dict[str, float] = {}
 
     async def _call(self, fn: Any, *args: Any) -> Any:
@@ -160,7 +269,7 @@ class Authenticator:
         password = given or secrets.token_urlsafe(12)
         admin = User(
             username="admin",
-            password_hash=hash_password(password),
+            password_hash=await self.passwords.hash(password),
             roles=frozenset({"admin"}),
             created_at=self.engine.clock(),
         )
@@ -180,15 +289,14 @@ class Authenticator:
         """(cookie value, session, user); NotAuthenticated with one message for every failure."""
         store = self.engine.store
         user: User | None = await self._call(store.get_user, username)
-        if user is None:
-            verify_password(_DUMMY_HASH, password)
-            raise NotAuthenticated(BAD_LOGIN)
-        if not verify_password(user.password_hash, password) or user.disabled:
+        # Checked off the loop, also for an unknown user (both answers equally slow).
+        matches = await self.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not matches or user.disabled:
             raise NotAuthenticated(BAD_LOGIN)
         if needs_rehash(user.password_hash):
             user = User(
                 username=user.username,
-                password_hash=hash_password(password),
+                password_hash=await self.passwords.hash(password),
                 roles=user.roles,
                 disabled=user.disabled,
                 created_at=user.created_at,
@@ -205,6 +313,100 @@ class Authenticator:
         )
         await self._call(store.save_session, session)
         return session_id, session, user
+
+    async def change_password(self, identity: Identity, current: str, new: str) -> None:
+        """The signed-in user's own password: ``current`` must match. Their other sessions
+        end; this one and their API tokens stay."""
+        store = self.engine.store
+        user: User | None = await self._call(store.get_user, identity.user.username)
+        if user is None or not await self.passwords.verify(user.password_hash, current):
+            raise PermissionDenied("The current password is wrong; nothing was changed")
+        changed = User(
+            username=user.username,
+            password_hash=await self.passwords.hash(new),
+            roles=user.roles,
+            disabled=user.disabled,
+            created_at=user.created_at,
+        )
+        await self._call(store.save_user, changed)
+        await self._call(store.delete_user_sessions, user.username)
+        if identity.session is not None:
+            await self._call(store.save_session, identity.session)
+        keep = _KEY_COOKIE + identity.session.id_hash if identity.session else None
+        self.identities.forget_where(
+            lambda i: (
+                i.user.username == user.username
+                and i.token is None
+                and (i.session is None or _KEY_COOKIE + i.session.id_hash != keep)
+            )
+        )
+
+    async def still_valid(self, identity: Identity) -> bool:
+        """Whether the credential behind ``identity`` holds now (asks the store)."""
+        store = self.engine.store
+        now = self.engine.clock()
+        if identity.token is not None:
+            token: ApiToken | None = await self._call(
+                store.get_token_by_hash, identity.token.token_hash
+            )
+            if token is None or token.revoked:
+                return False
+            if token.expires_at is not None and token.expires_at <= now:
+                return False
+        elif identity.session is not None:
+            session: Session | None = await self._call(store.get_session, identity.session.id_hash)
+            if session is None or session.expires_at <= now:
+                return False
+        return await self._active_user(identity.user.username) is not None
+
+    async def until_revoked(
+        self, identity: Identity, events: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """``events`` until the identity's credential is revoked, expires, or its user is
+        disabled or deleted: at once for a change made through this process, within
+        ``STREAM_RECHECK_SECONDS`` for one made through another."""
+        if identity.token is not None:
+            key = _KEY_BEARER + identity.token.token_hash
+        elif identity.session is not None:
+            key = _KEY_COOKIE + identity.session.id_hash
+        else:
+            key = ""
+        watcher, revoked = self.identities.watch(key, identity)
+        iterator = aiter(events)
+        ended: asyncio.Future[Any] = asyncio.ensure_future(revoked.wait())
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(iterator))
+                done, _ = await asyncio.wait(
+                    {pending, ended},
+                    timeout=STREAM_RECHECK_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if ended in done:
+                    return
+                if not done:
+                    if not await self.still_valid(identity):
+                        return
+                    continue
+                try:
+                    item = pending.result()
+                except StopAsyncIteration:
+                    pending = None
+                    return
+                pending = None
+                yield item
+        finally:
+            self.identities.unwatch(watcher)
+            for future in (pending, ended):
+                if future is not None:
+                    future.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await future
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
 
     async def logout(self, identity: Identity) -> None:
         if identity.session is not None:
@@ -305,14 +507,24 @@ def authenticator_of(request: Request) -> Authenticator:
 
 
 async def deny(request: Request, user: str | None, reason: str) -> None:
-    """Audit a 401/403 decided at the HTTP layer (the engine audits its own denials)."""
+    """Audit a 401/403 decided at the HTTP layer (the engine audits its own denials).
+
+    A signed-in user's denials are all audited; anonymous ones within a budget
+    (``DenialBudget``), so unauthenticated traffic cannot grow the audit without bound."""
+    details: dict[str, Any] = {"method": request.method, "reason": reason[:200]}
+    if user is None:
+        suppressed = authenticator_of(request).denials.take()
+        if suppressed is None:
+            return
+        if suppressed:
+            details["suppressed"] = suppressed
     await engine_of(request).audit(
         "http.denied",
         user,
-        request.url.path,
+        request.url.path[:300],
         outcome="denied",
         address=client_address(request),
-        details={"method": request.method, "reason": reason},
+        details=details,
     )
 
 

@@ -60,7 +60,11 @@ def _problem(error: dict[str, Any]) -> str:
 
 async def _jobhost_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobHostError)
-    headers = {"Retry-After": "1"} if exc.status_code == 429 else None
+    # Any error that knows when to come back says so (429 rate limits, 503 draining).
+    retry_after = getattr(exc, "retry_after", None) or getattr(exc, "retry_after_seconds", None)
+    if retry_after is None and exc.status_code == 429:
+        retry_after = 1
+    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 

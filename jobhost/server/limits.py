@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -65,45 +67,69 @@ class BodySizeLimit:
 
 
 class LoginLimiter:
-    """At most ``per_minute`` failed sign-ins per (username, address) in any 60 seconds.
+    """Sign-in attempts in any 60 seconds: at most ``per_user`` for one username (from any
+    address) and ``per_address`` from one address (for any usernames).
 
-    In memory, per process: a restart forgets the count, which only gives an attacker
-    one more minute's worth of guesses against a memory-hard hash.
+    An attempt counts the moment it is admitted, before its password is checked, so
+    requests sent in parallel cannot all slip through; a successful sign-in gives its
+    attempt back (and clears the user's count). In memory, per process: a restart
+    forgets the counts, which only gives an attacker one more minute's worth of guesses
+    against a memory-hard hash.
     """
 
     WINDOW = 60.0
+    MAX_KEYS = 100_000  # bounded memory under a spray of usernames
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
+    def __init__(
+        self, per_user: int, per_address: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
         self._clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._users: dict[str, deque[float]] = {}
+        self._addresses: dict[str, deque[float]] = {}
 
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
+    def _recent(self, table: dict[str, deque[float]], key: str, now: float) -> deque[float]:
+        attempts = table.get(key)
+        if attempts is None:
+            attempts = table[key] = deque()
+            if len(table) > self.MAX_KEYS:
+                table.clear()
+                table[key] = attempts
+        while attempts and now - attempts[0] >= self.WINDOW:
+            attempts.popleft()
+        return attempts
+
+    def _wait(self, attempts: deque[float], now: float) -> int:
+        return max(1, math.ceil(self.WINDOW - (now - attempts[0])))
+
+    def admit(self, username: str, address: str) -> float:
+        """Count an attempt now, or raise TooManyRequests (with the seconds to wait)."""
         now = self._clock()
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and now - failures[0] >= self.WINDOW:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return failures
-
-    def check(self, username: str, address: str) -> None:
-        """Raise TooManyRequests when this pair has used up its attempts."""
-        key = (username.casefold(), address)
-        if len(self._recent(key)) >= self.per_minute:
+        user = self._recent(self._users, username.casefold(), now)
+        peer = self._recent(self._addresses, address, now)
+        if len(user) >= self.per_user:
+            wait = self._wait(user, now)
             raise TooManyRequests(
-                f"Too many failed sign-ins for {username!r} from {address}; "
-                "wait a minute and try again"
+                f"Too many sign-in attempts for {username!r} in the last minute; "
+                f"try again in {wait} seconds",
+                retry_after=wait,
             )
+        if len(peer) >= self.per_address:
+            wait = self._wait(peer, now)
+            raise TooManyRequests(
+                f"Too many sign-in attempts from {address} in the last minute; "
+                f"try again in {wait} seconds",
+                retry_after=wait,
+            )
+        user.append(now)
+        peer.append(now)
+        return now
 
-    def failed(self, username: str, address: str) -> None:
-        key = (username.casefold(), address)
-        self._recent(key)
-        self._failures.setdefault(key, deque()).append(self._clock())
-        if len(self._failures) > 100_000:  # bounded memory under a spray of usernames
-            self._failures.clear()
-
-    def succeeded(self, username: str, address: str) -> None:
-        self._failures.pop((username.casefold(), address), None)
+    def succeeded(self, username: str, address: str, admitted: float) -> None:
+        """The attempt admitted at ``admitted`` signed in: it no longer counts."""
+        self._users.pop(username.casefold(), None)
+        peer = self._addresses.get(address)
+        if peer is not None:
+            with contextlib.suppress(ValueError):
+                peer.remove(admitted)

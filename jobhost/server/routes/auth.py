@@ -18,7 +18,9 @@ from jobhost.server.auth import (
     client_address,
     deny,
     engine_of,
+    secure_cookies,
 )
+from jobhost.server.routes.users import MIN_PASSWORD
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -27,6 +29,12 @@ class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
 
 
 class TokenBody(BaseModel):
@@ -53,16 +61,15 @@ async def login(body: LoginBody, request: Request, response: Response) -> dict[s
     auth = authenticator_of(request)
     limiter = request.app.state.login_limiter
     address = client_address(request)
-    limiter.check(body.username, address)
+    admitted = limiter.admit(body.username, address)  # counted now, before the check
     try:
         session_id, session, user = await auth.login(body.username, body.password)
     except NotAuthenticated:
-        limiter.failed(body.username, address)
         await engine.audit(
             "auth.login", body.username, body.username, outcome="failed", address=address
         )
         raise
-    limiter.succeeded(body.username, address)
+    limiter.succeeded(body.username, address, admitted)
     await engine.audit("auth.login", user.username, user.username, address=address)
     response.set_cookie(
         SESSION_COOKIE,
@@ -71,7 +78,7 @@ async def login(body: LoginBody, request: Request, response: Response) -> dict[s
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure_cookies(request),
     )
     principal = auth.principal_for(user)
     return {
@@ -79,6 +86,35 @@ async def login(body: LoginBody, request: Request, response: Response) -> dict[s
         "roles": sorted(principal.roles),
         "superuser": principal.superuser,
         "csrf_token": session.csrf_token,
+    }
+
+
+@router.post("/password")
+async def change_password(
+    body: PasswordBody, identity: CurrentIdentity, request: Request
+) -> dict[str, Any]:
+    """Change your own password (the current one is required). Your other sessions end;
+    this session and your API tokens stay."""
+    engine = engine_of(request)
+    username = identity.principal.username
+    address = client_address(request)
+    limiter = request.app.state.login_limiter
+    admitted = limiter.admit(username, address)  # guessing the current one counts too
+    try:
+        await authenticator_of(request).change_password(
+            identity, body.current_password, body.new_password
+        )
+    except PermissionDenied:
+        await engine.audit(
+            "user.password", identity.principal, username, outcome="failed", address=address
+        )
+        raise
+    limiter.succeeded(username, address, admitted)
+    await engine.audit("user.password", identity.principal, username, address=address)
+    return {
+        "username": username,
+        "changed": True,
+        "message": "Password changed; your other sessions were signed out (API tokens stay)",
     }
 
 

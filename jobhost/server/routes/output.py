@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from jobhost.errors import BadRequest
 from jobhost.models import Action
 from jobhost.security import can_on_execution
-from jobhost.server.auth import CurrentIdentity, engine_of
+from jobhost.server.auth import CurrentIdentity, authenticator_of, engine_of
 from jobhost.server.sse import HEADERS, frame, with_heartbeats
 from jobhost.server.views import views_of
 
@@ -73,8 +73,10 @@ async def output_stream(
         final = await engine.status(execution_id, principal)
         yield frame("end", final.to_api())
 
+    # auth: the stream ends when its credential is revoked or its user disabled.
+    guarded = authenticator_of(request).until_revoked(identity, events())
     return StreamingResponse(
-        with_heartbeats(events()), media_type="text/event-stream", headers=HEADERS
+        with_heartbeats(guarded), media_type="text/event-stream", headers=HEADERS
     )
 
 
@@ -116,6 +118,8 @@ async def execution_events(identity: CurrentIdentity, request: Request) -> Strea
             if closer is not None:
                 await closer()
 
+    # auth: the stream ends when its credential is revoked or its user disabled.
+    guarded = authenticator_of(request).until_revoked(identity, events())
     return StreamingResponse(
-        with_heartbeats(events()), media_type="text/event-stream", headers=HEADERS
+        with_heartbeats(guarded), media_type="text/event-stream", headers=HEADERS
     )

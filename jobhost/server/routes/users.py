@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobhost.errors import BadRequest, Conflict, NotFound
-from jobhost.models import User
-from jobhost.security import hash_password
+from jobhost.models import ApiToken, User
 from jobhost.server.auth import SuperIdentity, authenticator_of, client_address, engine_of
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -67,7 +66,7 @@ async def create_user(body: NewUser, identity: SuperIdentity, request: Request) 
         raise Conflict(f"A user {body.username!r} already exists; PATCH it to change it")
     user = User(
         username=body.username,
-        password_hash=hash_password(body.password),
+        password_hash=await authenticator_of(request).passwords.hash(body.password),
         roles=roles,
         created_at=engine.clock(),
     )
@@ -94,19 +93,33 @@ async def update_user(
     roles = _check_roles(body.roles) if body.roles is not None else user.roles
     if username == me and not engine.settings.is_superuser(roles):
         raise Conflict("You cannot remove your own admin role; ask another admin")
+    auth = authenticator_of(request)
     changed = User(
         username=user.username,
-        password_hash=hash_password(body.password) if body.password else user.password_hash,
+        password_hash=await auth.passwords.hash(body.password)
+        if body.password
+        else user.password_hash,
         roles=roles,
         disabled=user.disabled if body.disabled is None else body.disabled,
         created_at=user.created_at,
     )
     await engine.journal.call(engine.store.save_user, changed)
-    authenticator_of(request).identities.forget_user(username)
+    auth.identities.forget_user(username)  # also ends their open streams
     if changed.disabled or body.password:
         # A disabled user, or one whose password changed, must sign in again.
         await engine.journal.call(engine.store.delete_user_sessions, username)
+    revoked_tokens: list[str] = []
+    if body.password:
+        # A reset is for a compromised account: every credential goes, API tokens too.
+        tokens: list[ApiToken] = await engine.journal.call(engine.store.list_tokens, username)
+        for token in tokens:
+            if not token.revoked:
+                await engine.journal.call(engine.store.revoke_token, token.id)
+                revoked_tokens.append(token.id)
+        auth.identities.forget_user(username)
     details: dict[str, Any] = {"fields": sorted(body.model_fields_set)}
+    if body.password:
+        details["revoked_tokens"] = len(revoked_tokens)
     if body.roles is not None:
         details["roles"] = sorted(roles)
     if body.disabled is not None:
@@ -118,7 +131,14 @@ async def update_user(
         address=client_address(request),
         details=details,
     )
-    return changed.to_api()
+    answer = changed.to_api()
+    if body.password:
+        answer["revoked"] = {"sessions": "all", "tokens": revoked_tokens}
+        answer["message"] = (
+            f"Password reset: every session and all {len(revoked_tokens)} API token(s) of "
+            f"{username!r} were revoked; they must sign in with the new password"
+        )
+    return answer
 
 
 @router.delete("/{username}", status_code=204)
