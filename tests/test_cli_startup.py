@@ -22,7 +22,11 @@ def test_help_lists_every_registered_verb_with_its_own_help_line() -> None:
         registered = load_verbs(module)
         listed = {name for name, (owner, _) in VERBS.items() if owner == module}
 
-        assert set(registered) == listed, f"VERBS in jobhost/cli/__init__.py for {module}"
+        assert set(registered) == listed, (
+            f"jobhost.cli.{module} registers {sorted(registered)} but VERBS lists "
+            f"{sorted(listed)} for it: give each verb its line in VERBS in jobhost/cli/__init__.py"
+            " (and a new module its place in MODULES)"
+        )
         for name, command in registered.items():
             assert VERBS[name][1] == _first_paragraph(command.help), name
 
