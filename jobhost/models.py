@@ -411,3 +411,51 @@ class OutputChunk:
             "next_offset": self.next_offset,
             "done": self.done,
         }
+
+
+# ------------------------------------------------------------------ schedules
+class FireOutcome(StrEnum):
+    """What became of a scheduled fire (``schedule_fires.outcome``; NULL while claimed)."""
+
+    STARTED = "started"
+    SKIPPED = "skipped"  # overlap, a rate limit, or the server draining
+    FAILED = "failed"  # could not start; a rejected run tells why when there is one
+    MISSED = "missed"  # fell into downtime, beyond the misfire grace
+    COALESCED = "coalesced"  # missed, but a newer fire of the same gap ran
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A stored change to a job's schedule; a None field keeps job.json's value."""
+
+    job_id: str
+    schedule: str | None = None
+    enabled: bool | None = None
+    variables: dict[str, Any] | None = None
+    timezone: str | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One claimed (or missed) fire; ``status`` is its execution's status, when there is one."""
+
+    job_id: str
+    scheduled_for: datetime
+    outcome: str | None
+    reason: str | None
+    execution_id: str | None
+    recorded_at: datetime
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """How a claimed fire went, as recorded."""
+
+    job_id: str
+    scheduled_for: datetime
+    outcome: FireOutcome
+    reason: str | None = None
+    execution_id: str | None = None

@@ -22,85 +22,43 @@ Every hook in ``engine.hooks`` (the notifier's ``missed`` rules) hears of fires 
 not run: once per recorded batch of missed fires, and once per skipped fire or fire that
 could not start (that one has no execution, so no run notification would tell of it).
 
-Overrides (``set_override``/``clear_override``) change a job's schedule, time zone,
-enabled flag and variables live; they are stored, audited and need ``roles_schedule``.
+The decisions (misfires, coalescing) are pure functions in ``jobhost.schedule_plan``;
+the entries and overrides live in the schedules service (``jobhost.schedules``), which
+the API and CLI use without a runner; a change there replans here, live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from jobhost import cron
-from jobhost.catalog.discovery import Catalog, Job
-from jobhost.catalog.templates import apply_defaults, check_variables
+from jobhost.catalog.discovery import Catalog
 from jobhost.clock import Clock, SystemClock
-from jobhost.errors import (
-    Conflict,
-    Draining,
-    InvalidSchedule,
-    JobHostError,
-    PermissionDenied,
-    TooManyRequests,
-    VariableError,
-)
-from jobhost.models import Action, ExecutionStatus, Principal, Trigger, iso
-from jobhost.security import can
+from jobhost.errors import Conflict, Draining, JobHostError, TooManyRequests
+from jobhost.models import ExecutionStatus, Fire, FireOutcome, Principal, Trigger, iso
+from jobhost.schedule_plan import MISSED_KEPT, Entry, due_from, due_since, settle_due
+from jobhost.schedules import UNSET, Schedules, Unset, sql_store
 from jobhost.store import schedules as db
-from jobhost.store.sql import SqlStore
 
 if TYPE_CHECKING:
     from jobhost.engine import JobHost
 
 log = logging.getLogger(__name__)
 
-MISSED_KEPT = 100  # missed fires recorded per job and downtime; older ones are not written
 FIRES_KEPT = 1000  # fire rows kept per job (pruned every FIRES_KEPT claims)
-PREVIEW_MAX = 100
 # Fires are claimed this long before they are due, so the claim's database round trip
 # (and the cron maths) is done by the time they are: at the due time only the start is left.
 CLAIM_AHEAD = timedelta(milliseconds=100)
 LATENESS_KEPT = 10_000
-
-
-class _Unset(enum.Enum):
-    token = 0
-
-
-UNSET: Final = _Unset.token  # "not given" in set_override (None means "as in job.json")
-
-
-@dataclass
-class _Entry:
-    """A job's effective schedule and its next fire."""
-
-    job_id: str
-    expr: str | None
-    tz: str
-    enabled: bool
-    source: str  # "job.json" | "override" | "none"
-    variables: dict[str, Any]
-    grace: float
-    schedule: cron.CronSchedule | None = None
-    problem: str | None = None
-    next_fire: datetime | None = None
-    claims: int = field(default=0, compare=False)
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and self.schedule is not None
-
-    def same_timing(self, other: _Entry) -> bool:
-        return (self.expr, self.tz, self.active) == (other.expr, other.tz, other.active)
+__all__ = ["CLAIM_AHEAD", "MISSED_KEPT", "UNSET", "Scheduler"]
 
 
 # (id of a parsed schedule, instant) → its next fire, for one pass over many jobs.
@@ -117,13 +75,6 @@ def _next_after(schedule: cron.CronSchedule, after: datetime, memo: _Memo) -> da
     return memo[key]
 
 
-def sql_store(engine: JobHost) -> SqlStore:
-    store = engine.store
-    if not isinstance(store, SqlStore):
-        raise TypeError(f"schedules need the SQL store, got {type(store).__name__}")
-    return store
-
-
 @dataclass(frozen=True, slots=True)
 class _Fire:
     """One fire to claim and start."""
@@ -134,7 +85,7 @@ class _Fire:
 
 
 class Scheduler:
-    """Fires cron schedules through ``engine.start``; the service behind the Schedules API."""
+    """Fires cron schedules through ``engine.start``; ``service`` holds the schedules."""
 
     def __init__(
         self,
@@ -147,8 +98,8 @@ class Scheduler:
         self.clock: Clock = clock if clock is not None else SystemClock(engine.clock)
         self._claim_ahead = claim_ahead
         self._store = sql_store(engine)
-        self._entries: dict[str, _Entry] = {}
-        self._overrides: dict[str, db.Override] = {}
+        self.service = Schedules(engine, clock=self.clock)
+        self.service.listen(self._replan)
         self._heap: list[tuple[datetime, str]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -165,11 +116,13 @@ class Scheduler:
         self.lateness: deque[tuple[datetime, float]] = deque(maxlen=LATENESS_KEPT)
 
     # ----------------------------------------------------------------- lifecycle
+    @property
+    def _entries(self) -> dict[str, Entry]:
+        return self.service.entries
+
     async def load(self) -> None:
-        """Read overrides and build every job's entry; no fires (the CLI stops here)."""
-        self._overrides = await self.engine.journal.call(db.load_overrides, self._store)
-        for job in self.engine.catalog.values():
-            self._entries[job.id] = self._entry(job)
+        """Read overrides and build every job's entry; no fires."""
+        await self.service.load()
 
     async def start(self) -> None:
         """Load, catch up on fires missed while down, then run the loop."""
@@ -184,7 +137,7 @@ class Scheduler:
             recorded = last.get(entry.job_id)
             try:
                 if recorded is not None:
-                    due = entry.schedule.between(recorded.scheduled_for, now, MISSED_KEPT + 1)
+                    due = due_since(entry.schedule, recorded.scheduled_for, now)
                     fires += self._settle_due(entry, due, now)
                 self._plan(entry, _next_after(entry.schedule, now, memo))
             except Exception as exc:  # one job's bad schedule never stops the others
@@ -252,23 +205,19 @@ class Scheduler:
             if entry is None or entry.next_fire != when or entry.schedule is None:
                 continue  # superseded by a change
             try:
-                following = _next_after(entry.schedule, when, memo)
+                due, following = due_from(
+                    entry.schedule, when, _next_after(entry.schedule, when, memo), now
+                )
                 if when > now:
                     fires.append(_Fire(entry.job_id, when, dict(entry.variables)))
-                elif following is not None and following <= now:
-                    # Late by more than one fire (a stall, a suspended machine): coalesce.
-                    since = when - timedelta(microseconds=1)
-                    due = entry.schedule.between(since, now, MISSED_KEPT + 1)
-                    fires += self._settle_due(entry, due, now)
-                    following = entry.schedule.next_after(now)
                 else:
-                    fires += self._settle_due(entry, [when], now)
+                    fires += self._settle_due(entry, due, now)
                 self._plan(entry, following)
             except Exception as exc:  # one job's bad schedule never stops the others
                 self._unusable(entry, exc)
         return fires
 
-    def _unusable(self, entry: _Entry, exc: Exception) -> None:
+    def _unusable(self, entry: Entry, exc: Exception) -> None:
         """A schedule whose fires cannot be computed: that job stops firing and says why."""
         log.error("schedule of %s cannot be computed; it does not fire", entry.job_id, exc_info=exc)
         entry.schedule, entry.next_fire = None, None
@@ -277,36 +226,22 @@ class Scheduler:
             "it does not fire until the schedule is changed"
         )
 
-    def _plan(self, entry: _Entry, when: datetime | None) -> None:
+    def _plan(self, entry: Entry, when: datetime | None) -> None:
         entry.next_fire = when
         if when is not None:
             heapq.heappush(self._heap, (when, entry.job_id))
 
-    def _settle_due(self, entry: _Entry, due: list[datetime], now: datetime) -> list[_Fire]:
-        """The newest due fire, to run, if within grace; the rest are recorded as missed."""
-        if not due:
-            return []
-        newest = due[-1]
-        late = (now - newest).total_seconds()
-        missed = due[:-1]
-        fires: list[_Fire] = []
-        if late <= entry.grace:
-            fires.append(_Fire(entry.job_id, newest, dict(entry.variables)))
-        else:
-            missed = due
-        if missed:
-            if late <= entry.grace:
-                reason = f"coalesced: only the newest missed fire ({iso(newest)}) runs"
-            else:
-                reason = (
-                    f"missed: due {late:.0f} s ago, beyond the misfire grace of "
-                    f"{entry.grace:g} s (JobHost was down or stalled)"
-                )
-            outcome = "coalesced" if late <= entry.grace else "missed"
-            self._spawn(
-                self._record_missed(entry.job_id, missed[-MISSED_KEPT:], reason, outcome), now
+    def _settle_due(self, entry: Entry, due: list[datetime], now: datetime) -> list[_Fire]:
+        """Run what ``settle_due`` says runs; record the rest (missed or coalesced)."""
+        settled = settle_due(entry.grace, due, now)
+        if settled.missed and settled.reason is not None and settled.outcome is not None:
+            work = self._record_missed(
+                entry.job_id, list(settled.missed), settled.reason, settled.outcome
             )
-        return fires
+            self._spawn(work, now)
+        if settled.run is None:
+            return []
+        return [_Fire(entry.job_id, settled.run, dict(entry.variables))]
 
     def _spawn(
         self, work: Coroutine[Any, Any, None], due: datetime, claimed: asyncio.Event | None = None
@@ -437,53 +372,26 @@ class Scheduler:
                 job_id, fire.variables, trigger=Trigger.SCHEDULE, scheduled_for=when
             )
         except Draining:
-            outcome, reason = "skipped", "draining"
+            outcome, reason = FireOutcome.SKIPPED, "draining"
         except (Conflict, TooManyRequests) as exc:
-            outcome, reason = "skipped", exc.message
+            outcome, reason = FireOutcome.SKIPPED, exc.message
         except JobHostError as exc:
-            outcome, reason = "failed", exc.message
+            outcome, reason = FireOutcome.FAILED, exc.message
         except Exception as exc:
             log.exception("scheduled start of %s failed", job_id)
-            outcome, reason = "failed", f"{type(exc).__name__}: {exc}"
+            outcome, reason = FireOutcome.FAILED, f"{type(exc).__name__}: {exc}"
         else:
             if execution.status is ExecutionStatus.REJECTED:
                 # Refused before spawning: a history row of its own tells of it.
-                return db.Outcome(job_id, when, "failed", execution.error, execution.id)
-            return db.Outcome(job_id, when, "started", None, execution.id)
+                return db.Outcome(job_id, when, FireOutcome.FAILED, execution.error, execution.id)
+            return db.Outcome(job_id, when, FireOutcome.STARTED, None, execution.id)
         log.warning("scheduled fire of %s at %s %s: %s", job_id, iso(when), outcome, reason)
         return db.Outcome(job_id, when, outcome, reason)
 
-    # ----------------------------------------------------------------- entries
-    def _entry(self, job: Job) -> _Entry:
-        definition, override = job.definition, self._overrides.get(job.id)
-        expr = definition.default_schedule if definition else None
-        tz = (definition.timezone if definition else None) or self.engine.settings.default_timezone
-        enabled = job.valid and definition is not None and definition.enabled
-        variables: dict[str, Any] = {}
-        if override is not None:
-            expr = override.schedule or expr
-            tz = override.timezone or tz
-            if override.enabled is not None:
-                enabled = enabled and override.enabled
-            variables = dict(override.variables or {})
-        source = "override" if override else ("job.json" if expr else "none")
-        grace = self.engine.settings.misfire_grace_seconds
-        if definition is not None and "misfire_grace_seconds" in definition.model_fields_set:
-            grace = definition.misfire_grace_seconds
-        entry = _Entry(job.id, expr, tz, enabled, source, variables, grace)
-        if expr:
-            try:
-                entry.schedule = cron.parse(expr, tz)
-            except InvalidSchedule as exc:
-                entry.problem = exc.message
-                log.warning("schedule of %s is not used: %s", job.id, exc.message)
-        return entry
-
-    def _refresh(self, job: Job) -> None:
-        """Rebuild one job's entry; a changed timing restarts from now (no backfill)."""
-        new = self._entry(job)
-        old = self._entries.get(job.id)
-        self._entries[job.id] = new
+    # ----------------------------------------------------------------- changes
+    def _replan(self, job_id: str, new: Entry, old: Entry | None) -> None:
+        """A rebuilt entry (an override, a catalog reload): a changed timing restarts from
+        now (no backfill)."""
         if old is not None and old.same_timing(new):
             new.next_fire, new.claims = old.next_fire, old.claims
         elif new.active and new.schedule is not None:
@@ -494,179 +402,50 @@ class Scheduler:
         self.wake()
 
     def _catalog_changed(self, catalog: Catalog) -> None:
-        if self._closed:
-            return
-        for job_id in set(self._entries) - set(catalog):
-            del self._entries[job_id]
-        for job in catalog.values():
-            self._refresh(job)
+        if not self._closed:
+            self.service.catalog_changed(catalog)
 
-    # ----------------------------------------------------------------- service
+    # ------------------------------------------------- the service, for callers of old
     def next_fire(self, job_id: str) -> datetime | None:
-        """The job's next fire time (for the catalog), or None."""
-        entry = self._entries.get(job_id)
-        return entry.next_fire if entry is not None and entry.active else None
+        return self.service.next_fire(job_id)
 
     def schedule_of(self, job_id: str) -> cron.CronSchedule | None:
-        """The job's schedule while it is active (for metrics), or None."""
-        entry = self._entries.get(job_id)
-        return entry.schedule if entry is not None and entry.active else None
+        return self.service.schedule_of(job_id)
 
     def preview(self, expr: str, tz: str | None = None, count: int = 5) -> list[datetime]:
-        """The next ``count`` fire times of ``expr`` from now; InvalidSchedule when bad."""
-        count = max(1, min(PREVIEW_MAX, count))
-        schedule = cron.parse(expr, tz or self.engine.settings.default_timezone)
-        fires = schedule.next_fires(self.clock.now(), count)
-        if not fires:
-            raise InvalidSchedule(f"Cron expression {expr!r} never fires (no such date)")
-        return fires
+        return self.service.preview(expr, tz, count)
 
     async def list_schedules(self, principal: Principal) -> list[dict[str, Any]]:
-        """Every job the principal may view, with its schedule (``source: none`` if unset)."""
-        last = await self.engine.journal.call(db.last_fires, self._store)
-        jobs = self.engine.visible_jobs(principal)
-        return [self._describe(job, principal, last.get(job.id)) for job in jobs]
+        return await self.service.list_schedules(principal)
 
     async def get(self, job_id: str, principal: Principal) -> dict[str, Any]:
-        """One job's schedule; JobNotFound when it is not visible."""
-        job = self.engine.job(job_id, principal)
-        recent = await self.engine.journal.call(db.fires, self._store, job.id, 1)
-        return self._describe(job, principal, recent[0] if recent else None)
+        return await self.service.get(job_id, principal)
 
-    async def fires(self, job_id: str, principal: Principal, limit: int = 20) -> list[db.Fire]:
-        """The job's newest fires, newest first."""
-        job = self.engine.job(job_id, principal)
-        return await self.engine.journal.call(db.fires, self._store, job.id, limit)
+    async def fires(self, job_id: str, principal: Principal, limit: int = 20) -> list[Fire]:
+        return await self.service.fires(job_id, principal, limit)
 
     async def set_override(
         self,
         job_id: str,
         principal: Principal,
         *,
-        schedule: str | _Unset | None = UNSET,
-        enabled: bool | _Unset | None = UNSET,
-        variables: Mapping[str, Any] | _Unset | None = UNSET,
-        timezone: str | _Unset | None = UNSET,
+        schedule: str | Unset | None = UNSET,
+        enabled: bool | Unset | None = UNSET,
+        variables: Mapping[str, Any] | Unset | None = UNSET,
+        timezone: str | Unset | None = UNSET,
         address: str | None = None,
     ) -> dict[str, Any]:
-        """Change what is given (None: back to job.json's value), keep the rest; audited."""
-        job = await self._editable(job_id, principal, address)
-        current = self._overrides.get(job.id) or db.Override(job_id=job.id)
-        changes: dict[str, Any] = {}
-        if not isinstance(schedule, _Unset):
-            changes["schedule"] = schedule.strip() if schedule is not None else None
-        if not isinstance(enabled, _Unset):
-            changes["enabled"] = enabled
-        if not isinstance(timezone, _Unset):
-            changes["timezone"] = timezone.strip() if timezone is not None else None
-        if not isinstance(variables, _Unset):
-            changes["variables"] = self._check_variables(job, variables)
-        override = dataclasses.replace(
-            current, **changes, updated_by=principal.username, updated_at=self.clock.now()
+        return await self.service.set_override(
+            job_id,
+            principal,
+            schedule=schedule,
+            enabled=enabled,
+            variables=variables,
+            timezone=timezone,
+            address=address,
         )
-        definition = job.definition
-        expr = override.schedule or (definition.default_schedule if definition else None)
-        tz = (
-            override.timezone
-            or (definition.timezone if definition else None)
-            or self.engine.settings.default_timezone
-        )
-        cron.zone(tz)
-        if expr:
-            cron.parse(expr, tz)
-        await self.engine.journal.call(db.save_override, self._store, override)
-        self._overrides[job.id] = override
-        self._refresh(job)
-        # Secrets are refused in overrides, so the changes can be audited as given.
-        await self.engine.audit(
-            "schedule.update", principal, job.id, address=address, details=changes
-        )
-        return await self.get(job.id, principal)
 
     async def clear_override(
         self, job_id: str, principal: Principal, *, address: str | None = None
     ) -> dict[str, Any]:
-        """Drop the override: job.json's schedule applies again; audited."""
-        job = await self._editable(job_id, principal, address)
-        removed = await self.engine.journal.call(db.delete_override, self._store, job.id)
-        self._overrides.pop(job.id, None)
-        self._refresh(job)
-        await self.engine.audit(
-            "schedule.update",
-            principal,
-            job.id,
-            address=address,
-            details={"cleared": True, "had_override": removed},
-        )
-        return await self.get(job.id, principal)
-
-    async def _editable(self, job_id: str, principal: Principal, address: str | None) -> Job:
-        job = self.engine.job(job_id, principal)
-        if can(principal, job, Action.SCHEDULE):
-            return job
-        await self.engine.audit(
-            "schedule.update", principal, job.id, outcome="denied", address=address
-        )
-        roles = job.definition.roles_schedule if job.definition else None
-        need = f"one of the roles {', '.join(roles)}" if roles else "a superuser role"
-        raise PermissionDenied(
-            f"{principal.username!r} may not change the schedule of {job.id!r}: requires {need}"
-        )
-
-    def _check_variables(
-        self, job: Job, variables: Mapping[str, Any] | None
-    ) -> dict[str, Any] | None:
-        """Variables a scheduled run will get, checked now so a bad one fails here."""
-        if variables is None:
-            return None
-        definition = job.definition
-        if definition is None:
-            raise VariableError(f"Job {job.id!r} is invalid, so it takes no variables")
-        secret = sorted(
-            name
-            for name in variables
-            if name in definition.template_variables and definition.template_variables[name].secret
-        )
-        if secret:
-            raise VariableError(
-                f"Variables rejected: {', '.join(secret)} is secret, and secrets are never "
-                "stored, so a schedule cannot carry it; give it a default in job.json or "
-                "init-job instead",
-                details={name: f"{name} is secret and cannot be stored" for name in secret},
-            )
-        checked = check_variables(definition, apply_defaults(definition, variables))
-        return {name: checked[name] for name in variables if name in checked}
-
-    def _describe(self, job: Job, principal: Principal, last: db.Fire | None) -> dict[str, Any]:
-        """The API's schedule object (see the REST contract)."""
-        entry = self._entries.get(job.id) or self._entry(job)
-        upcoming: list[datetime] = []
-        problem = entry.problem
-        description = None
-        if entry.schedule is not None:
-            description = cron.describe(entry.expr or "", entry.tz)
-            if entry.active:
-                try:
-                    upcoming = entry.schedule.next_fires(self.clock.now(), 5)
-                except Exception as exc:
-                    problem = f"Schedule {entry.expr!r} cannot be computed: {exc}"
-        return {
-            "job_id": job.id,
-            "schedule": entry.expr,
-            "description": description,
-            "problem": problem,
-            "timezone": entry.tz,
-            "enabled": entry.enabled,
-            "source": entry.source,
-            "variables": entry.variables,
-            "next_fires": [iso(when) for when in upcoming],
-            "last_fire": None
-            if last is None
-            else {
-                "scheduled_for": iso(last.scheduled_for),
-                "execution_id": last.execution_id,
-                "status": last.status,
-                "outcome": last.outcome,
-            },
-            "can_edit": can(principal, job, Action.SCHEDULE),
-        }
+        return await self.service.clear_override(job_id, principal, address=address)

@@ -142,3 +142,25 @@ async def test_preview(harness: Harness) -> None:
     response = await client.post("/api/v1/jobs/schedules/preview", json={"schedule": "61 * * * *"})
     assert response.status_code == 422
     assert "Invalid cron expression '61 * * * *'" in response.json()["error"]["message"]
+
+
+async def test_a_server_that_does_not_fire_serves_schedules_and_sees_reloads(
+    tmp_path: Path,
+) -> None:
+    # No runner here: the schedules service alone answers, and follows catalog reloads.
+    apps = tmp_path / "apps"
+    write_apps(apps)
+    async for harness in running_harness(make_settings(tmp_path, scheduler_enabled=False)):
+        assert harness.engine.scheduler is None
+        client = await harness.admin()
+        before = (await client.get("/api/v1/jobs/schedules")).json()["schedules"]
+        assert "Ops/Late" not in {s["job_id"] for s in before}
+        write_job(apps, "Ops", "Late", {"Name": "Late", "default_schedule": "0 4 * * 1-5"})
+        await harness.engine.reload()
+        late = (await client.get("/api/v1/jobs/schedules/Ops/Late")).json()
+        assert (late["schedule"], late["description"]) == (
+            "0 4 * * 1-5",
+            "At 04:00, Monday through Friday, UTC",
+        )
+        listed = (await client.get("/api/v1/jobs/schedules")).json()["schedules"]
+        assert "Ops/Late" in {s["job_id"] for s in listed}

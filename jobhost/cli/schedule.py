@@ -22,7 +22,7 @@ from jobhost.models import Principal
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without them
     from jobhost.engine import JobHost
-    from jobhost.scheduler import Scheduler
+    from jobhost.schedules import Schedules
 
 app = typer.Typer(
     name="schedule",
@@ -35,14 +35,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 
 
 def _with_scheduler(
-    ctx: typer.Context, work: Callable[[Scheduler, Principal], Awaitable[Any]]
+    ctx: typer.Context, work: Callable[[Schedules, Principal], Awaitable[Any]]
 ) -> Any:
-    from jobhost.scheduler import Scheduler
+    from jobhost.schedules import Schedules
 
     async def go(engine: JobHost) -> Any:
-        scheduler = Scheduler(engine)
-        await scheduler.load()
-        return await work(scheduler, Principal.local())
+        schedules = Schedules(engine)
+        await schedules.load()
+        return await work(schedules, Principal.local())
 
     return with_engine(ctx, go)
 
@@ -75,7 +75,7 @@ def show_cmd(
 ) -> None:
     """Every job's schedule, or one job's with its next five fire times."""
 
-    async def work(scheduler: Scheduler, principal: Principal) -> list[dict[str, Any]]:
+    async def work(scheduler: Schedules, principal: Principal) -> list[dict[str, Any]]:
         if job_id is None:
             return await scheduler.list_schedules(principal)
         parse_job_id(job_id)
@@ -103,7 +103,7 @@ def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None
             _render([client.set_schedule(job_id, **changes)], as_json)
         return
 
-    async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
+    async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
         return await scheduler.set_override(job_id, principal, **changes)
 
     _render([_with_scheduler(ctx, work)], as_json)
@@ -154,7 +154,7 @@ def clear_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> N
             _render([client.delete_schedule(job_id)], as_json)
         return
 
-    async def work(scheduler: Scheduler, principal: Principal) -> dict[str, Any]:
+    async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
         return await scheduler.clear_override(job_id, principal)
 
     _render([_with_scheduler(ctx, work)], as_json)

@@ -15,16 +15,16 @@ that fell into downtime).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from jobhost.models import Fire, FireOutcome, FireResult, Override
 from jobhost.store import tables as t
 from jobhost.store.sql import SqlStore
 
-OUTCOMES = ("started", "skipped", "missed", "failed")
+OUTCOMES = tuple(FireOutcome)
 
 schedule_overrides = sa.Table(
     "schedule_overrides",
@@ -48,32 +48,6 @@ schedule_fires = sa.Table(
     sa.Column("execution_id", sa.Text),
     sa.Column("recorded_at", t.UTCDateTime, nullable=False),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Override:
-    """A stored change to a job's schedule; a None field keeps job.json's value."""
-
-    job_id: str
-    schedule: str | None = None
-    enabled: bool | None = None
-    variables: dict[str, Any] | None = None
-    timezone: str | None = None
-    updated_by: str | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """One claimed (or missed) fire; ``status`` is its execution's status, when there is one."""
-
-    job_id: str
-    scheduled_for: datetime
-    outcome: str | None
-    reason: str | None
-    execution_id: str | None
-    recorded_at: datetime
-    status: str | None = None
 
 
 def _override(row: sa.RowMapping) -> Override:
@@ -118,15 +92,7 @@ def delete_override(store: SqlStore, job_id: str) -> bool:
 CLAIM_CHUNK = 500  # rows per INSERT: SQLite caps the bound parameters of one statement
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a claimed fire went, for ``finish_fires``."""
-
-    job_id: str
-    scheduled_for: datetime
-    outcome: str
-    reason: str | None = None
-    execution_id: str | None = None
+Outcome = FireResult  # the name the store functions use
 
 
 def claim_fires(

@@ -1,8 +1,9 @@
 """The schedule routes: list, read, change and clear per-job overrides, and preview.
 
-Thin: parse the body, call the ``Scheduler`` service, return its JSON. When this server
+Thin: parse the body, call the schedules service (``jobhost.schedules``), return its
+JSON. The running scheduler's service, so a change replans at once; when this server
 does not fire schedules itself (``scheduler_enabled = false``, e.g. a web-only process
-next to the one that does), a loaded but idle ``Scheduler`` still serves the overrides.
+next to the one that does), a service of its own serves the overrides.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobhost.models import iso
-from jobhost.scheduler import UNSET, Scheduler
+from jobhost.schedules import UNSET, Schedules
 from jobhost.server.auth import CurrentIdentity, client_address, engine_of
 from jobhost.server.routes.jobs import job_id_of
 
@@ -39,16 +40,17 @@ class PreviewBody(BaseModel):
     count: Annotated[int, Field(ge=1, le=100)] = 5
 
 
-async def scheduler_of(request: Request) -> Scheduler:
+async def scheduler_of(request: Request) -> Schedules:
     engine = engine_of(request)
     if engine.scheduler is not None:
-        return engine.scheduler
-    idle: Scheduler | None = getattr(request.app.state, "idle_scheduler", None)
-    if idle is None or idle.engine is not engine:
-        idle = Scheduler(engine)
-        await idle.load()
-        request.app.state.idle_scheduler = idle
-    return idle
+        return engine.scheduler.service
+    own: Schedules | None = getattr(request.app.state, "schedules", None)
+    if own is None or own.engine is not engine:
+        own = Schedules(engine)
+        await own.load()
+        engine.on_catalog_change(own.catalog_changed)
+        request.app.state.schedules = own
+    return own
 
 
 @router.get("")
