@@ -7,8 +7,10 @@ command above, with ``JOBHOST_CELERY_BROKER_URL`` set). The task
 executor (``ChildProcess``: its own process group, merged stdout/stderr, a progress pipe,
 a pidfd) inside a small asyncio loop, and talks back through the broker's Redis:
 
-- events go to the server's stream ``jobhost:events:<server id>`` (``XADD ... MAXLEN ~``):
-  ``started`` (pid, host), ``output`` (raw bytes, at most 64 KiB an entry, in order),
+- events go to the server's stream ``jobhost:events:<server id>`` (``XADD ... MAXLEN ~``,
+  named in ``jobhost:route:<id>`` for a server that re-adopts the run):
+  ``started`` (pid, host), ``output`` (raw bytes, at most 64 KiB an entry, in order,
+  with the stream ``offset`` of their first byte),
   ``progress``, and ``exited`` (exit status, rusage, stopped/timed out, the result JSON);
 - stops arrive on the channel ``jobhost:control`` (and as the key ``jobhost:stop:<id>``
   for a stop asked before this task subscribed): SIGTERM, then SIGKILL of the group after
@@ -50,7 +52,9 @@ from jobhost.execution.cgroups import Isolation
 from jobhost.execution.confinement import Confinement
 from jobhost.execution.output import CHUNK
 from jobhost.execution.process import MAX_CONTROL_LINE, ChildProcess, Exit, ProgressLines
+from jobhost.execution.termination import DRAIN_CHUNKS, MAX_RESULT_BYTES, Termination
 from jobhost.models import LaunchSpec
+from jobhost.redact import OutputMasker
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,7 @@ STREAM_MAXLEN = 10_000  # entries; with 64 KiB output chunks at most ~640 MiB be
 HEARTBEAT_TTL_SECONDS = 10
 HEARTBEAT_SECONDS = 3.0
 STOP_KEY_TTL_SECONDS = 24 * 3600
-MAX_RESULT_BYTES = 1024 * 1024  # the server refuses a larger result; one byte more says so
-DRAIN_CHUNKS = 64
+ROUTE_TTL_SECONDS = 7 * 24 * 3600  # a run's events stay findable this long
 RESULT_ENV = "JOBHOST_RESULT_PATH"
 BROKER_ENV = "JOBHOST_CELERY_BROKER_URL"
 
@@ -77,6 +80,17 @@ def alive_key(execution_id: str) -> str:
 
 def stop_key(execution_id: str) -> str:
     return f"jobhost:stop:{execution_id}"
+
+
+def route_key(execution_id: str) -> str:
+    """The stream a run's events go to: set by the worker when the run starts, so that
+    any server can find them (``CeleryExecutor.adopt``)."""
+    return f"jobhost:route:{execution_id}"
+
+
+def position_key(server_id: str) -> str:
+    """How far a server has read its stream (the stream entry ID), kept across restarts."""
+    return f"jobhost:events-pos:{server_id}"
 
 
 def make_app(broker_url: str) -> Celery:
@@ -125,11 +139,11 @@ class WorkerRun:
         self.stream = events_key(server_id)
         self.host = socket.gethostname()
         self.output_bytes = 0
-        self.stopped = False
-        self.timed_out = False
-        self._terminating = False
-        self._kill_timer: asyncio.TimerHandle | None = None
+        self._termination: Termination | None = None  # once the process exists
         self._progress = ProgressLines()
+        # redact: masked here already, so that neither the broker nor a server that
+        # re-adopts the run (and has no secrets to mask with) ever holds a clear value.
+        self._masker = OutputMasker(spec.secrets) if spec.secrets else None
 
     async def _emit(self, kind: str, **fields: str | bytes | int | None) -> None:
         entry: dict[Any, Any] = {"type": kind, "id": self.spec.execution_id}
@@ -160,6 +174,7 @@ class WorkerRun:
                     os.chmod(result_dir, 0o711)  # noqa: S103  # traversal only, no listing
                 confinement = Confinement.prepare(Isolation.detect(), local)
                 process = ChildProcess.spawn(spec.argv, spec.cwd, env, confinement=confinement)
+                self._termination = Termination(process.signal)
             except (OSError, ValueError) as exc:
                 # The program only: arguments and environment may hold secret values.
                 program = shlex.quote(spec.argv[0]) if spec.argv else "job"
@@ -173,6 +188,9 @@ class WorkerRun:
                 raise
             finally:
                 process.close()
+            if self._masker is not None and (rest := self._masker.flush()):
+                self._masker = None
+                await self._send_output(rest)
             await self._emit(
                 "exited",
                 exit_code=exit.exit_code,
@@ -180,8 +198,8 @@ class WorkerRun:
                 cpu_seconds=repr(exit.cpu_seconds),
                 peak_rss_bytes=exit.peak_rss_bytes,
                 output_bytes=self.output_bytes,
-                stopped=int(self.stopped),
-                timed_out=int(self.timed_out),
+                stopped=int(self._termination.stopped),
+                timed_out=int(self._termination.timed_out),
                 result=_read_result(result_file),
                 error=exit.error,
             )
@@ -203,6 +221,7 @@ class WorkerRun:
         loop.add_reader(process.pidfd, on_pidfd)
         alive = alive_key(spec.execution_id)
         await self.client.set(alive, self.host, ex=HEARTBEAT_TTL_SECONDS)
+        await self.client.set(route_key(spec.execution_id), self.stream, ex=ROUTE_TTL_SECONDS)
         await self._emit("started", pid=process.pid, host=self.host)
         pubsub: Any = self.client.pubsub()  # redis-py leaves PubSub partly untyped
         await pubsub.subscribe(CONTROL_CHANNEL)
@@ -228,9 +247,10 @@ class WorkerRun:
             return await exited
         finally:
             loop.remove_reader(process.pidfd)
-            for handle in (timeout, self._kill_timer):
-                if handle is not None:
-                    handle.cancel()
+            if timeout is not None:
+                timeout.cancel()
+            if self._termination is not None:
+                self._termination.cancel()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -258,19 +278,10 @@ class WorkerRun:
     def _terminate(
         self, process: ChildProcess, grace: float, *, stopped: bool = False, timed_out: bool = False
     ) -> None:
-        """SIGTERM now, SIGKILL after ``grace``; the first reason is the one reported."""
-        if process.exit is not None:
-            return
-        if not self._terminating:
-            self._terminating = True
-            self.stopped, self.timed_out = stopped, timed_out
-        if grace <= 0:
-            process.signal(signal.SIGKILL)
-            return
-        process.signal(signal.SIGTERM)
-        if self._kill_timer is None:
-            loop = asyncio.get_running_loop()
-            self._kill_timer = loop.call_later(grace, process.signal, signal.SIGKILL)
+        """SIGTERM now, SIGKILL after ``grace`` (``Termination``: the rules every
+        supervisor of a job process shares)."""
+        if process.exit is None and self._termination is not None:
+            self._termination.request(grace, stopped=stopped, timed_out=timed_out)
 
     async def _pump(
         self,
@@ -302,8 +313,13 @@ class WorkerRun:
             await handle(data)
 
     async def _send_output(self, data: bytes) -> None:
+        if self._masker is not None:
+            data = self._masker.feed(data)
+            if not data:
+                return
+        offset = self.output_bytes  # lets a server that re-adopts the run skip what it has
         self.output_bytes += len(data)
-        await self._emit("output", data=data)
+        await self._emit("output", data=data, offset=offset)
 
     async def _send_progress(self, data: bytes) -> None:
         for fraction, message in self._progress.feed(data):

@@ -74,7 +74,12 @@ class OutputLog:
     Memory is O(1): every ``write`` goes straight to a file descriptor.
     """
 
-    def __init__(self, path: str, max_bytes: int, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self, path: str, max_bytes: int, secrets: Sequence[str] = (), *, resume: bool = False
+    ) -> None:
+        """Create (truncate) the log at ``path``; with ``resume``, continue the one an
+        earlier writer left unfinished (``release``, or a crash): the head, the tail
+        segments and the logical size are taken from the files."""
         max_bytes = max(max_bytes, MIN_CAP)
         # redact: secret values are masked as written, also when split across writes.
         self._masker = OutputMasker(secrets) if secrets else None
@@ -86,7 +91,7 @@ class OutputLog:
         self._segments: list[tuple[int, int]] = []  # (start offset, size), oldest first
         self._segment_fd: int | None = None
         self._closed = False
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
         try:
             self._fd = os.open(path, flags, 0o640)
         except FileNotFoundError:  # the folder is created once, not checked on every run
@@ -95,6 +100,43 @@ class OutputLog:
                 raise
             os.makedirs(directory, exist_ok=True)
             self._fd = os.open(path, flags, 0o640)
+        if resume:
+            self._resume()
+
+    def _resume(self) -> None:
+        index = _load_index(self.path)
+        if index is not None:
+            self._head_cap = index.head_bytes
+        head = os.fstat(self._fd).st_size
+        if head > self._head_cap or (index is not None and index.complete):
+            os.close(self._fd)
+            raise OSError(f"The log {self.path} was finished already; it cannot be continued")
+        self.total_bytes = head
+        starts = sorted(
+            int(name.rsplit(".", 1)[1])
+            for name in glob.glob(glob.escape(self.path) + ".tail.*")
+            if name.rsplit(".", 1)[1].isdigit()
+        )
+        for start in starts:
+            size = os.stat(_segment_path(self.path, start)).st_size
+            self._segments.append((start, size))
+            self.total_bytes = start + size
+        if self._segments:
+            self._segment_fd = os.open(
+                _segment_path(self.path, self._segments[-1][0]),
+                os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC,
+            )
+
+    def release(self) -> None:
+        """Close the descriptors but leave the log unfinished, for a writer that resumes
+        it (``OutputLog(path, max_bytes, resume=True)``); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._segment_fd is not None:
+            os.close(self._segment_fd)
+            self._segment_fd = None
+        os.close(self._fd)
 
     @property
     def dropped_bytes(self) -> int:

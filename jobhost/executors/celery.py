@@ -22,8 +22,18 @@ heartbeat key ``jobhost:alive:<id>`` of a running execution expires, it ends wit
 ``Worker <host> stopped answering (no heartbeat for 10 s)`` (recorded as lost), and a
 stop is published in case the worker was only cut off.
 
-Each executor has its own server ID, so a restarted server does not read its
-predecessor's stream (the engine's reconciliation ends those runs as lost).
+Restarts: the server ID is kept in Redis per host and data dir
+(``jobhost:server-id:<host>:<data dir>``), so a restarted server reads the same stream,
+and how far it has read is kept too (``jobhost:events-pos:<server id>``, after each
+batch). ``adopt`` re-attaches to a run a previous server started, from any host: the
+worker names the run's stream in ``jobhost:route:<id>``; the entries since that
+stream's saved position are replayed, then followed live. Output entries carry their
+stream offset, so the log is continued from its size with no byte written twice.
+
+The event reader blocks at most ``BLOCK_MS`` per ``XREAD`` on a connection with a
+socket timeout, keepalive and health check: a half-open connection (a Redis restarted
+behind a NAT, a dropped route) raises a timeout instead of stopping all delivery
+silently, and the reader reconnects.
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -48,11 +60,14 @@ from jobhost.worker import (
     CONTROL_CHANNEL,
     DEFAULT_QUEUE,
     HEARTBEAT_TTL_SECONDS,
+    ROUTE_TTL_SECONDS,
     STOP_KEY_TTL_SECONDS,
     TASK_NAME,
     alive_key,
     events_key,
     make_app,
+    position_key,
+    route_key,
     stop_key,
 )
 
@@ -61,6 +76,9 @@ log = logging.getLogger(__name__)
 ALIVE_PREFIX = alive_key("")
 READ_COUNT = 512  # entries per XREAD: bounds one loop iteration's work
 RECONNECT_SECONDS = 1.0
+BLOCK_MS = 5000  # an XREAD waits at most this long, so a dead connection is noticed
+SOCKET_TIMEOUT_SECONDS = BLOCK_MS / 1000 + 10.0
+HEALTH_CHECK_SECONDS = 15
 STREAM_KEEP_SECONDS = 3600  # after aclose, the stream outlives the runs still reporting
 SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 
@@ -70,6 +88,18 @@ class _Remote:
     spec: LaunchSpec
     output: OutputLog
     host: str | None = None  # known once the worker reports ``started``
+    last_entry: tuple[int, int] = (0, 0)  # the newest stream entry handled
+    held: list[tuple[bytes, dict[bytes, bytes]]] | None = field(default=None)  # adopting
+
+
+def _raw(value: bytes | str | None) -> bytes | None:
+    """A Redis reply as bytes (the client may decode, or not)."""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _entry_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str | None:
@@ -92,10 +122,15 @@ class CeleryExecutor:
 
     def __init__(self, events: ExecutionEvents, settings: Settings) -> None:
         self._events = events
+        self._settings = settings
         self._broker_url = settings.celery_broker_url
         self._app = make_app(settings.celery_broker_url)
-        self._server_id = new_id()
+        self._server_id = new_id()  # replaced by the kept one when the stream opens
         self._stream = events_key(self._server_id)
+        self._streams: dict[str, bytes] = {}  # what the reader follows → its position
+        self._resume: dict[str, bytes] = {}  # each stream's position when first followed
+        self._reader: aioredis.Redis | None = None
+        self._closing = False
         self._runs: dict[str, _Remote] = {}
         # One thread: kombu's publish is blocking, and one at a time keeps the order.
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="jobhost-celery-send")
@@ -153,19 +188,105 @@ class CeleryExecutor:
         return held
 
     async def adopt(self, execution: Execution) -> bool:
-        """Re-attach to a run an earlier server started; not possible yet: always False."""
-        return False
+        """Re-attach to a run an earlier server started on a worker (from any host).
+
+        The run's stream is named by its worker (``jobhost:route:<id>``); the entries
+        since that stream's saved position are replayed on the next loop iteration (a run
+        that ended meanwhile reports its end then), and the stream is followed from there.
+        False when no worker ever took the run, or its worker stopped answering."""
+        execution_id = execution.id
+        if execution_id in self._runs:
+            return True
+        try:
+            await self._open()
+            client = await self._client()
+            raw_stream = _raw(await client.get(route_key(execution_id)))
+            host = _raw(await client.get(alive_key(execution_id)))
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("Cannot look for %s on the workers: %s", execution_id, exc)
+            return False
+        if raw_stream is None:
+            return False
+        stream = raw_stream.decode()
+        spec = self._adopted_spec(execution)
+        try:
+            output = OutputLog(spec.log_path, spec.max_output_bytes, resume=True)
+        except OSError as exc:
+            log.warning("Cannot continue the log of %s: %s", execution_id, exc)
+            return False
+        run = _Remote(spec, output, host=None if host is None else host.decode(), held=[])
+        self._runs[execution_id] = run
+        try:
+            ended = await self._replay(client, stream, run)
+        except (OSError, aioredis.RedisError) as exc:
+            log.warning("Cannot read the events of %s: %s", execution_id, exc)
+            self._forget(execution_id, finish=False)
+            return False
+        if run.host is None and not ended:
+            self._forget(execution_id, finish=False)
+            return False  # neither alive nor ended: its worker is gone
+        asyncio.get_running_loop().call_soon(self._release, run)
+        return True
+
+    def _adopted_spec(self, execution: Execution) -> LaunchSpec:
+        logs = str(self._settings.logs_dir.resolve())
+        return LaunchSpec(
+            execution_id=execution.id,
+            job_id=execution.job_id,
+            argv=[],
+            cwd="",
+            env={},
+            log_path=os.path.join(logs, f"{execution.id}.log"),
+            result_path=os.path.join(logs, f"{execution.id}.result.json"),
+            max_output_bytes=self._settings.max_output_bytes,
+        )
+
+    async def _replay(self, client: aioredis.Redis, stream: str, run: _Remote) -> bool:
+        """Hold the run's entries since the stream's saved position; True if it ended."""
+        assert run.held is not None
+        if stream not in self._streams:
+            saved = _raw(await client.get(position_key(stream.rsplit(":", 1)[1])))
+            self._resume[stream] = saved or b"0-0"
+        start = self._resume[stream]
+        execution_id = run.spec.execution_id.encode()
+        ended = False
+        while True:
+            entries: Any = await client.xrange(stream, min=f"({start.decode()}", count=READ_COUNT)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                start = entry_id
+                if fields.get(b"id") == execution_id:
+                    run.held.append((entry_id, fields))
+                    ended = ended or fields.get(b"type") == b"exited"
+        self._streams.setdefault(stream, start)  # followed live from here on
+        return ended
+
+    def _release(self, run: _Remote) -> None:
+        """Deliver what an adoption held back, in stream order, each entry once."""
+        held, run.held = run.held or [], None
+        execution_id = run.spec.execution_id
+        self._events.on_output(execution_id, run.output.total_bytes)
+        for entry_id, fields in sorted(held, key=lambda item: _entry_key(item[0])):
+            if self._runs.get(execution_id) is run:
+                self._handle(fields, entry_id, replay=True)
 
     async def aclose(self) -> None:
         """Stop listening; runs on workers go on (their logs here end where they are)."""
         if self._stops:
             await asyncio.gather(*self._stops, return_exceptions=True)
+        self._closing = True
         for task in self._tasks:
             task.cancel()
+        if self._reader is not None:  # a blocked XREAD ends with its connection
+            await self._reader.connection_pool.disconnect()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         for execution_id in list(self._runs):
-            self._forget(execution_id)
+            self._forget(execution_id, finish=False)  # the next server continues the logs
+        if self._reader is not None:
+            await self._reader.aclose()
+            self._reader = None
         if self._redis is not None:
             with contextlib.suppress(OSError, aioredis.RedisError):
                 await self._redis.expire(self._stream, STREAM_KEEP_SECONDS)
@@ -177,8 +298,35 @@ class CeleryExecutor:
 
     async def _client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self._broker_url)
+            self._redis = aioredis.Redis.from_url(
+                self._broker_url,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_keepalive=True,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+            )
         return self._redis
+
+    def _reader_client(self) -> aioredis.Redis:
+        """The event reader's own connection: a read that hangs past the longest block
+        times out (a half-open connection), and the reader reconnects."""
+        if self._reader is None:
+            self._reader = aioredis.Redis.from_url(
+                self._broker_url,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_keepalive=True,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+            )
+        return self._reader
+
+    async def _kept_server_id(self, client: aioredis.Redis) -> str:
+        """This host and data dir's server ID: the same after a restart."""
+        key = f"jobhost:server-id:{socket.gethostname()}:{self._settings.data_dir.resolve()}"
+        await client.set(key, self._server_id, nx=True)
+        await client.expire(key, ROUTE_TTL_SECONDS)
+        kept = _raw(await client.get(key))
+        return self._server_id if kept is None else kept.decode()
 
     async def _open(self) -> None:
         """On first use: keyspace notifications on, the two listeners running."""
@@ -192,12 +340,18 @@ class CeleryExecutor:
 
     async def _open_once(self) -> None:
         client = await self._client()
+        self._server_id = await self._kept_server_id(client)
+        self._stream = events_key(self._server_id)
+        saved = _raw(await client.get(position_key(self._server_id)))
+        self._resume[self._stream] = saved or b"0-0"
+        self._streams[self._stream] = saved or b"0-0"
         await self._enable_expiry_events(client)
         db = int(client.connection_pool.connection_kwargs.get("db", 0))
         pubsub: Any = client.pubsub()  # redis-py leaves PubSub partly untyped
         await pubsub.subscribe(f"__keyevent@{db}__:expired")
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._read_events(client), name="jobhost-events"))
+        reader = self._reader_client()
+        self._tasks.append(loop.create_task(self._read_events(reader), name="jobhost-events"))
         self._tasks.append(loop.create_task(self._watch_expiry(pubsub), name="jobhost-expiry"))
 
     async def _enable_expiry_events(self, client: aioredis.Redis) -> None:
@@ -237,44 +391,73 @@ class CeleryExecutor:
     # -- the two listeners -------------------------------------------------------------
 
     async def _read_events(self, client: aioredis.Redis) -> None:
-        last_id = b"0-0"  # the stream is this executor's own: everything in it is ours
-        while True:
+        """Follow the streams (this server's, and those of runs adopted from others);
+        the own stream's position is saved after each batch, for the next server."""
+        while not self._closing:
             try:
-                reply: Any = await client.xread({self._stream: last_id}, count=READ_COUNT, block=0)
+                streams: dict[Any, Any] = dict(self._streams)
+                reply: Any = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
             except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                if self._closing:
+                    return
                 log.warning("Lost the Redis event stream (%s); reconnecting", exc)
+                await client.connection_pool.disconnect()
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
-            for _stream, entries in reply or []:
+            for raw_stream, entries in reply or []:
+                stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
                 for entry_id, fields in entries:
-                    last_id = entry_id
+                    self._streams[stream] = entry_id
                     try:
-                        self._handle(fields)
+                        self._handle(fields, entry_id)
                     except Exception:  # one bad entry must not end the listener
                         log.exception("Cannot handle event %r", fields)
+            if reply:
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    await client.set(
+                        position_key(self._server_id),
+                        self._streams[self._stream],
+                        ex=ROUTE_TTL_SECONDS,
+                    )
 
-    def _handle(self, fields: dict[bytes, bytes]) -> None:
+    def _handle(self, fields: dict[bytes, bytes], entry_id: bytes, *, replay: bool = False) -> None:
         execution_id = _text(fields, "id") or ""
         run = self._runs.get(execution_id)
         if run is None:
             return  # ended already (a lost worker that came back, or a stale entry)
+        if run.held is not None:
+            run.held.append((entry_id, fields))  # being adopted: delivered in order then
+            return
+        position = _entry_key(entry_id)
+        if position <= run.last_entry:
+            return  # seen already (replayed, and read live too)
+        run.last_entry = position
         kind = _text(fields, "type")
         if kind == "output":
-            data = fields.get(b"data", b"")
-            try:
-                run.output.write(data)
-            except OSError as exc:
-                run.output.total_bytes += len(data)
-                log.warning("Output of %s is being lost: %s", execution_id, exc)
-            self._events.on_output(execution_id, run.output.total_bytes)
+            self._output(run, fields)
         elif kind == "started":
             run.host = _text(fields, "host")
-            self._events.on_started(execution_id, _int(fields, "pid"), run.host or "")
+            if not replay:
+                self._events.on_started(execution_id, _int(fields, "pid"), run.host or "")
         elif kind == "progress":
             fraction = _float(fields, "fraction")
             self._events.on_progress(execution_id, fraction, _text(fields, "message"))
         elif kind == "exited":
             self._exited(run, fields)
+
+    def _output(self, run: _Remote, fields: dict[bytes, bytes]) -> None:
+        data = fields.get(b"data", b"")
+        offset = _int(fields, "offset")
+        if offset is not None and offset < run.output.total_bytes:
+            data = data[run.output.total_bytes - offset :]  # written before the adoption
+            if not data:
+                return
+        try:
+            run.output.write(data)
+        except OSError as exc:
+            run.output.total_bytes += len(data)
+            log.warning("Output of %s is being lost: %s", run.spec.execution_id, exc)
+        self._events.on_output(run.spec.execution_id, run.output.total_bytes)
 
     def _exited(self, run: _Remote, fields: dict[bytes, bytes]) -> None:
         execution_id = run.spec.execution_id
@@ -305,10 +488,15 @@ class CeleryExecutor:
         try:
             while True:
                 try:
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._expired(message["data"])
+                    # A bounded wait, so that the client's health check runs when idle.
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=BLOCK_MS / 1000
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._expired(message["data"])
                 except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                    if self._closing:
+                        return
                     log.warning("Lost the Redis expiry events (%s); reconnecting", exc)
                     await asyncio.sleep(RECONNECT_SECONDS)
                     await self._recheck_alive()
@@ -344,12 +532,16 @@ class CeleryExecutor:
 
     # -- bookkeeping -------------------------------------------------------------------
 
-    def _forget(self, execution_id: str) -> None:
+    def _forget(self, execution_id: str, *, finish: bool = True) -> None:
+        """Drop the run; ``finish`` its log (else leave it for a server that resumes it)."""
         run = self._runs.pop(execution_id, None)
         if run is None:
             return
         try:
-            run.output.close()
+            if finish:
+                run.output.close()
+            else:
+                run.output.release()
         except OSError as exc:
             log.warning("Cannot finish the output log of %s: %s", execution_id, exc)
 

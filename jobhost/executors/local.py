@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import queue
 import shlex
-import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -48,11 +46,11 @@ from jobhost.execution.process import (
     kill_orphan_group,
     raise_fd_limit,
 )
+from jobhost.execution.termination import DRAIN_CHUNKS, Termination
 from jobhost.models import Execution, ExitInfo, LaunchSpec
 
 log = logging.getLogger(__name__)
 
-DRAIN_CHUNKS = 64  # after exit, read at most this many chunks still buffered
 SPAWN_THREADS = 2
 _NO_STOP = -1.0  # in ``_spawning``: no stop was asked for while the process was starting
 
@@ -63,14 +61,13 @@ class _Run:
     process: ChildProcess
     output: OutputLog
     progress: ProgressLines = field(default_factory=ProgressLines)
-    terminating: bool = False
-    stopped: bool = False
-    timed_out: bool = False
-    kill_at: float = math.inf
-    kill_timer: asyncio.TimerHandle | None = None
+    termination: Termination = field(init=False)
     timeout_timer: asyncio.TimerHandle | None = None
     write_failed: bool = False
     watching: set[int] = field(default_factory=set)  # descriptors registered with the loop
+
+    def __post_init__(self) -> None:
+        self.termination = Termination(self.process.signal)
 
 
 _Launched = tuple[OutputLog, ChildProcess] | str
@@ -293,25 +290,8 @@ class LocalExecutor:
     def _terminate(
         self, run: _Run, grace: float, *, stopped: bool = False, timed_out: bool = False
     ) -> None:
-        if run.process.exit is not None:
-            return
-        loop = asyncio.get_running_loop()
-        kill_at = loop.time() + max(0.0, grace)
-        if not run.terminating:
-            run.terminating = True
-            run.stopped, run.timed_out = stopped, timed_out  # the first reason is the one
-            if grace > 0:
-                run.process.signal(signal.SIGTERM)
-        if kill_at >= run.kill_at:
-            return  # idempotent: an earlier SIGKILL is already due
-        run.kill_at = kill_at
-        if run.kill_timer is not None:
-            run.kill_timer.cancel()
-        if grace > 0:
-            run.kill_timer = loop.call_at(kill_at, run.process.signal, signal.SIGKILL)
-        else:
-            run.kill_timer = None
-            run.process.signal(signal.SIGKILL)
+        if run.process.exit is None:
+            run.termination.request(grace, stopped=stopped, timed_out=timed_out)
 
     def _read_output(self, run: _Run) -> bool | None:
         """Read one chunk (so a flooding job cannot starve the loop).
@@ -379,17 +359,17 @@ class LocalExecutor:
                 peak_rss_bytes=exit.peak_rss_bytes,
                 output_bytes=run.output.total_bytes,
                 error=exit.error,
-                timed_out=run.timed_out,
-                stopped=run.stopped,
+                timed_out=run.termination.timed_out,
+                stopped=run.termination.stopped,
             ),
         )
 
     def _release(self, loop: asyncio.AbstractEventLoop, run: _Run) -> None:
         """Unregister and close everything the run holds, and finish its log."""
-        for timer in (run.kill_timer, run.timeout_timer):
-            if timer is not None:
-                timer.cancel()
-        run.kill_timer = run.timeout_timer = None
+        run.termination.cancel()
+        if run.timeout_timer is not None:
+            run.timeout_timer.cancel()
+            run.timeout_timer = None
         for fd in run.watching:
             loop.remove_reader(fd)
         run.watching.clear()
