@@ -5,6 +5,7 @@ make only their own job invalid, and variable patterns match in linear time."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from jobhost.catalog.discovery import rescan, scan
 from jobhost.models import Execution, ExecutionStatus, Trigger
 from tests.jobfolders import write_job
 from tests.serverfixtures import Harness, make_settings, running_harness
+from tests.test_cli_local import cli_env, jobhost_argv
 
 OPEN_JOB = {
     "Name": "Open",
@@ -239,3 +241,22 @@ async def test_serve_starts_and_reload_answers_with_a_hostile_folder(tmp_path: P
         assert new.status_code == 200
         deep = (await admin.get("/api/v1/jobs/catalog/App/Deep")).json()
         assert "nested deeper than 64 levels" in json.dumps(deep)
+
+
+def test_validate_reports_hostile_files_and_exits_3(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    write_job(apps, "App", "Good")
+    write_job(apps, "App", "Deep", HOSTILE_FILES["Deep"])
+    write_job(apps, "App", "BigInt", HOSTILE_FILES["BigInt"])
+    result = subprocess.run(
+        [*jobhost_argv(), "--apps", str(apps), "validate"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "nested deeper than 64 levels" in result.stdout
+    assert "holds a number written with 5000 characters" in result.stdout
