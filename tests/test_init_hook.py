@@ -13,6 +13,7 @@ from jobhost.catalog.discovery import Job, scan
 from jobhost.errors import InitHookFailed
 from jobhost.execution.init_hook import MAX_CAPTURE_BYTES, run_init_hook
 from tests.jobfolders import write_job
+from tests.test_local_executor import wait_gone
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
@@ -182,3 +183,18 @@ async def test_variables_reach_the_hook_unchanged(tmp_path: Path) -> None:
     job = job_with_init(tmp_path, "import sys\nsys.stdout.write(sys.stdin.read())\n")
     hostile = {"Text": '", "roles_start": [] }}{{ \n ☃', "N": 5, "B": True}
     assert await run(job, hostile) == json.loads(json.dumps(hostile))
+
+
+async def test_a_hook_whose_grandchild_keeps_stdout_open_is_over_when_it_exits(
+    tmp_path: Path,
+) -> None:
+    """Before: the hook was read until the end of its pipes, which a background child held
+    open, so the start failed with the timeout instead of going on."""
+    job = job_with_init(
+        tmp_path,
+        'sleep 600 &\necho "$!" > "$PWD/grandchild.pid"\necho \'{"Done": true}\'\n',
+        name="init-job.sh",
+    )
+    assert await run(job, {}, timeout=60) == {"Done": True}
+    grandchild = int((job.folder / "grandchild.pid").read_text())
+    await wait_gone(grandchild)  # what the hook left in its group is killed

@@ -6,8 +6,10 @@ stdout (they replace the proposed ones), or nothing to keep them. A non-zero exi
 rejects the start, and the last non-empty stderr line is what the user is told.
 
 The script runs in its own process group with the job folder as its working
-directory; on timeout or cancellation the whole group is killed. Captured output is
-bounded, so a hook that floods its pipes cannot exhaust the server's memory.
+directory, watched by pidfd on the loop (no thread): it is over when the script exits,
+and what it left in its group is killed then; on timeout or cancellation the whole
+group is killed. Captured output is bounded, so a hook that floods its pipes cannot
+exhaust the server's memory.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
 from jobhost.catalog.definition import command_for
 from jobhost.catalog.discovery import Job
 from jobhost.errors import InitHookFailed, InvalidDefinition
+from jobhost.execution.output import CHUNK
+from jobhost.execution.termination import DRAIN_CHUNKS
 
 MAX_CAPTURE_BYTES = 1024 * 1024
 # Linux refuses a single environment string over 128 KiB (MAX_ARG_STRLEN); bigger
@@ -30,45 +35,119 @@ MAX_CAPTURE_BYTES = 1024 * 1024
 MAX_ENV_VALUE_BYTES = 120 * 1024
 
 
-async def _read_bounded(
-    stream: asyncio.StreamReader, limit: int, *, keep_tail: bool
-) -> tuple[bytes, bool]:
-    """Everything read, up to ``limit`` bytes (the head, or the tail); True if some was dropped."""
-    kept = bytearray()
-    dropped = False
-    while chunk := await stream.read(65536):
-        kept += chunk
-        if len(kept) > limit:
-            dropped = True
-            if keep_tail:
-                del kept[: len(kept) - limit]
+class _Capture:
+    """One output pipe of the hook, read as the loop finds it readable, bounded."""
+
+    def __init__(self, fd: int, *, keep_tail: bool) -> None:
+        self.fd = fd
+        self.kept = bytearray()
+        self.dropped = False
+        self.open = True
+        self._keep_tail = keep_tail
+
+    def read(self) -> bool:
+        """One chunk; False when nothing more is there now (or ever)."""
+        try:
+            chunk = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return False
+        self.kept += chunk
+        if len(self.kept) > MAX_CAPTURE_BYTES:
+            self.dropped = True
+            if self._keep_tail:
+                del self.kept[: len(self.kept) - MAX_CAPTURE_BYTES]
             else:
-                del kept[limit:]
-    return bytes(kept), dropped
+                del self.kept[MAX_CAPTURE_BYTES:]
+        return True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            asyncio.get_running_loop().remove_reader(self.fd)
 
 
-async def _feed(stdin: asyncio.StreamWriter, payload: bytes) -> None:
-    # A hook that exits without reading stdin closes the pipe: that is allowed.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.write(payload)
-        await stdin.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.close()
-        await stdin.wait_closed()
+class _Hook:
+    """The hook's process, watched like a job's (pipes and a pidfd on the loop, no
+    thread): it is over when the script exits, whatever it left holding its pipes."""
 
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], payload: bytes) -> None:
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # its own group: killed as a whole
+        )
+        assert self.popen.stdin and self.popen.stdout and self.popen.stderr
+        self.pidfd = os.pidfd_open(self.popen.pid)
+        self._stdin = self.popen.stdin.fileno()
+        self._payload = memoryview(payload)
+        self.stdout = _Capture(self.popen.stdout.fileno(), keep_tail=False)
+        self.stderr = _Capture(self.popen.stderr.fileno(), keep_tail=True)
+        for fd in (self._stdin, self.stdout.fd, self.stderr.fd):
+            os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        loop.add_writer(self._stdin, self._feed)
+        loop.add_reader(self.stdout.fd, self.stdout.read)
+        loop.add_reader(self.stderr.fd, self.stderr.read)
+        loop.add_reader(self.pidfd, self._reap)
 
-async def _communicate(
-    process: asyncio.subprocess.Process, payload: bytes
-) -> tuple[int, bytes, bool, bytes]:
-    """(exit code, stdout head, whether stdout overflowed, stderr tail)."""
-    if process.stdin is None or process.stdout is None or process.stderr is None:
-        raise RuntimeError("init hook started without pipes")
-    _, (stdout, dropped), (stderr, _) = await asyncio.gather(
-        _feed(process.stdin, payload),
-        _read_bounded(process.stdout, MAX_CAPTURE_BYTES, keep_tail=False),
-        _read_bounded(process.stderr, MAX_CAPTURE_BYTES, keep_tail=True),
-    )
-    return await process.wait(), stdout, dropped, stderr
+    def _feed(self) -> None:
+        # A hook that exits without reading stdin closes the pipe: that is allowed.
+        try:
+            written = os.write(self._stdin, self._payload[:CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._payload)
+        self._payload = self._payload[written:]
+        if not self._payload:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._stdin >= 0:
+            asyncio.get_running_loop().remove_writer(self._stdin)
+            assert self.popen.stdin is not None
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+            self._stdin = -1
+
+    def _reap(self) -> None:
+        if os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return  # woken early
+        _kill_group(self.popen.pid)  # what it left in its group goes too
+        code = self.popen.wait()
+        asyncio.get_running_loop().remove_reader(self.pidfd)
+        for capture in (self.stdout, self.stderr):
+            for _ in range(DRAIN_CHUNKS):
+                if not capture.read():
+                    break
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    async def close(self) -> None:
+        """Release everything; a hook still running (timeout, cancellation) is killed."""
+        if not self.exited.done():
+            _kill_group(self.popen.pid)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self.exited)
+        self._close_stdin()
+        self.stdout.close()
+        self.stderr.close()
+        asyncio.get_running_loop().remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _kill_group(pid: int) -> None:
@@ -116,29 +195,16 @@ async def run_init_hook(
     if len(payload.encode("utf-8")) <= MAX_ENV_VALUE_BYTES:
         child_env["JOBHOST_VARIABLES"] = payload
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=job.folder,
-            env=child_env,
-            start_new_session=True,
-        )
+        hook = _Hook(argv, str(job.folder), child_env, payload.encode("utf-8"))
     except OSError as exc:
         raise InitHookFailed(f"{script.name} could not be started: {exc.strerror or exc}") from None
     try:
-        code, stdout, stdout_dropped, stderr = await asyncio.wait_for(
-            _communicate(process, payload.encode("utf-8")), timeout
-        )
+        code = await asyncio.wait_for(asyncio.shield(hook.exited), timeout)
     except TimeoutError:
         raise InitHookFailed(f"{script.name} did not finish within {timeout:g} s") from None
     finally:
-        if process.returncode is None:
-            # Timeout or cancellation: the hook and anything it spawned go.
-            _kill_group(process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                await process.wait()
+        await hook.close()
+    stdout, stdout_dropped, stderr = bytes(hook.stdout.kept), hook.stdout.dropped, hook.stderr.kept
     if code != 0:
         lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
         last = next((line for line in reversed(lines) if line), None)
