@@ -154,7 +154,8 @@ async def test_a_job_ending_on_its_own_takes_its_escaped_grandchildren_along(
     apps: Path, engine_factory: EngineFactory
 ) -> None:
     cgroups_available()
-    script = "setsid -f sh -c 'echo \"pid $$\"; exec sleep 302'\nsleep 0.5\n"
+    # ``head`` ends the pipeline once the grandchild has said its pid: the job ends then.
+    script = "setsid -f sh -c 'echo \"pid $$\"; exec sleep 302' | head -n 1\n"
     write_job(apps, "Demo", "Leaves", {"Name": "Leaves"}, script="run.sh", script_text=script)
     async with engine_factory() as engine:
         started = await engine.start("Demo/Leaves", {}, ALICE)
@@ -249,7 +250,7 @@ async def test_run_as_nobody_runs_as_nobody_with_its_home_and_files(
     nobody = pwd.getpwnam("nobody")
     apps = open_dir / "apps"
     script = (
-        'echo "uid $(id -u) gid $(id -g) home $HOME umask $(umask)"\n'
+        'echo "uid $(id -u) gid $(id -g) home $HOME umask $(umask) nice $(nice)"\n'
         'touch "$JOBHOST_STATE_DIR/made"\n'
         'echo \'{"ok": true}\' > "$JOBHOST_RESULT_PATH"\n'
     )
@@ -257,7 +258,8 @@ async def test_run_as_nobody_runs_as_nobody_with_its_home_and_files(
         apps,
         "Demo",
         "Who",
-        {"Name": "Who", "run_as": {"user": "nobody", "umask": "027"}},
+        # With a limit set before exec, the account is switched there too (after it).
+        {"Name": "Who", "run_as": {"user": "nobody", "umask": "027"}, "limits": {"nice": 3}},
         script="run.sh",
         script_text=script,
     )
@@ -270,7 +272,7 @@ async def test_run_as_nobody_runs_as_nobody_with_its_home_and_files(
         log = engine.settings.logs_dir / f"{final.id}.log"
         owners = (state.stat().st_uid, log.stat().st_uid, (state / "made").stat().st_uid)
     assert final.status is ExecutionStatus.SUCCEEDED, (final.error, text)
-    assert f"uid {nobody.pw_uid} gid {nobody.pw_gid} home {nobody.pw_dir} umask 0027" in text
+    assert f"uid {nobody.pw_uid} gid {nobody.pw_gid} home {nobody.pw_dir} umask 0027 nice 3" in text
     assert owners == (nobody.pw_uid,) * 3
     assert final.result == {"ok": True}
 
@@ -342,3 +344,109 @@ def test_without_cgroups_the_description_says_why() -> None:
     assert isolation.describe() == (
         "rlimits and an environment sweep (rlimits chosen in the settings)"
     )
+
+
+@pytest.mark.parametrize("isolation", ["cgroup", "rlimits"])
+async def test_nice_and_open_files_apply_to_the_run(
+    apps: Path, engine_factory: EngineFactory, isolation: str
+) -> None:
+    if isolation == "cgroup":
+        cgroups_available()
+    limits = {"nice": 7, "open_files": 123}
+    script = 'echo "files $(ulimit -n) nice $(nice)"\n'
+    write_job(
+        apps,
+        "Demo",
+        "Nice",
+        {"Name": "Nice", "limits": limits},
+        script="run.sh",
+        script_text=script,
+    )
+    async with engine_factory(isolation=isolation) as engine:
+        final = await run(engine, "Demo/Nice")
+        text = (await engine.read_output(final.id, ALICE)).data.decode()
+    assert final.status is ExecutionStatus.SUCCEEDED
+    assert text.strip() == "files 123 nice 7"
+
+
+async def test_cpu_quota_and_weight_are_the_runs_cgroup_settings(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    cgroups_available()
+    if Isolation.detect().kind != "cgroup1":
+        pytest.skip("reads the cgroup v1 cpu files")
+    script = (
+        'dir="/sys/fs/cgroup/cpu$(grep -E "^[0-9]+:cpu:" /proc/self/cgroup | cut -d: -f3)"\n'
+        'echo "quota $(cat "$dir/cpu.cfs_quota_us") shares $(cat "$dir/cpu.shares")"\n'
+    )
+    limits = {"cpu_quota": "50%", "cpu_weight": 200}
+    write_job(
+        apps, "Demo", "Cpu", {"Name": "Cpu", "limits": limits}, script="run.sh", script_text=script
+    )
+    async with engine_factory() as engine:
+        final = await run(engine, "Demo/Cpu")
+        text = (await engine.read_output(final.id, ALICE)).data.decode()
+    assert final.status is ExecutionStatus.SUCCEEDED
+    assert text.strip() == "quota 50000 shares 2048"
+
+
+def unified_hierarchy() -> str | None:
+    """A cgroup v2 mount this test may write, even one without controllers (hybrid hosts)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2" and os.access(fields[1], os.W_OK):
+            return fields[1]
+    return None
+
+
+async def test_cgroup_v2_tracks_and_kills_every_descendant(tmp_path: Path) -> None:
+    """The v2 code path (join between fork and exec, cgroup.kill, cpu.stat) on whatever v2
+    hierarchy is writable; limits need its controllers, which a hybrid host keeps in v1."""
+    mount = unified_hierarchy()
+    if mount is None:
+        pytest.skip("no writable cgroup v2 hierarchy")
+    from jobhost.execution.confinement import Confinement
+    from jobhost.execution.process import ChildProcess
+    from jobhost.models import LaunchSpec
+
+    base = Path(mount) / f"jobhost-test-{os.getpid()}"
+    base.mkdir()
+    try:
+        isolation = Isolation("cgroup2", {"": str(base)})
+        script = "setsid -f sh -c 'echo \"pid $$\"; exec sleep 303' | head -n 1\n"
+        spec = LaunchSpec(
+            execution_id="v2run",
+            job_id="Demo/V2",
+            argv=["/bin/sh", "-c", script],
+            cwd=str(tmp_path),
+            env={"PATH": os.environ["PATH"]},
+            log_path=str(tmp_path / "log"),
+            result_path=str(tmp_path / "result"),
+        )
+        confinement = Confinement.prepare(isolation, spec)
+        process = ChildProcess.spawn(spec.argv, spec.cwd, spec.env, confinement=confinement)
+        assert confinement.group is not None
+        members = confinement.group.members()
+        assert process.pid in members
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(process.pidfd, _settle, exited)
+        await asyncio.wait_for(exited, 60)
+        loop.remove_reader(process.pidfd)
+        output = os.read(process.output_fd, 4096).decode()
+        grandchild = int(output.split()[1])
+        exit = process.reap()
+        process.close()
+        assert exit is not None
+        assert exit.exit_code == 0
+        assert await wait_gone(grandchild)
+    finally:
+        for _ in range(100):
+            try:
+                for child in base.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                base.rmdir()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)

@@ -15,8 +15,8 @@
 A process enters its run's cgroup before it runs a single instruction of the job: on v1 the
 spawning thread joins the cgroup for the length of the spawn (membership is per thread there,
 and a child inherits its parent thread's); on v2 the child writes itself into
-``cgroup.procs`` between fork and exec. ``nice`` and ``open_files`` are set with
-``setpriority``/``prlimit`` on the new pid straight after the spawn.
+``cgroup.procs`` between fork and exec. ``nice`` and ``open_files`` are set between fork
+and exec too (``jobhost.execution.confinement``).
 
 At exit the whole cgroup is killed (grandchildren that called ``setsid`` included), peak
 memory (``memory.max_usage_in_bytes`` / ``memory.peak``), CPU time and OOM kills are read,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import grp
 import os
 import pwd
@@ -145,18 +146,37 @@ class Confinement:
         }
 
     def popen_kwargs(self) -> dict[str, Any]:
-        """``subprocess.Popen`` arguments: the account, and (cgroup v2) joining the group."""
+        """``subprocess.Popen`` arguments: the account, and what the child does before exec."""
+        # Between fork and exec (a fork instead of a vfork, so only when needed): joining a
+        # v2 cgroup, and the limits that must hold from the job's first instruction on.
+        steps: list[Callable[[], None]] = []
+        join = None if self.group is None else self.group.preexec()
+        if join is not None:
+            steps.append(join)
+        for which, value in self._rlimits():
+            steps.append(functools.partial(resource.setrlimit, which, (value, value)))
+        if self.limits.nice is not None:
+            steps.append(functools.partial(os.setpriority, os.PRIO_PROCESS, 0, self.limits.nice))
+        account = self.account
         kwargs: dict[str, Any] = {}
-        if self.account is not None:
-            account = self.account
-            kwargs.update(
-                user=account.uid,
-                group=account.gid,
-                extra_groups=list(account.groups),
-                umask=account.umask,
-            )
-        preexec: Callable[[], None] | None = None if self.group is None else self.group.preexec()
-        if preexec is not None:
+        if account is not None:
+            kwargs["umask"] = account.umask
+            if steps:  # the account last: the steps above need root (cgroup.procs, nice < 0)
+                steps += [
+                    functools.partial(os.setgroups, list(account.groups)),
+                    functools.partial(os.setresgid, account.gid, account.gid, account.gid),
+                    functools.partial(os.setresuid, account.uid, account.uid, account.uid),
+                ]
+            else:
+                kwargs.update(
+                    user=account.uid, group=account.gid, extra_groups=list(account.groups)
+                )
+        if steps:
+
+            def preexec() -> None:
+                for step in steps:
+                    step()
+
             kwargs["preexec_fn"] = preexec
         return kwargs
 
@@ -166,13 +186,8 @@ class Confinement:
             return start()
         return self.isolation.spawn_in(self.group, start)
 
-    def started(self, pid: int) -> None:
-        """Limits that are set on the new process itself: nice, open files, and (without a
-        cgroup) memory and processes as rlimits."""
+    def _rlimits(self) -> list[tuple[int, int]]:
         limits = self.limits
-        if limits.nice is not None:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, pid, limits.nice)
         rlimits: list[tuple[int, int]] = []
         if limits.open_files is not None:
             rlimits.append((resource.RLIMIT_NOFILE, limits.open_files))
@@ -181,10 +196,12 @@ class Confinement:
                 rlimits.append((resource.RLIMIT_AS, limits.memory_max_bytes))
             if limits.pids_max is not None:
                 rlimits.append((resource.RLIMIT_NPROC, limits.pids_max))
+        return rlimits
+
+    def started(self, pid: int) -> None:
+        """Note the leader's start time (the sweep reads only processes started since)."""
+        if self.group is None:
             self._start_ticks = _start_ticks(pid)
-        for which, value in rlimits:
-            with contextlib.suppress(OSError, ValueError):
-                resource.prlimit(pid, which, (value, value))
 
     def signal(self, signum: int) -> None:
         """Signal every descendant, those that left the process group included."""
@@ -211,6 +228,8 @@ class Confinement:
             changes["cpu_seconds"] = max(exit.cpu_seconds, usage.cpu_seconds)
         if usage.oom_kills and exit.exit_signal == signal.SIGKILL:
             changes["error"] = oom_message(self.limits)
+        elif usage.oom_kills and exit.exit_code != 0:  # the kernel chose one of its children
+            changes["error"] = "a process of the run was " + oom_message(self.limits)
         return dataclasses.replace(exit, **changes) if changes else exit
 
     def abandon(self) -> None:
