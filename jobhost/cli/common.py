@@ -198,6 +198,7 @@ STATUS_STYLE = {
     "failed": "red",
     "timed_out": "red",
     "lost": "red",
+    "rejected": "red",
     "stopped": "yellow",
     "stopping": "yellow",
     "running": "cyan",
