@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 from tests.uifixtures import (
     FLOOD_LINES,
     REPO,
+    SCREENSHOTS,
     XSS_DESCRIPTION,
     XSS_NAME,
     XSS_OUTPUT,
@@ -24,9 +23,6 @@ from tests.uifixtures import (
 
 pytestmark = pytest.mark.browser
 
-# The README's screenshots are refreshed only on request (JOBHOST_SCREENSHOTS=docs/screenshots
-# make test); otherwise they go to a temporary folder, so a test run leaves the tree clean.
-SCREENSHOTS = Path(os.environ.get("JOBHOST_SCREENSHOTS") or tempfile.mkdtemp(prefix="jh-shots-"))
 METRICS_NAME = "System Metrics Collection"
 INIT_MESSAGE = "Interval must be between 5 and 3600 seconds, got 4"
 
@@ -42,9 +38,6 @@ def test_sign_in_shows_the_catalog_grouped_by_app_and_filters_as_you_type(page: 
     expect(page.get_by_role("heading", name=METRICS_NAME)).to_be_hidden()
     page.get_by_label("Search jobs").fill("")
     expect(page.get_by_role("heading", name=METRICS_NAME)).to_be_visible()
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "catalog.png"), full_page=True)
 
 
 def test_wrong_password_is_refused_with_the_servers_message(

@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.uifixtures import (
     FAILS_STDERR,
     REFUSED_REASON,
+    SCREENSHOTS,
     SLEEPER_READY,
     Server,
     admin_page,  # noqa: F401
@@ -164,7 +165,9 @@ def test_a_failed_run_shows_its_reason_above_the_fold_with_the_output(
     expect(page.get_by_role("region", name="Summary").locator(".status")).to_have_text("failed")
     reason = page.get_by_role("region", name="Why it failed")
     expect(reason).to_be_visible()
-    expect(reason).to_contain_text("3")
+    expect(reason).to_contain_text("exit 3")
+    expect(reason).to_contain_text(FAILS_STDERR)  # its last lines, up front
+    expect(reason).not_to_contain_text("null")
     log = page.get_by_role("log", name="Output")
     expect(log).to_contain_text(FAILS_STDERR)
     box = log.bounding_box()
@@ -173,6 +176,8 @@ def test_a_failed_run_shows_its_reason_above_the_fold_with_the_output(
     expect(page.get_by_role("link", name="History", exact=True)).to_have_attribute(
         "aria-current", "page"
     )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "failed-run.png"))
     context.close()
 
 
@@ -215,6 +220,11 @@ def test_catalog_answers_what_failed_what_runs_and_whats_next(page: Page, server
     page.get_by_role("button", name="Running").click()
     row = page.locator('table.board tr[data-job-id="UiTests/Single"]')
     expect(row.get_by_role("link", name="Open live run")).to_be_visible()
+    page.get_by_role("button", name="All", exact=True).click()
+    expect(page.locator('table.board tr[data-job-id="UiTests/Fails"]')).to_be_visible()
+    page.set_viewport_size({"width": 1400, "height": 900})
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "catalog.png"))
     page.get_by_role("button", name="Show jobs as cards").click()
 
     with closing(server.admin_client()) as client:
@@ -322,6 +332,8 @@ def test_a_refused_scheduled_fire_shows_in_history_on_the_card_and_in_schedules(
     schedule = page.locator('tr[data-job-id="UiTests/Refused"]')
     expect(schedule.locator(".last-fire .status")).to_have_text("rejected")
     expect(schedule.locator(".last-fire .reason")).to_contain_text(REFUSED_REASON)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "schedules.png"))
     schedule.get_by_role("link", name="Open run").click()
     expect(page.get_by_role("region", name="Why it was rejected")).to_contain_text(REFUSED_REASON)
 
@@ -329,14 +341,14 @@ def test_a_refused_scheduled_fire_shows_in_history_on_the_card_and_in_schedules(
 def test_ui_files_are_compressed_and_cached_under_a_versioned_prefix(server: Server) -> None:
     index = httpx.get(f"{server.base_url}/", headers={"Accept-Encoding": "gzip"})
     assert index.headers["cache-control"] == "no-cache"
-    found = re.search(r'src="(/v/[0-9a-f]{12}/app\.js)"', index.text)
+    found = re.search(r'src="(v/[0-9a-f]{12}/app\.js)"', index.text)
     assert found, index.text
-    app_js = httpx.get(server.base_url + found.group(1), headers={"Accept-Encoding": "gzip"})
+    app_js = httpx.get(f"{server.base_url}/{found.group(1)}", headers={"Accept-Encoding": "gzip"})
     assert app_js.headers["content-encoding"] == "gzip"
     assert "immutable" in app_js.headers["cache-control"]
     assert "import(" in app_js.text
     again = httpx.get(
-        server.base_url + found.group(1), headers={"If-None-Match": app_js.headers["etag"]}
+        f"{server.base_url}/{found.group(1)}", headers={"If-None-Match": app_js.headers["etag"]}
     )
     assert again.status_code == 304
     unversioned = httpx.get(f"{server.base_url}/app.js")
@@ -369,4 +381,28 @@ def test_a_viewers_first_view_is_small_and_never_loads_the_admin_code(
     transferred = int(sizes)
     assert transferred <= 120 * 1024, f"first view transferred {transferred} bytes"
     assert not [u for u in urls if "admin.js" in u], urls
+    context.close()
+
+
+def test_times_name_their_zone_and_switch_to_utc_and_history_gives_the_success_rate(
+    browser: Browser, server: Server
+) -> None:
+    context = browser.new_context(timezone_id="America/New_York")
+    page = context.new_page()
+    sign_in(page, server, "admin", server.admin_password)
+    failed_id = start_through_api(page, "UiTests/Fails", {})
+    _wait_ended(page, server, failed_id)
+    page.goto(f"{server.base_url}/#/history?job_id=UiTests%2FFails")
+    expect(page.locator(".job-stats")).to_contain_text("0% succeeded")
+    expect(page.locator(".job-stats")).to_contain_text("p95")
+    when = page.locator(f'tr[data-execution-id="{failed_id}"] td a').first
+    expect(when).to_contain_text(re.compile(r"EST|EDT|GMT-"))
+
+    toggle = page.get_by_role("button", name="Switch time zone")
+    expect(toggle).to_have_text("Times in America/New_York")
+    toggle.click()
+    expect(toggle).to_have_text("Times in UTC")
+    expect(page.locator(f'tr[data-execution-id="{failed_id}"] td a').first).to_contain_text("UTC")
+    page.reload()
+    expect(page.get_by_role("button", name="Switch time zone")).to_have_text("Times in UTC")
     context.close()

@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.conftest import require_service
 
 REPO = Path(__file__).resolve().parent.parent
+# The README's screenshots are refreshed only on request (JOBHOST_SCREENSHOTS=docs/screenshots
+# make test); otherwise they go to a temporary folder, so a test run leaves the tree clean.
+SCREENSHOTS = Path(os.environ.get("JOBHOST_SCREENSHOTS") or tempfile.mkdtemp(prefix="jh-shots-"))
 ADMIN_PASSWORD = "admin-password-for-ui-tests"
 STARTUP_SECONDS = 30.0
 

@@ -2,7 +2,7 @@
 
 There is no build step, so file names carry no hash. Instead the whole UI folder gets
 one version (a hash of every file's bytes, taken at start-up) and ``index.html`` is
-served with its two references rewritten to ``/v/<version>/app.js`` and ``style.css``.
+served with its two references rewritten to ``v/<version>/app.js`` and ``style.css``.
 The modules import each other by relative paths, so every file the page loads lives
 under that prefix, and the prefix changes whenever any file does: those responses may
 be cached for a year (``immutable``). ``index.html`` itself, and any file asked for
@@ -68,8 +68,9 @@ class UiFiles(StaticFiles):
         self.prefix = f"v/{self.version}/"
         self._bodies: dict[str, _Body] = {}
         index = (directory / "index.html").read_text(encoding="utf-8")
-        index = index.replace('href="style.css"', f'href="/{self.prefix}style.css"')
-        index = index.replace('src="app.js"', f'src="/{self.prefix}app.js"')
+        # Relative, so the UI also works mounted under a path prefix.
+        index = index.replace('href="style.css"', f'href="{self.prefix}style.css"')
+        index = index.replace('src="app.js"', f'src="{self.prefix}app.js"')
         self._index = _Body(index.encode(), ".html")
 
     async def get_response(self, path: str, scope: Scope) -> Response:

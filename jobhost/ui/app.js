@@ -9,7 +9,7 @@
 // Views are loaded on demand, so a viewer's browser never fetches the admin code.
 
 import { api, currentUser, onUnauthorized, setSession } from "./js/api.js";
-import { clear, field, h, notice } from "./js/dom.js";
+import { clear, field, h, notice, setTimeZone, timeZone } from "./js/dom.js";
 
 const ROUTES = {
   catalog: { load: () => import("./js/views/catalog.js"), title: "Catalog" },
@@ -248,6 +248,22 @@ function toggleTheme() {
   applyTheme(next);
 }
 
+// Times: the browser's zone unless UTC is picked (remembered); the view redraws in it.
+function showZone() {
+  const button = document.getElementById("zone-toggle");
+  const utc = timeZone() === "UTC";
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+  button.textContent = utc ? "Times in UTC" : `Times in ${local}`;
+  button.setAttribute("aria-pressed", String(utc));
+  button.title = utc ? "Show times in this browser's zone" : "Show times in UTC";
+}
+
+function toggleZone() {
+  setTimeZone(timeZone() === "UTC" ? null : "UTC");
+  showZone();
+  if (currentUser()) renderRoute();
+}
+
 async function boot() {
   let saved = null;
   try {
@@ -257,6 +273,8 @@ async function boot() {
   }
   applyTheme(saved);
   document.getElementById("theme-toggle").addEventListener("click", toggleTheme);
+  document.getElementById("zone-toggle").addEventListener("click", toggleZone);
+  showZone();
   document.getElementById("sign-out").addEventListener("click", signOut);
   window.addEventListener("hashchange", renderRoute);
   try {

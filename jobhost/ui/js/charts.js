@@ -39,7 +39,10 @@ export function timeRange(u, min, max) {
   if (!xs || !xs.length) return [min, max];
   const first = xs[0];
   const last = xs[xs.length - 1];
-  return last - first < 600 ? [first - 300, last + 300] : [first, last];
+  // Pad by a tenth of the span (at least 5 s) so points close together stay apart,
+  // instead of a fixed ±5 min that stacked a burst of runs into one column.
+  const pad = Math.max(5, (last - first) / 10);
+  return [first - pad, last + pad];
 }
 
 /** Keep a chart as wide as its container. Returns a function that stops watching. */

@@ -35,6 +35,20 @@ function missingRights(job) {
   );
 }
 
+/** Why a run failed: its error, else its exit code or signal. */
+function reasonOf(run) {
+  if (run.error) return run.error;
+  if (run.exit_signal !== null && run.exit_signal !== undefined) return `ended by signal ${run.exit_signal}`;
+  if (run.exit_code !== null && run.exit_code !== undefined && run.exit_code !== 0) return `exit code ${run.exit_code}`;
+  return null;
+}
+
+/** Board order: what needs a look first (failing, then running), then by app and id. */
+function urgency(job) {
+  if (failing(job) || !job.valid) return 0;
+  return (job.active || []).length ? 1 : 2;
+}
+
 function failing(job) {
   return Boolean(job.last_run && BAD.has(job.last_run.status));
 }
@@ -79,7 +93,7 @@ function lastRun(job) {
     timeAgo(when),
     run.duration_seconds !== null && run.duration_seconds !== undefined ? ` · ${formatDuration(run.duration_seconds)}` : "",
     run.trigger === "schedule" ? " · scheduled" : "",
-    BAD.has(run.status) && run.error ? h("p", { class: "reason", text: run.error }) : null,
+    BAD.has(run.status) && reasonOf(run) ? h("p", { class: "reason", text: reasonOf(run) }) : null,
   );
 }
 
@@ -210,7 +224,7 @@ function jobRow(job, ctx) {
       {},
       run ? h("span", {}, runBadge(run), " ", timeAgo(run.ended_at || run.created_at)) : h("span", { class: "muted", text: "never" }),
       run && run.duration_seconds !== null && run.duration_seconds !== undefined ? h("span", { class: "muted", text: ` · ${formatDuration(run.duration_seconds)}` }) : null,
-      run && BAD.has(run.status) && run.error ? h("p", { class: "reason", text: run.error }) : null,
+      run && BAD.has(run.status) && reasonOf(run) ? h("p", { class: "reason", text: reasonOf(run) }) : null,
     ),
     h("td", {}, outcomeStrip(job)),
     h("td", {}, runningNow(job) || h("span", { class: "muted", text: "—" })),
@@ -293,7 +307,7 @@ export function render(container, ctx) {
         { class: "table board" },
         h("caption", { class: "visually-hidden", text: "Jobs" }),
         h("thead", {}, h("tr", {}, ["Job", "Last run", "Recent", "Running", "Next fire", "Actions"].map((t) => h("th", { scope: "col", text: t })))),
-        h("tbody", {}, shown.map((j) => jobRow(j, ctx))),
+        h("tbody", {}, [...shown].sort((a, b) => urgency(a) - urgency(b) || a.id.localeCompare(b.id)).map((j) => jobRow(j, ctx))),
       );
       list.append(h("div", { class: "table-wrap" }, table));
     } else {

@@ -159,12 +159,14 @@ export function render(container, ctx) {
     const exit = exitText(e);
     const title = e.status === "stopped" ? "Why it stopped" : `Why it ${e.status === "rejected" ? "was rejected" : "failed"}`;
     reason.setAttribute("aria-label", title);
-    clear(reason).append(
+    const tail = log.text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").trimEnd().split("\n").slice(-5).join("\n");
+    const parts = [
       h("h2", { text: title }),
-      h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process exited with ${exit}.` : "No reason was recorded.") }),
+      h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process ended with exit ${exit}.` : "No reason was recorded.") }),
       e.error && exit !== "—" ? h("p", { class: "muted", text: `Exit: ${exit}` }) : null,
-      e.status === "stopped" || e.status === "rejected" ? null : h("p", { class: "muted", text: "The last lines of its output are at the end of the output below." }),
-    );
+      tail && e.status !== "rejected" ? h("div", {}, h("p", { class: "muted", text: "Its last lines of output:" }), h("pre", { class: "log reason-tail", text: tail })) : null,
+    ];
+    clear(reason).append(...parts.filter(Boolean));
   };
 
   const tick = () => {

@@ -46,6 +46,27 @@ function row(e) {
   );
 }
 
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** Success rate and p50 / p95 duration of the finished runs shown. */
+function jobStats(executions) {
+  const finished = executions.filter((e) => !["queued", "starting", "running", "stopping"].includes(e.status) && !e.test);
+  if (!finished.length) return h("p", { class: "muted", text: "No finished runs yet." });
+  const ok = finished.filter((e) => e.status === "succeeded").length;
+  const durations = finished.map((e) => e.duration_seconds).filter((d) => d !== null && d !== undefined).sort((a, b) => a - b);
+  const rate = Math.round((ok / finished.length) * 100);
+  return h(
+    "p",
+    { class: "job-stats" },
+    h("span", { class: rate === 100 ? "sum-ok" : "sum-bad", text: `${rate}% succeeded` }),
+    ` (${ok} of ${finished.length} runs shown) · p50 ${formatDuration(percentile(durations, 50))} · p95 ${formatDuration(percentile(durations, 95))}`,
+  );
+}
+
 async function drawChart(holder, executions) {
   const points = executions.filter((e) => e.duration_seconds !== null && e.started_at).reverse();
   if (!points.length) {
@@ -166,9 +187,9 @@ export function render(container, ctx) {
   more.addEventListener("click", load);
 
   load().then(() => {
-    if (!filters.job_id) return;
+    if (!filters.job_id || !ctx.alive()) return;
     chartHolder.hidden = false;
-    chartHolder.append(h("h2", { text: `Duration and outcome: ${filters.job_id}` }));
+    chartHolder.append(h("h2", { text: `Duration and outcome: ${filters.job_id}` }), jobStats(loaded));
     drawChart(chartHolder, loaded)
       .then((stop) => {
         unfit = stop;
