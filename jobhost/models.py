@@ -332,10 +332,6 @@ class ResourceLimits:
     nice: int | None = None
     open_files: int | None = None
 
-    @property
-    def empty(self) -> bool:
-        return self == NO_LIMITS
-
 
 NO_LIMITS = ResourceLimits()
 

@@ -450,3 +450,23 @@ async def test_cgroup_v2_tracks_and_kills_every_descendant(tmp_path: Path) -> No
                 break
             except OSError:
                 await asyncio.sleep(0.05)
+
+
+async def test_pids_max_of_one_still_lets_the_job_itself_start(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    cgroups_available()
+    write_job(
+        apps,
+        "Demo",
+        "One",
+        {"Name": "One", "limits": {"pids_max": 1}},
+        script="run",
+        script_text="#!/bin/sh\nexec echo alone\n",
+    )
+    (apps / "Demo" / "jobs" / "One" / "run").chmod(0o755)
+    async with engine_factory() as engine:
+        final = await run(engine, "Demo/One")
+        text = (await engine.read_output(final.id, ALICE)).data.decode()
+    assert final.status is ExecutionStatus.SUCCEEDED, final.error
+    assert text == "alone\n"

@@ -204,6 +204,9 @@ class Isolation:
         thread = threading.Thread(target=run, name="jobhost-spawn-cgroup", daemon=True)
         thread.start()
         thread.join()
+        if group.pids_max is not None:  # the thread's place is not the job's to keep
+            with contextlib.suppress(OSError):
+                _write(os.path.join(group.paths["pids"], "pids.max"), str(group.pids_max))
         if failure:
             raise failure[0]
         return outcome[0]
@@ -310,6 +313,7 @@ class RunGroup:
         self.isolation = isolation
         self.v2 = isolation.kind == "cgroup2"
         self.removing_since = 0.0
+        self.pids_max: int | None = None
         # Unique even when an ID comes back (tests, a retried spawn) while the last cgroup
         # of that ID is still being removed; the ID first, for whoever looks.
         name = f"{execution_id}-{secrets.token_hex(4)}"
@@ -343,7 +347,10 @@ class RunGroup:
             if self.v2:  # swapping out would only slow the job down on its way to the limit
                 files.append((os.path.join(memory, "memory.swap.max"), "0"))
         if limits.pids_max is not None:
-            files.append((os.path.join(pids, "pids.max"), str(limits.pids_max)))
+            # v1: the spawning thread counts while it is inside (``Isolation.spawn_in``).
+            spare = 0 if self.v2 else 1
+            files.append((os.path.join(pids, "pids.max"), str(limits.pids_max + spare)))
+            self.pids_max = limits.pids_max
         if cpu is not None and limits.cpu_quota_percent is not None:
             quota = max(1000, round(limits.cpu_quota_percent * CFS_PERIOD_US / 100))
             if self.v2:
