@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: install run test lint bench bench-peers clean
+.PHONY: install run test lint bench bench-peers fuzz clean
 
 # The venv, the package (editable) and its runtime dependencies.
 $(VENV)/.installed-run: pyproject.toml
@@ -31,6 +31,12 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Schemathesis over the whole API with a large budget and a new seed each run (make test
+# runs the same test with 4 derandomized examples per operation). FUZZ_EXAMPLES to change.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(VENV)/.installed-test
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/test_schemathesis.py -p no:cacheprovider -o timeout=0 $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH)

@@ -26,6 +26,7 @@ from jobhost.config import Settings
 from jobhost.engine import JobHost
 from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import Authenticator
+from jobhost.server.contract import install_contract
 from jobhost.server.errors import install_error_handlers
 from jobhost.server.limits import BodySizeLimit, LoginLimiter
 from jobhost.server.metrics import LoginCounter, Metrics
@@ -179,6 +180,7 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     for router in routers():
         app.include_router(router)
     app.include_router(metrics_router)
+    install_contract(app)
     # The UI comes last, so it never shadows an API route.
     if UI_DIR.is_dir():
         app.mount("/", UiFiles(UI_DIR), name="ui")

@@ -382,7 +382,11 @@ async def _check_access(request: Request, metrics: Metrics) -> None:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (OpenMetrics when the scraper asks for it). No sign-in
     from ``metrics_allow`` addresses; else a token of a superuser or a ``metrics_roles`` user."""

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query, Request
 from jobhost.models import AuditQuery
 from jobhost.server.auth import SuperIdentity, engine_of
 from jobhost.server.routes.jobs import parse_time
+from jobhost.server.schemas import AuditPage, answers
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 
-@router.get("")
+@router.get("", **answers(AuditPage))
 async def audit(
     identity: SuperIdentity,
     request: Request,

@@ -21,6 +21,7 @@ from jobhost.server.auth import (
     secure_cookies,
 )
 from jobhost.server.routes.users import MIN_PASSWORD
+from jobhost.server.schemas import Me, NewToken, PasswordChanged, SignedIn, TokenList, answers
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -55,7 +56,7 @@ def _me(identity: Any) -> dict[str, Any]:
     return body
 
 
-@router.post("/login")
+@router.post("/login", **answers(SignedIn))
 async def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
     engine = engine_of(request)
     auth = authenticator_of(request)
@@ -89,7 +90,7 @@ async def login(body: LoginBody, request: Request, response: Response) -> dict[s
     }
 
 
-@router.post("/password")
+@router.post("/password", **answers(PasswordChanged))
 async def change_password(
     body: PasswordBody, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:
@@ -118,7 +119,7 @@ async def change_password(
     }
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, response_class=Response)
 async def logout(identity: CurrentIdentity, request: Request, response: Response) -> Response:
     await authenticator_of(request).logout(identity)
     await engine_of(request).audit(
@@ -132,12 +133,12 @@ async def logout(identity: CurrentIdentity, request: Request, response: Response
     return done
 
 
-@router.get("/me")
+@router.get("/me", **answers(Me))
 async def me(identity: CurrentIdentity) -> dict[str, Any]:
     return _me(identity)
 
 
-@router.get("/tokens")
+@router.get("/tokens", **answers(TokenList))
 async def list_tokens(
     identity: CurrentIdentity,
     request: Request,
@@ -153,7 +154,7 @@ async def list_tokens(
     return {"tokens": [t.to_api() for t in tokens]}
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", **answers(NewToken, 201))
 async def create_token(
     body: TokenBody, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:
@@ -179,7 +180,7 @@ async def create_token(
     return {"id": token.id, "name": token.name, "token": clear, "expires_at": iso(token.expires_at)}
 
 
-@router.delete("/tokens/{token_id}", status_code=204)
+@router.delete("/tokens/{token_id}", status_code=204, response_class=Response)
 async def revoke_token(token_id: str, identity: CurrentIdentity, request: Request) -> Response:
     engine = engine_of(request)
     principal = identity.principal

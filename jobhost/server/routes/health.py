@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from jobhost.server.auth import engine_of
+from jobhost.server.schemas import Health, answers
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", **answers(Health))
 async def healthz(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     catalog = engine.catalog

@@ -24,6 +24,16 @@ from jobhost.server.auth import (
     client_address,
     engine_of,
 )
+from jobhost.server.schemas import (
+    CatalogOut,
+    ExecutionList,
+    ExecutionOut,
+    HistoryPage,
+    JobDetailOut,
+    ReloadOut,
+    SamplesOut,
+    answers,
+)
 from jobhost.server.views import dumps, views_of
 from jobhost.store.recent import recent_outcomes
 from jobhost.store.sql import SqlStore
@@ -143,13 +153,13 @@ async def catalog_entries(
 
 
 # The reads come first: routes are matched in order, and clients poll these most.
-@router.get("/status/{execution_id}")
+@router.get("/status/{execution_id}", **answers(ExecutionOut))
 async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     execution = await engine_of(request).status(execution_id, identity.principal)
     return execution.to_api()
 
 
-@router.get("/running")
+@router.get("/running", **answers(ExecutionList))
 async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     views = views_of(request)
     live = engine_of(request).running(identity.principal)
@@ -180,7 +190,7 @@ def parse_statuses(values: list[str]) -> tuple[ExecutionStatus, ...]:
         raise BadRequest(f"Invalid status in {names!r}: use one of {known}") from None
 
 
-@router.get("/history")
+@router.get("/history", **answers(HistoryPage))
 async def history(
     identity: CurrentIdentity,
     request: Request,
@@ -214,7 +224,7 @@ async def history(
     return Response(body, media_type="application/json")
 
 
-@router.get("/catalog")
+@router.get("/catalog", **answers(CatalogOut))
 async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     jobs = await catalog_entries(
@@ -223,7 +233,7 @@ async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]
     return {"jobs": jobs, "count": len(jobs)}
 
 
-@router.get("/catalog/{app}/{job}")
+@router.get("/catalog/{app}/{job}", **answers(JobDetailOut))
 async def job_detail(
     app: str, job: str, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:
@@ -235,7 +245,7 @@ async def job_detail(
     return entry
 
 
-@router.get("/catalog/{app}/{job}/samples")
+@router.get("/catalog/{app}/{job}/samples", **answers(SamplesOut))
 async def samples(
     app: str,
     job: str,
@@ -265,7 +275,7 @@ async def samples(
     return {"samples": await asyncio.to_thread(tail)}
 
 
-@router.post("/start", status_code=202)
+@router.post("/start", **answers(ExecutionOut, 202))
 async def start(
     body: StartBody,
     identity: CurrentIdentity,
@@ -285,7 +295,7 @@ async def start(
     return execution.to_api()
 
 
-@router.post("/test", status_code=202)
+@router.post("/test", **answers(ExecutionOut, 202))
 async def test_run(body: StartBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     parse_job_id(body.job_id)
@@ -300,7 +310,7 @@ async def test_run(body: StartBody, identity: CurrentIdentity, request: Request)
     return execution.to_api()
 
 
-@router.post("/stop", status_code=202)
+@router.post("/stop", **answers(ExecutionList, 202))
 async def stop(body: TargetBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     job_id, execution_id = body.target()
     stopped = await engine_of(request).stop(
@@ -312,7 +322,7 @@ async def stop(body: TargetBody, identity: CurrentIdentity, request: Request) ->
     return {"executions": [e.to_api() for e in stopped]}
 
 
-@router.post("/restart", status_code=202)
+@router.post("/restart", **answers(ExecutionOut, 202))
 async def restart(body: RestartBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     job_id, execution_id = body.target()
     execution = await engine_of(request).restart(
@@ -325,7 +335,7 @@ async def restart(body: RestartBody, identity: CurrentIdentity, request: Request
     return execution.to_api()
 
 
-@router.post("/reload")
+@router.post("/reload", **answers(ReloadOut))
 async def reload(identity: SuperIdentity, request: Request) -> dict[str, Any]:
     catalog = await engine_of(request).reload(identity.principal, address=client_address(request))
     return {

@@ -19,6 +19,16 @@ from jobhost.security import can
 from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import CurrentIdentity, client_address, engine_of
 from jobhost.server.routes.jobs import Scalar
+from jobhost.server.schemas import (
+    LegacyCatalog,
+    LegacyJobs,
+    LegacyOutput,
+    LegacyResults,
+    LegacyStarted,
+    LegacyStopped,
+    LegacySubmitted,
+    answers,
+)
 
 PREFIX = "/apps/WebHostTaskManagement/api/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["legacy"])
@@ -78,7 +88,7 @@ def _legacy_job(execution: Execution) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", **answers(LegacyJobs))
 async def jobs(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     """Running executions and the most recent ended ones the user may view."""
     engine = engine_of(request)
@@ -99,7 +109,7 @@ async def jobs(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/catalog")
+@router.get("/catalog", **answers(LegacyCatalog))
 async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     principal = identity.principal
@@ -140,7 +150,7 @@ async def catalog(identity: CurrentIdentity, request: Request) -> dict[str, Any]
     }
 
 
-@router.post("/start")
+@router.post("/start", **answers(LegacyStarted))
 async def start(body: LegacyStart, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     parse_job_id(body.jobId)
     execution = await engine_of(request).start(
@@ -156,7 +166,7 @@ async def start(body: LegacyStart, identity: CurrentIdentity, request: Request) 
     }
 
 
-@router.post("/stop")
+@router.post("/stop", **answers(LegacyStopped))
 async def stop(body: LegacyStop, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     parse_job_id(body.jobId)
     stopped = await engine_of(request).stop(
@@ -177,7 +187,7 @@ def _runner(request: Request) -> AdhocRunner:
     return runner
 
 
-@router.get("/results")
+@router.get("/results", **answers(LegacyResults))
 async def results(
     identity: CurrentIdentity,
     request: Request,
@@ -212,7 +222,7 @@ async def results(
     return {"success": True, "timestamp": _now(), "results": merged, "count": len(merged)}
 
 
-@router.get("/output")
+@router.get("/output", **answers(LegacyOutput))
 async def output(
     identity: CurrentIdentity,
     request: Request,
@@ -244,7 +254,7 @@ async def output(
     }
 
 
-@router.post("/submit")
+@router.post("/submit", **answers(LegacySubmitted))
 async def submit(body: LegacySubmit, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     """Run an ad-hoc command as its own process (off unless ``adhoc_enabled``)."""
     engine = engine_of(request)

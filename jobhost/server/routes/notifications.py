@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from jobhost.server.auth import CurrentPrincipal, engine_of
+from jobhost.server.schemas import DeliveryList, answers
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["notifications"])
 
 
-@router.get("/status/{execution_id}/notifications")
+@router.get("/status/{execution_id}/notifications", **answers(DeliveryList))
 async def execution_notifications(
     execution_id: str, principal: CurrentPrincipal, request: Request
 ) -> dict[str, Any]:

@@ -14,13 +14,15 @@ from jobhost.errors import BadRequest
 from jobhost.models import Action
 from jobhost.security import can_on_execution
 from jobhost.server.auth import CurrentIdentity, authenticator_of, engine_of
+from jobhost.server.contract import EventStream
+from jobhost.server.schemas import OutputOut, answers
 from jobhost.server.sse import HEADERS, frame, with_heartbeats
 from jobhost.server.views import views_of
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["output"])
 
 
-@router.get("/output/{execution_id}")
+@router.get("/output/{execution_id}", **answers(OutputOut))
 async def output(
     execution_id: str,
     identity: CurrentIdentity,
@@ -48,7 +50,7 @@ def _resume_offset(last_event_id: str | None, offset: int | None) -> int:
     return offset or 0
 
 
-@router.get("/output/{execution_id}/stream")
+@router.get("/output/{execution_id}/stream", response_class=EventStream)
 async def output_stream(
     execution_id: str,
     identity: CurrentIdentity,
@@ -80,7 +82,7 @@ async def output_stream(
     )
 
 
-@router.get("/events")
+@router.get("/events", response_class=EventStream)
 async def execution_events(identity: CurrentIdentity, request: Request) -> StreamingResponse:
     """Every change of an execution the user may view, as ``execution`` events.
 

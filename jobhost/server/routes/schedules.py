@@ -17,6 +17,7 @@ from jobhost.models import iso
 from jobhost.schedules import UNSET, Schedules
 from jobhost.server.auth import CurrentIdentity, client_address, engine_of
 from jobhost.server.routes.jobs import job_id_of
+from jobhost.server.schemas import PreviewOut, ScheduleList, ScheduleOut, answers
 
 router = APIRouter(prefix="/api/v1/jobs/schedules", tags=["schedules"])
 
@@ -53,20 +54,20 @@ async def scheduler_of(request: Request) -> Schedules:
     return own
 
 
-@router.get("")
+@router.get("", **answers(ScheduleList))
 async def list_schedules(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     scheduler = await scheduler_of(request)
     return {"schedules": await scheduler.list_schedules(identity.principal)}
 
 
-@router.post("/preview")
+@router.post("/preview", **answers(PreviewOut))
 async def preview(body: PreviewBody, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     scheduler = await scheduler_of(request)
     fires = scheduler.preview(body.schedule, body.timezone, body.count)
     return {"next_fires": [iso(when) for when in fires]}
 
 
-@router.get("/{app}/{job}")
+@router.get("/{app}/{job}", **answers(ScheduleOut))
 async def get_schedule(
     app: str, job: str, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:
@@ -74,7 +75,7 @@ async def get_schedule(
     return await scheduler.get(job_id_of(app, job), identity.principal)
 
 
-@router.put("/{app}/{job}")
+@router.put("/{app}/{job}", **answers(ScheduleOut))
 async def put_schedule(
     app: str, job: str, body: OverrideBody, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:
@@ -91,7 +92,7 @@ async def put_schedule(
     )
 
 
-@router.delete("/{app}/{job}")
+@router.delete("/{app}/{job}", **answers(ScheduleOut))
 async def delete_schedule(
     app: str, job: str, identity: CurrentIdentity, request: Request
 ) -> dict[str, Any]:

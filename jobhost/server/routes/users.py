@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jobhost.errors import BadRequest, Conflict, NotFound
 from jobhost.models import ApiToken, User
 from jobhost.server.auth import SuperIdentity, authenticator_of, client_address, engine_of
+from jobhost.server.schemas import UserList, UserOut, answers
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -51,14 +52,14 @@ async def _get(request: Request, username: str) -> User:
     return user
 
 
-@router.get("")
+@router.get("", **answers(UserList))
 async def list_users(identity: SuperIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     users: list[User] = await engine.journal.call(engine.store.list_users)
     return {"users": [u.to_api() for u in users]}
 
 
-@router.post("", status_code=201)
+@router.post("", **answers(UserOut, 201))
 async def create_user(body: NewUser, identity: SuperIdentity, request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     roles = _check_roles(body.roles)
@@ -81,7 +82,7 @@ async def create_user(body: NewUser, identity: SuperIdentity, request: Request) 
     return user.to_api()
 
 
-@router.patch("/{username}")
+@router.patch("/{username}", **answers(UserOut))
 async def update_user(
     username: str, body: UserChange, identity: SuperIdentity, request: Request
 ) -> dict[str, Any]:
@@ -141,7 +142,7 @@ async def update_user(
     return answer
 
 
-@router.delete("/{username}", status_code=204)
+@router.delete("/{username}", status_code=204, response_class=Response)
 async def delete_user(username: str, identity: SuperIdentity, request: Request) -> Response:
     engine = engine_of(request)
     await _get(request, username)
