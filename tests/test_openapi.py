@@ -98,6 +98,8 @@ def test_the_document_is_valid_openapi_with_security_and_one_error_body(harness:
     stream = document["paths"]["/api/v1/jobs/output/{execution_id}/stream"]["get"]
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
     assert set(stream["responses"]["200"]["x-events"]) == {"output", "end"}
+    changes = document["paths"]["/api/v1/jobs/events"]["get"]["responses"]["200"]
+    assert set(changes["x-events"]) == {"snapshot", "execution"}
 
 
 async def test_real_answers_of_every_route_match_the_document(

@@ -58,9 +58,10 @@ def _security(operation: dict[str, Any]) -> str:
 
 def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", ""]
-    description = (operation.get("description") or operation.get("summary") or "").strip()
-    if description:
-        lines += [" ".join(description.split()), ""]
+    # The summary only: descriptions come from docstrings, which change more often than
+    # the contract does (the full text is in /openapi.json and /docs).
+    if operation.get("summary"):
+        lines += [operation["summary"], ""]
     lines.append(f"- Authentication: {_security(operation)}")
     for parameter in operation.get("parameters", []):
         required = "required" if parameter.get("required") else "optional"
@@ -88,8 +89,6 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
 
 def _schema(name: str, schema: dict[str, Any]) -> list[str]:
     lines = [f"### {name}", ""]
-    if schema.get("description"):
-        lines += [" ".join(schema["description"].split()), ""]
     properties = schema.get("properties", {})
     if not properties:
         return [*lines, _type(schema), ""]

@@ -33,7 +33,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobhost.server.auth import CSRF_HEADER, SESSION_COOKIE, current_identity
-from jobhost.server.schemas import ErrorBody, ExecutionOut, OutputEvent
+from jobhost.server.schemas import ErrorBody, ExecutionList, ExecutionOut, OutputEvent
 
 ERRORS = {
     400: ("BadRequest", "Malformed input (JSON, a query value, a path part)"),
@@ -72,7 +72,7 @@ UNSAFE = frozenset({"post", "put", "patch", "delete"})
 OPTIONAL_AUTH = frozenset({"/metrics"})
 SSE_EVENTS: dict[str, dict[str, type[BaseModel]]] = {
     "/api/v1/jobs/output/{execution_id}/stream": {"output": OutputEvent, "end": ExecutionOut},
-    "/api/v1/jobs/events": {"execution": ExecutionOut},
+    "/api/v1/jobs/events": {"snapshot": ExecutionList, "execution": ExecutionOut},
 }
 
 
