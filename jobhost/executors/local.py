@@ -146,15 +146,10 @@ class LocalExecutor:
         events: ExecutionEvents,
         *,
         host: str | None = None,
-        inline_when_idle: bool = False,
         isolation: Isolation | None = None,
     ) -> None:
-        """``inline_when_idle``: a start that finds no other spawn in progress spawns on the
-        loop itself, saving the hop to a spawner thread and back (for a loop that does
-        little else, as in the runner); starts that overlap still go to the threads.
-        ``isolation``: how runs are confined (detected here when not given)."""
+        """``isolation``: how runs are confined (detected here when not given)."""
         self._events = events
-        self._inline_when_idle = inline_when_idle
         self._host = host or socket.gethostname()
         self.isolation = Isolation.detect() if isolation is None else isolation
         log.info("Run isolation: %s", self.isolation.describe())
@@ -190,12 +185,8 @@ class LocalExecutor:
             raise Conflict(f"Execution {execution_id!r} is already running on {self._host}")
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        if self._inline_when_idle and not self._spawning:
-            self._spawning[execution_id] = _NO_STOP
-            launched = self._launch(loop, spec)
-        else:
-            self._spawning[execution_id] = _NO_STOP
-            launched = await self._spawner.run(loop, self._launch, spec)
+        self._spawning[execution_id] = _NO_STOP
+        launched = await self._spawner.run(loop, self._launch, spec)
         if isinstance(launched, str):
             self._spawning.pop(execution_id, None)
             self._fail(loop, execution_id, launched)

@@ -88,7 +88,7 @@ class Runner:
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
         isolation = Isolation.detect(mode_named(os.environ.get(ISOLATION_ENV, "auto")))
-        self.executor = LocalExecutor(self, inline_when_idle=True, isolation=isolation)
+        self.executor = LocalExecutor(self, isolation=isolation)
         self._idle_seconds = idle_seconds
         self._clients: set[_Client] = set()
         self._owners: dict[str, _Client] = {}
