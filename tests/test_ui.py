@@ -237,6 +237,13 @@ def test_admin_creates_a_user_and_a_token_shown_once(page: Page) -> None:
     users.get_by_role("textbox", name="Roles").fill("operator, viewer")
     users.get_by_role("button", name="Create user").click()
     expect(users.locator('tr[data-username="operator1"]')).to_contain_text("operator, viewer")
+    expect(page.get_by_text("User operator1 created.")).to_be_visible()
+    # The audit log shows the action without a reload.
+    expect(page.get_by_role("region", name="Audit log")).to_contain_text("user.create")
+    users.get_by_label("Username").fill("operator1")
+    users.get_by_label("Password").fill("operator-password")
+    users.get_by_role("button", name="Create user").click()
+    expect(page.get_by_text("A user 'operator1' already exists.")).to_be_visible()
 
     tokens = page.get_by_role("region", name="API tokens")
     tokens.get_by_label("Token name").fill("ci-token")

@@ -2,7 +2,7 @@
 
 import { api, query } from "../api.js";
 import { openDialog } from "../dialog.js";
-import { clear, field, formatTime, h, notice } from "../dom.js";
+import { clear, field, formatTime, h, notice, timeAgo } from "../dom.js";
 
 function table(caption, headers, rows) {
   return h(
@@ -18,11 +18,16 @@ function table(caption, headers, rows) {
   );
 }
 
+/** The server's conflict message without its API advice ("…; PATCH it to change it"). */
+function plainConflict(message) {
+  return String(message).replace(/;\s*PATCH it.*$/i, ".").replace(/^User /, "A user named ");
+}
+
 function splitRoles(text) {
   return text.split(/[\s,]+/).map((r) => r.trim()).filter(Boolean);
 }
 
-function usersSection(status) {
+function usersSection(status, onChange) {
   const section = h("section", { class: "card", "aria-labelledby": "users-title" }, h("h2", { id: "users-title", text: "Users" }));
   const list = h("div");
   const name = field("Username", h("input", { name: "username", autocomplete: "off", required: true }));
@@ -31,13 +36,15 @@ function usersSection(status) {
   const form = h("form", { class: "inline-form", "aria-label": "Create a user", novalidate: true }, name.wrap, password.wrap, roles.wrap, h("button", { type: "submit", class: "primary", text: "Create user" }));
   section.append(list, h("h3", { text: "Create a user" }), form);
 
-  const run = async (fn) => {
+  const run = async (fn, done = "Saved.") => {
     clear(status);
     try {
       await fn();
       await load();
+      status.append(notice(done, "info"));
+      onChange();
     } catch (err) {
-      status.append(notice(err.message, "error"));
+      status.append(notice(err.status === 409 && err.code === "conflict" ? plainConflict(err.message) : err.message, "error"));
     }
   };
 
@@ -103,16 +110,17 @@ function usersSection(status) {
       return;
     }
     password.error.textContent = "";
+    const username = name.input.value.trim();
     run(async () => {
-      await api("/api/v1/users", { method: "POST", body: { username: name.input.value.trim(), password: password.input.value, roles: splitRoles(roles.input.value) } });
+      await api("/api/v1/users", { method: "POST", body: { username, password: password.input.value, roles: splitRoles(roles.input.value) } });
       form.reset();
-    });
+    }, `User ${username} created.`);
   });
   load().catch((err) => list.append(notice(err.message, "error")));
   return section;
 }
 
-function tokensSection(status) {
+function tokensSection(status, onChange) {
   const section = h("section", { class: "card", "aria-labelledby": "tokens-title" }, h("h2", { id: "tokens-title", text: "API tokens" }));
   const list = h("div");
   const reveal = h("div", { "aria-live": "polite" });
@@ -152,6 +160,8 @@ function tokensSection(status) {
                       try {
                         await api(`/api/v1/auth/tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" });
                         await load();
+                        status.append(notice(`Token ${t.name} revoked.`, "info"));
+                        onChange();
                       } catch (err) {
                         status.append(notice(err.message, "error"));
                       }
@@ -188,6 +198,7 @@ function tokensSection(status) {
       reveal.append(notice("Copy this token now: it is shown only once.", "info"), h("div", { class: "token-reveal" }, value, copy));
       form.reset();
       await load();
+      onChange();
       value.focus();
     } catch (err) {
       status.append(notice(err.message, "error"));
@@ -236,10 +247,10 @@ function auditSection() {
           h(
             "tr",
             {},
-            h("td", { text: formatTime(e.at) }),
+            h("td", { class: "nowrap", title: formatTime(e.at) }, timeAgo(e.at)),
             h("td", { text: e.user || "—" }),
             h("td", { text: e.action }),
-            h("td", { text: e.target || "—" }),
+            h("td", {}, /^[0-9a-f]{32}$/.test(e.target || "") ? h("a", { href: `#/executions/${e.target}?from=history`, text: e.target }) : e.target || "—"),
             h("td", { text: e.outcome }),
             h("td", { text: e.address || "—" }),
             h("td", {}, h("code", { text: Object.keys(e.details || {}).length ? JSON.stringify(e.details) : "" })),
@@ -258,10 +269,11 @@ function auditSection() {
   });
   more.addEventListener("click", () => load(false));
   load(true);
-  return section;
+  return { section, refresh: () => load(true) };
 }
 
 export function render(container) {
   const status = h("div", { "aria-live": "polite" });
-  container.append(h("h1", { text: "Administration" }), status, usersSection(status), tokensSection(status), auditSection());
+  const audit = auditSection();
+  container.append(h("h1", { text: "Administration" }), status, usersSection(status, audit.refresh), tokensSection(status, audit.refresh), audit.section);
 }
