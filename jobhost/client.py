@@ -1,8 +1,10 @@
 """A small synchronous client for the JobHost REST API (the CLI's remote half).
 
-Every method maps to one endpoint of the API and returns its JSON as plain dicts and
-lists (the API's field names, untouched). Errors come back as the ``jobhost.errors``
-class of the response's status, carrying the server's message, so a caller prints
+Every method maps to one endpoint of the API and returns its answer as the typed model
+the OpenAPI document declares (``jobhost.server.schemas``: the same pydantic classes, so
+client and server cannot drift apart; fields a newer server adds are kept as extras).
+``model.model_dump(mode="json")`` gives back the API's JSON. Errors come back as the
+``jobhost.errors`` class of the response's status, carrying the server's message, so a caller prints
 ``exc.message`` and exits with ``exc.exit_code``. A server that cannot be reached is
 ``ServerUnreachable`` (exit code 8).
 
@@ -17,11 +19,13 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from http.cookies import SimpleCookie
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from jobhost.errors import (
     BadRequest,
@@ -37,6 +41,33 @@ from jobhost.errors import (
     TooManyRequests,
     VariableError,
 )
+from jobhost.server.schemas import (
+    AuditPage,
+    CatalogOut,
+    DeliveryList,
+    DeliveryOut,
+    ExecutionList,
+    ExecutionOut,
+    Health,
+    HistoryPage,
+    JobDetailOut,
+    JobOut,
+    Me,
+    NewToken,
+    OutputOut,
+    PreviewOut,
+    ReloadOut,
+    SamplesOut,
+    ScheduleList,
+    ScheduleOut,
+    SignedIn,
+    TokenList,
+    TokenOut,
+    UserList,
+    UserOut,
+)
+
+M = TypeVar("M", bound=BaseModel)
 
 SESSION_COOKIE = "jobhost_session"
 API = "/api/v1"
@@ -148,6 +179,13 @@ def iter_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
             event_id = value_text
 
 
+def plain(answer: BaseModel | list[M]) -> Any:
+    """A typed answer back as the API's JSON (for printing with ``--json`` and tables)."""
+    if isinstance(answer, list):
+        return [item.model_dump(mode="json") for item in answer]
+    return answer.model_dump(mode="json")
+
+
 class Client:
     """Synchronous JobHost API client; use as a context manager or call ``close()``."""
 
@@ -244,8 +282,22 @@ class Client:
                 f"JobHost at {self.base_url} answered {path} with something that is not JSON"
             ) from None
 
+    def fetch(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """``call`` and parse the answer into ``model``; a body that does not fit is a
+        ``ServerError`` naming the model and the first problem."""
+        body = self.call(method, path, **kwargs)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the body"
+            raise ServerError(
+                f"JobHost at {self.base_url} answered {method} {path} with a body that is "
+                f"not a {model.__name__} ({where}: {first['msg']}); is it the same version?"
+            ) from None
+
     # ----------------------------------------------------------------- auth
-    def login(self, username: str, password: str) -> dict[str, Any]:
+    def login(self, username: str, password: str) -> SignedIn:
         """Sign in with a session (kept in this client); returns ``{username, roles, …}``."""
         response = self.send(
             "POST", f"{API}/auth/login", body={"username": username, "password": password}
@@ -255,8 +307,11 @@ class Client:
             cookie.load(header)
             if SESSION_COOKIE in cookie:
                 self._session = cookie[SESSION_COOKIE].value
-        info: dict[str, Any] = response.json()
-        self._csrf = info.get("csrf_token")
+        try:
+            info = SignedIn.model_validate(response.json())
+        except (ValueError, ValidationError):
+            raise ServerError(f"JobHost at {self.base_url} answered the sign-in oddly") from None
+        self._csrf = info.csrf_token
         return info
 
     def logout(self) -> None:
@@ -264,33 +319,30 @@ class Client:
         self.call("POST", f"{API}/auth/logout")
         self._session = self._csrf = None
 
-    def me(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"{API}/auth/me")
-        return result
+    def me(self) -> Me:
+        return self.fetch(Me, "GET", f"{API}/auth/me")
 
-    def tokens(self, *, all_users: bool = False) -> list[dict[str, Any]]:
+    def tokens(self, *, all_users: bool = False) -> list[TokenOut]:
         params = {"all": "true"} if all_users else None
-        return list(self.call("GET", f"{API}/auth/tokens", params=params)["tokens"])
+        return self.fetch(TokenList, "GET", f"{API}/auth/tokens", params=params).tokens
 
-    def create_token(self, name: str, expires_in_days: int | None = None) -> dict[str, Any]:
+    def create_token(self, name: str, expires_in_days: int | None = None) -> NewToken:
         """``{id, name, token, expires_at}``; the clear ``token`` is shown only this once."""
         body: dict[str, Any] = {"name": name}
         if expires_in_days is not None:
             body["expires_in_days"] = expires_in_days
-        result: dict[str, Any] = self.call("POST", f"{API}/auth/tokens", body=body)
-        return result
+        return self.fetch(NewToken, "POST", f"{API}/auth/tokens", body=body)
 
     def revoke_token(self, token_id: str) -> None:
         self.call("DELETE", f"{API}/auth/tokens/{quote(token_id, safe='')}")
 
     # ----------------------------------------------------------------- users (admin)
-    def users(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"{API}/users")["users"])
+    def users(self) -> list[UserOut]:
+        return self.fetch(UserList, "GET", f"{API}/users").users
 
-    def create_user(self, username: str, password: str, roles: Sequence[str]) -> dict[str, Any]:
+    def create_user(self, username: str, password: str, roles: Sequence[str]) -> UserOut:
         body = {"username": username, "password": password, "roles": list(roles)}
-        result: dict[str, Any] = self.call("POST", f"{API}/users", body=body)
-        return result
+        return self.fetch(UserOut, "POST", f"{API}/users", body=body)
 
     def update_user(
         self,
@@ -299,7 +351,7 @@ class Client:
         password: str | None = None,
         roles: Sequence[str] | None = None,
         disabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> UserOut:
         body: dict[str, Any] = {}
         if password is not None:
             body["password"] = password
@@ -308,46 +360,42 @@ class Client:
         if disabled is not None:
             body["disabled"] = disabled
         path = f"{API}/users/{quote(username, safe='')}"
-        result: dict[str, Any] = self.call("PATCH", path, body=body)
-        return result
+        return self.fetch(UserOut, "PATCH", path, body=body)
 
     def delete_user(self, username: str) -> None:
         self.call("DELETE", f"{API}/users/{quote(username, safe='')}")
 
     # ----------------------------------------------------------------- jobs
-    def catalog(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"{API}/jobs/catalog")["jobs"])
+    def catalog(self) -> list[JobOut]:
+        return self.fetch(CatalogOut, "GET", f"{API}/jobs/catalog").jobs
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> JobDetailOut:
         """The catalog entry plus ``recent`` executions."""
-        result: dict[str, Any] = self.call("GET", f"{API}/jobs/catalog/{job_path(job_id)}")
-        return result
+        return self.fetch(JobDetailOut, "GET", f"{API}/jobs/catalog/{job_path(job_id)}")
 
-    def samples(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    def samples(self, job_id: str, limit: int = 100) -> list[Any]:
         path = f"{API}/jobs/catalog/{job_path(job_id)}/samples"
-        return list(self.call("GET", path, params={"limit": limit})["samples"])
+        return self.fetch(SamplesOut, "GET", path, params={"limit": limit}).samples
 
     def start(
         self,
         job_id: str,
         variables: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ExecutionOut:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         body = {"job_id": job_id, "variables": dict(variables or {})}
-        result: dict[str, Any] = self.call("POST", f"{API}/jobs/start", body=body, headers=headers)
-        return result
+        return self.fetch(ExecutionOut, "POST", f"{API}/jobs/start", body=body, headers=headers)
 
-    def test(self, job_id: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def test(self, job_id: str, variables: Mapping[str, Any] | None = None) -> ExecutionOut:
         body = {"job_id": job_id, "variables": dict(variables or {})}
-        result: dict[str, Any] = self.call("POST", f"{API}/jobs/test", body=body)
-        return result
+        return self.fetch(ExecutionOut, "POST", f"{API}/jobs/test", body=body)
 
     def stop(
         self, *, job_id: str | None = None, execution_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ExecutionOut]:
         body = _target(job_id, execution_id)
-        return list(self.call("POST", f"{API}/jobs/stop", body=body)["executions"])
+        return self.fetch(ExecutionList, "POST", f"{API}/jobs/stop", body=body).executions
 
     def restart(
         self,
@@ -355,32 +403,27 @@ class Client:
         job_id: str | None = None,
         execution_id: str | None = None,
         variables: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ExecutionOut:
         body: dict[str, Any] = _target(job_id, execution_id)
         if variables is not None:
             body["variables"] = dict(variables)
-        result: dict[str, Any] = self.call("POST", f"{API}/jobs/restart", body=body)
-        return result
+        return self.fetch(ExecutionOut, "POST", f"{API}/jobs/restart", body=body)
 
-    def status(self, execution_id: str) -> dict[str, Any]:
+    def status(self, execution_id: str) -> ExecutionOut:
         path = f"{API}/jobs/status/{quote(execution_id, safe='')}"
-        result: dict[str, Any] = self.call("GET", path)
-        return result
+        return self.fetch(ExecutionOut, "GET", path)
 
-    def notifications(self, execution_id: str) -> list[dict[str, Any]]:
+    def notifications(self, execution_id: str) -> list[DeliveryOut]:
         path = f"{API}/jobs/status/{quote(execution_id, safe='')}/notifications"
-        return list(self.call("GET", path)["deliveries"])
+        return self.fetch(DeliveryList, "GET", path).deliveries
 
-    def output(
-        self, execution_id: str, offset: int = 0, limit: int | None = None
-    ) -> dict[str, Any]:
-        """``{output, offset, next_offset, done}`` from byte ``offset``."""
+    def output(self, execution_id: str, offset: int = 0, limit: int | None = None) -> OutputOut:
+        """Output from byte ``offset``: ``output``, ``next_offset``, ``done``."""
         path = f"{API}/jobs/output/{quote(execution_id, safe='')}"
-        result: dict[str, Any] = self.call("GET", path, params={"offset": offset, "limit": limit})
-        return result
+        return self.fetch(OutputOut, "GET", path, params={"offset": offset, "limit": limit})
 
-    def running(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"{API}/jobs/running")["executions"])
+    def running(self) -> list[ExecutionOut]:
+        return self.fetch(ExecutionList, "GET", f"{API}/jobs/running").executions
 
     def history(
         self,
@@ -392,8 +435,8 @@ class Client:
         until: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """``{executions, next_cursor}``, newest first."""
+    ) -> HistoryPage:
+        """``executions`` newest first, and ``next_cursor`` for the next page."""
         params: list[tuple[str, Any]] = [
             ("job_id", job_id),
             ("user", user),
@@ -403,12 +446,10 @@ class Client:
             ("cursor", cursor),
         ]
         params += [("status", status) for status in statuses]
-        result: dict[str, Any] = self.call("GET", f"{API}/jobs/history", params=params)
-        return result
+        return self.fetch(HistoryPage, "GET", f"{API}/jobs/history", params=params)
 
-    def reload(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("POST", f"{API}/jobs/reload")
-        return result
+    def reload(self) -> ReloadOut:
+        return self.fetch(ReloadOut, "POST", f"{API}/jobs/reload")
 
     def audit(
         self,
@@ -420,8 +461,8 @@ class Client:
         until: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """``{events, next_cursor}`` (superusers only)."""
+    ) -> AuditPage:
+        """``events`` newest first, and ``next_cursor`` (superusers only)."""
         params = {
             "user": user,
             "action": action,
@@ -431,37 +472,32 @@ class Client:
             "limit": limit,
             "cursor": cursor,
         }
-        result: dict[str, Any] = self.call("GET", f"{API}/audit", params=params)
-        return result
+        return self.fetch(AuditPage, "GET", f"{API}/audit", params=params)
 
-    def healthz(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", "/healthz")
-        return result
+    def healthz(self) -> Health:
+        return self.fetch(Health, "GET", "/healthz")
 
     # ----------------------------------------------------------------- schedules
-    def schedules(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"{API}/jobs/schedules")["schedules"])
+    def schedules(self) -> list[ScheduleOut]:
+        return self.fetch(ScheduleList, "GET", f"{API}/jobs/schedules").schedules
 
-    def schedule(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"{API}/jobs/schedules/{job_path(job_id)}")
-        return result
+    def schedule(self, job_id: str) -> ScheduleOut:
+        return self.fetch(ScheduleOut, "GET", f"{API}/jobs/schedules/{job_path(job_id)}")
 
-    def set_schedule(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def set_schedule(self, job_id: str, **fields: Any) -> ScheduleOut:
         """PUT any of ``schedule``, ``enabled``, ``variables``, ``timezone``."""
         path = f"{API}/jobs/schedules/{job_path(job_id)}"
-        result: dict[str, Any] = self.call("PUT", path, body=fields)
-        return result
+        return self.fetch(ScheduleOut, "PUT", path, body=fields)
 
-    def delete_schedule(self, job_id: str) -> dict[str, Any]:
+    def delete_schedule(self, job_id: str) -> ScheduleOut:
         """Remove the override; returns the schedule now in force (job.json's)."""
-        result: dict[str, Any] = self.call("DELETE", f"{API}/jobs/schedules/{job_path(job_id)}")
-        return result
+        return self.fetch(ScheduleOut, "DELETE", f"{API}/jobs/schedules/{job_path(job_id)}")
 
-    def preview_schedule(self, schedule: str, timezone: str | None = None) -> list[str]:
+    def preview_schedule(self, schedule: str, timezone: str | None = None) -> list[datetime]:
         body: dict[str, Any] = {"schedule": schedule}
         if timezone is not None:
             body["timezone"] = timezone
-        return list(self.call("POST", f"{API}/jobs/schedules/preview", body=body)["next_fires"])
+        return self.fetch(PreviewOut, "POST", f"{API}/jobs/schedules/preview", body=body).next_fires
 
     # ----------------------------------------------------------------- streams
     def follow(self, execution_id: str, offset: int = 0) -> Iterator[StreamEvent]:
@@ -542,4 +578,5 @@ __all__ = [
     "error_from_response",
     "iter_sse",
     "job_path",
+    "plain",
 ]

@@ -9,14 +9,17 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from jobhost.client import Client, StreamEvent, iter_sse
+from jobhost.client import Client, StreamEvent, iter_sse, plain
 from jobhost.errors import NotFound
+from jobhost.models import ExecutionStatus
+from jobhost.server.schemas import ExecutionOut, HistoryPage, JobOut
 from tests.jobfolders import write_job
 from tests.test_cli_local import EXECUTION_FIELDS, cli_env, jobhost_argv
 
@@ -415,13 +418,33 @@ def test_idempotency_key_starts_one_run(admin: Run) -> None:
 def test_client_follow_resumes_from_an_offset(server: Server, admin: Run) -> None:
     with Client(server.url, _token(admin)) as client:
         execution = client.start("Shop/Report", {"Day": "wednesday"})
-        events = list(client.follow(execution["id"], offset=len("report for ")))
+        events = list(client.follow(execution.id, offset=len("report for ")))
         text = "".join(e.data["output"] for e in events if e.event == "output")
         assert text == "wednesday\n"
         assert events[-1].event == "end"
         assert events[-1].data["status"] == "succeeded"
         with pytest.raises(NotFound, match="No execution 'nope'"):
             client.status("nope")
+
+
+def test_client_answers_are_the_servers_own_models(server: Server, admin: Run) -> None:
+    with Client(server.url, _token(admin)) as client:
+        execution = client.start("Shop/Report", {"Day": "monday"})
+        assert isinstance(execution, ExecutionOut)
+        list(client.follow(execution.id))
+        done = client.status(execution.id)
+        assert done.status is ExecutionStatus.SUCCEEDED
+        assert isinstance(done.created_at, datetime)
+        assert done.variables == {"Day": "monday"}
+        page = client.history(job_id="Shop/Report", limit=1)
+        assert isinstance(page, HistoryPage)
+        assert page.executions[0].id == execution.id
+        jobs = client.catalog()
+        assert all(isinstance(job, JobOut) for job in jobs)
+        assert "Shop/Report" in {job.id for job in jobs}
+        assert client.output(execution.id).output == "report for monday\n"
+        assert client.healthz().status == "ok"
+        assert plain(done) == client.call("GET", f"/api/v1/jobs/status/{execution.id}")
 
 
 def test_sse_parser_handles_comments_multiline_data_and_ids() -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from jobhost.cli.common import err, handle_errors, out, print_json, state
 from jobhost.cli.remote import JsonOpt, connect
-from jobhost.client import API, Client
+from jobhost.client import API, Client, plain
 
 
 def client_for(ctx: typer.Context) -> Client:
@@ -37,7 +37,7 @@ def _new_password(password_stdin: bool) -> str:
 def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every user, with roles."""
     with client_for(ctx) as client:
-        users = client.users()
+        users = plain(client.users())
     if as_json:
         print_json(users)
         return
@@ -64,7 +64,7 @@ def users_add(
     """Create a user (the password is prompted for, or read from stdin)."""
     password = _new_password(password_stdin)
     with client_for(ctx) as client:
-        user = client.create_user(username, password, role or [])
+        user = plain(client.create_user(username, password, role or []))
     _show_user(user, "Created", as_json)
 
 
@@ -87,7 +87,7 @@ def users_set_roles(
 ) -> None:
     """Replace a user's roles (none given: no roles)."""
     with client_for(ctx) as client:
-        user = client.update_user(username, roles=roles or [])
+        user = plain(client.update_user(username, roles=roles or []))
     _show_user(user, "Updated", as_json)
 
 
@@ -101,7 +101,7 @@ def users_set_password(
     """Set a user's password."""
     password = _new_password(password_stdin)
     with client_for(ctx) as client:
-        user = client.update_user(username, password=password)
+        user = plain(client.update_user(username, password=password))
     _show_user(user, "Updated", False)
 
 
@@ -115,7 +115,7 @@ def users_disable(
 ) -> None:
     """Disable a user (they can no longer sign in or use their tokens)."""
     with client_for(ctx) as client:
-        user = client.update_user(username, disabled=not enable)
+        user = plain(client.update_user(username, disabled=not enable))
     _show_user(user, "Enabled" if enable else "Disabled", as_json)
 
 
@@ -147,7 +147,7 @@ def tokens_list(
 ) -> None:
     """Your tokens (never their values)."""
     with client_for(ctx) as client:
-        tokens = client.tokens(all_users=all_users)
+        tokens = plain(client.tokens(all_users=all_users))
     if as_json:
         print_json(tokens)
         return
@@ -175,7 +175,7 @@ def tokens_create(
 ) -> None:
     """Create a token; its value is printed this once only."""
     with client_for(ctx) as client:
-        created = client.create_token(name, expires_in_days)
+        created = plain(client.create_token(name, expires_in_days))
     if as_json:
         print_json(created)
         return
@@ -206,7 +206,7 @@ def audit_cmd(
 ) -> None:
     """The audit trail, newest first (superusers only)."""
     with client_for(ctx) as client:
-        page = client.audit(user=user, action=action, target=target, limit=limit)
+        page = plain(client.audit(user=user, action=action, target=target, limit=limit))
     events = list(page["events"])
     if as_json:
         print_json(events)

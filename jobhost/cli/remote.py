@@ -36,7 +36,7 @@ from jobhost.cli.common import (
     state,
     styled_status,
 )
-from jobhost.client import Client
+from jobhost.client import Client, plain
 from jobhost.errors import BadRequest, InitHookFailed, InvalidDefinition, VariableError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -83,7 +83,7 @@ def follow_run(client: Client, execution: dict[str, Any], *, show: bool) -> dict
             markup=False,
         )
         raise typer.Exit(130) from None
-    return final if final is not None else client.status(str(execution["id"]))
+    return final if final is not None else plain(client.status(str(execution["id"])))
 
 
 def _finish(final: dict[str, Any], as_json: bool) -> None:
@@ -120,8 +120,8 @@ def login_cmd(
         raise BadRequest("An empty password was given")
     previous = load_credentials()
     with Client(url) as client:
-        info = client.login(username, password)
-        created = client.create_token(f"cli@{socket.gethostname()}")
+        info = plain(client.login(username, password))
+        created = plain(client.create_token(f"cli@{socket.gethostname()}"))
         with contextlib.suppress(Exception):  # the session was only needed for the token
             client.logout()
     path = save_credentials(
@@ -180,7 +180,7 @@ def start_cmd(
     """Start a job on the server (202: it is queued or running when this returns)."""
     variables = parse_vars(var)
     with client_for(ctx) as client:
-        execution = client.start(job_id, variables, idempotency_key=idempotency_key)
+        execution = plain(client.start(job_id, variables, idempotency_key=idempotency_key))
         _report_started(client, execution, follow, as_json)
 
 
@@ -210,7 +210,7 @@ def stop_cmd(
     if job_id is None and execution is None:
         raise BadRequest("Give a JOB_ID or --execution EXEC_ID to stop")
     with client_for(ctx) as client:
-        stopped = client.stop(job_id=job_id, execution_id=execution)
+        stopped = plain(client.stop(job_id=job_id, execution_id=execution))
         if follow:
             stopped = [follow_run(client, e, show=False) for e in stopped]
     if as_json:
@@ -234,7 +234,7 @@ def restart_cmd(
         raise BadRequest("Give a JOB_ID or --execution EXEC_ID to restart")
     variables = parse_vars(var) if var else None
     with client_for(ctx) as client:
-        started = client.restart(job_id=job_id, execution_id=execution, variables=variables)
+        started = plain(client.restart(job_id=job_id, execution_id=execution, variables=variables))
         _report_started(client, started, follow, as_json)
 
 
@@ -242,7 +242,7 @@ def restart_cmd(
 def running_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Executions queued or running on the server that you may view."""
     with client_for(ctx) as client:
-        executions = client.running()
+        executions = plain(client.running())
     if as_json:
         print_json(executions)
         return
@@ -266,7 +266,7 @@ def last_run_text(run: dict[str, Any] | None) -> str:
 
 def catalog(remote: Remote, as_json: bool) -> None:
     with connect(remote) as client:
-        jobs = client.catalog()
+        jobs = plain(client.catalog())
     if as_json:
         print_json(jobs)
         return
@@ -291,7 +291,7 @@ def catalog(remote: Remote, as_json: bool) -> None:
 
 def status(remote: Remote, execution_id: str, as_json: bool) -> None:
     with connect(remote) as client:
-        execution = client.status(execution_id)
+        execution = plain(client.status(execution_id))
     if as_json:
         print_json(execution)
     else:
@@ -317,7 +317,7 @@ def output(remote: Remote, execution_id: str, offset: int, follow: bool) -> None
 def _pages(client: Client, execution_id: str, offset: int) -> Iterator[str]:
     position = offset
     while True:
-        chunk = client.output(execution_id, position, 1024 * 1024)
+        chunk = plain(client.output(execution_id, position, 1024 * 1024))
         if not chunk.get("output"):
             return
         yield str(chunk["output"])
@@ -326,7 +326,7 @@ def _pages(client: Client, execution_id: str, offset: int) -> Iterator[str]:
 
 def history(remote: Remote, filters: dict[str, Any], as_json: bool) -> None:
     with connect(remote) as client:
-        page = client.history(**filters)
+        page = plain(client.history(**filters))
     executions = list(page["executions"])
     if as_json:
         print_json(executions)
@@ -340,7 +340,7 @@ def test(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) 
     final: dict[str, Any] | None = None
     with connect(remote) as client:
         try:
-            execution = client.test(job_id, variables)
+            execution = plain(client.test(job_id, variables))
         except (InitHookFailed, VariableError, InvalidDefinition) as exc:
             checks.append((False, exc.message))
         else:

@@ -18,6 +18,7 @@ from jobhost.catalog.definition import parse_job_id
 from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
 from jobhost.cli.local import with_engine
 from jobhost.cli.remote import connect
+from jobhost.client import plain
 from jobhost.models import Principal
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without them
@@ -83,7 +84,9 @@ def show_cmd(
 
     if (remote := state(ctx).remote()) is not None:
         with connect(remote) as client:
-            schedules = client.schedules() if job_id is None else [client.schedule(job_id)]
+            schedules = (
+                plain(client.schedules()) if job_id is None else [plain(client.schedule(job_id))]
+            )
     else:
         schedules = _with_scheduler(ctx, work)
     _render(schedules, as_json)
@@ -100,7 +103,7 @@ def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None
     parse_job_id(job_id)
     if (remote := state(ctx).remote()) is not None:
         with connect(remote) as client:
-            _render([client.set_schedule(job_id, **changes)], as_json)
+            _render([plain(client.set_schedule(job_id, **changes))], as_json)
         return
 
     async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
@@ -151,7 +154,7 @@ def clear_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> N
     parse_job_id(job_id)
     if (remote := state(ctx).remote()) is not None:
         with connect(remote) as client:
-            _render([client.delete_schedule(job_id)], as_json)
+            _render([plain(client.delete_schedule(job_id))], as_json)
         return
 
     async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
