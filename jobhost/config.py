@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=10_000, gt=0)  # pending commands before 429
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     init_timeout_seconds: float = Field(default=10.0, gt=0)
-    shutdown_policy: Literal["stop", "leave"] = "stop"  # what happens to running jobs on exit
+    # What happens to running jobs when the server exits: "leave" them running for the
+    # next server to re-adopt, or "stop" them (the behaviour before leases).
+    shutdown_policy: Literal["stop", "leave"] = "leave"
+    # Ownership: every instance renews its lease each heartbeat; a lease not renewed for
+    # the TTL is expired and its runs are re-adopted or resolved (jobhost.execution.lease).
+    lease_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    lease_ttl_seconds: float = Field(default=20.0, gt=0)
     # Isolation (README "Isolation"): a cgroup per run where one is writable, else rlimits.
     isolation: Literal["auto", "cgroup", "rlimits"] = "auto"  # cgroup: refuse to start without
     limits: Limits = Field(default_factory=Limits)  # defaults under every job's own ``limits``
@@ -118,6 +124,16 @@ class Settings(BaseSettings):
                     "(e.g. '127.0.0.1', '10.0.0.0/8', '::1')"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Settings:
+        if self.lease_ttl_seconds <= 2 * self.lease_heartbeat_seconds:
+            raise ValueError(
+                f"lease_ttl_seconds ({self.lease_ttl_seconds:g}) must be more than twice "
+                f"lease_heartbeat_seconds ({self.lease_heartbeat_seconds:g}), so that one "
+                "late heartbeat does not expire a live instance"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

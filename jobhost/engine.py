@@ -31,6 +31,7 @@ from jobhost.config import Settings
 from jobhost.errors import (
     BadRequest,
     Conflict,
+    Draining,
     ExecutionNotFound,
     InitHookFailed,
     InvalidDefinition,
@@ -38,12 +39,14 @@ from jobhost.errors import (
     PermissionDenied,
     VariableError,
 )
-from jobhost.execution.idempotency import IdempotencyKeys
+from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import base_env, log_path
+from jobhost.execution.lease import Lease
 from jobhost.execution.output import read_text, remove_logs
 from jobhost.execution.reconcile import reconcile
+from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
 from jobhost.models import (
     Action,
@@ -52,6 +55,7 @@ from jobhost.models import (
     Execution,
     ExecutionStatus,
     HistoryQuery,
+    Instance,
     OutputChunk,
     Page,
     Principal,
@@ -60,6 +64,7 @@ from jobhost.models import (
     utcnow,
 )
 from jobhost.security import can, can_on_execution
+from jobhost.store import instances
 
 if TYPE_CHECKING:
     from jobhost.notify import Notifier
@@ -99,7 +104,10 @@ class JobHost:
         hooks: Sequence[Hook] = (),
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        kind: str = "server",
     ) -> None:
+        """``kind`` "server" reconciles the runs of expired instances (at start-up and on
+        every heartbeat); "cli" (a local ``jobhost run``) owns only its own runs."""
         if store is None:
             from jobhost.store import make_store
 
@@ -119,6 +127,15 @@ class JobHost:
         )
         self._journal: Journal | None = None
         self._supervisor: Supervisor | None = None
+        self._kind = kind
+        self._lease: Lease | None = None
+        self._instance_id: str | None = None
+        self._reconciling = asyncio.Lock()
+        self._draining = False
+        self._leave_on_exit = False
+        self._drain_task: asyncio.Task[None] | None = None
+        # Set when a drain is over: ``jobhost serve`` then exits (0).
+        self.exit_requested = asyncio.Event()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
         self.scheduler: Scheduler | None = None
         self.notifier: Notifier | None = None
@@ -127,9 +144,27 @@ class JobHost:
     async def open(self) -> JobHost:
         """Migrate the store, scan the catalog, reconcile orphans, start the watcher and
         the scheduler (each per settings: ``watch``, ``scheduler_enabled``)."""
+        try:
+            return await self._open()
+        except BaseException:
+            # Undo the part that did start: no heartbeat, thread or task outlives a failure.
+            with contextlib.suppress(Exception):
+                await self.aclose()
+            raise
+
+    async def _open(self) -> JobHost:
         self._journal = Journal(self.store, self._pool)
         self._journal.start()
         await self._journal.call(self.store.migrate)
+        settings = self.settings
+        self._lease = Lease(
+            self._journal,
+            kind=self._kind,
+            heartbeat_seconds=settings.lease_heartbeat_seconds,
+            ttl_seconds=settings.lease_ttl_seconds,
+            clock=self.clock,
+            on_tick=self.reconcile if self._kind == "server" else None,
+        )
         if self.settings.notifications_enabled:
             from jobhost.notify import Notifier
 
@@ -144,11 +179,25 @@ class JobHost:
             clock=self.clock,
             rng=self._rng,
         )
+        await self._lease.acquire()
+        self._instance_id = self._lease.id
+        self._supervisor.owner = self._lease.id
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = await asyncio.to_thread(scan, self.settings.apps_roots)
-        await reconcile(self._journal, self._supervisor.executor, self.clock)
+        if self._kind == "server":
+            await self.reconcile()
         last = await self._journal.call(self.store.last_executions, list(self._catalog))
         self._supervisor.last_finished.update(last)
+        if self.settings.scheduler_enabled and self._kind == "server":
+            released = await self._journal.call(
+                instances.release_abandoned_claims,
+                self.store,
+                self._lease.id,
+                self.clock(),
+                "claimed by a server that stopped before the fire was due",
+            )
+            if released:
+                log.warning("%d schedule fire(s) claimed by a dead server recovered", len(released))
         if self.settings.scheduler_enabled:
             from jobhost.scheduler import Scheduler
 
@@ -166,9 +215,37 @@ class JobHost:
             )
         return self
 
+    async def reconcile(self) -> list[Execution]:
+        """Re-adopt or resolve the runs of instances whose lease expired (see
+        ``jobhost.execution.reconcile``); returns the runs recorded ``lost``."""
+        supervisor, lease = self.supervisor, self._lease
+        assert lease is not None
+        async with self._reconciling:
+            return await reconcile(
+                self.journal,
+                supervisor.executor,
+                lease.instance,
+                self.clock,
+                lambda execution: supervisor.adopt(execution, self._catalog.get(execution.job_id)),
+                any_host=self.settings.executor == "celery",
+                announce=supervisor.announce,
+            )
+
+    @property
+    def instance_id(self) -> str:
+        """This process's instance (the owner recorded on the runs it starts)."""
+        if self._instance_id is None:
+            raise RuntimeError("JobHost.open() was not awaited")
+        return self._instance_id
+
     async def aclose(self) -> None:
-        """Stop (or leave, per ``shutdown_policy``) running jobs, flush, release everything."""
+        """Stop (or leave, per ``shutdown_policy``) running jobs, flush, end the lease,
+        release everything. Left runs are re-adopted by the next server on this host."""
         self._watch_stop.set()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
         if self.scheduler is not None:
             await self.scheduler.aclose()
         if self._watch_task is not None:
@@ -176,9 +253,13 @@ class JobHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         if self._supervisor is not None:
-            await self._supervisor.aclose(stop_running=self.settings.shutdown_policy == "stop")
+            stop = self.settings.shutdown_policy == "stop" and not self._leave_on_exit
+            await self._supervisor.aclose(stop_running=stop)
         if self.notifier is not None:
             await self.notifier.aclose()
+        if self._lease is not None:
+            await self._lease.release()
+            self._lease = None
         if self._journal is not None:
             await self._journal.aclose()
         await asyncio.to_thread(self.store.close)
@@ -201,6 +282,80 @@ class JobHost:
         if self._journal is None:
             raise RuntimeError("JobHost.open() was not awaited")
         return self._journal
+
+    # ----------------------------------------------------------------- ownership, drain
+    async def instances(self) -> list[Instance]:
+        """Every registered instance (servers and local runs), alive or expired."""
+        return await self.journal.call(instances.list_instances, self.store)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(
+        self,
+        principal: Principal = SYSTEM,
+        *,
+        wait_seconds: float | None = None,
+        leave: bool = False,
+        address: str | None = None,
+    ) -> None:
+        """Start nothing new (starts answer 503 ``draining``, schedules are skipped), let
+        the running runs finish for up to ``wait_seconds`` (no limit when None), then set
+        ``exit_requested``. With ``leave``, exit at once and leave the runs running for
+        the next server to re-adopt. Runs still going at the deadline are handled by
+        ``shutdown_policy`` (default: left running)."""
+        if not principal.superuser:
+            raise PermissionDenied(
+                f"{principal.username!r} may not drain the server: superusers only"
+            )
+        self._draining = True
+        self._leave_on_exit = leave
+        supervisor = self.supervisor
+        for job_id in list(supervisor.restart_pending()):
+            supervisor.cancel_restart(job_id)
+        if self._lease is not None:
+            self._lease.draining = True
+            await self._lease.renew()
+        await self.audit(
+            "server.drain",
+            principal,
+            None,
+            address=address,
+            details={"wait_seconds": wait_seconds, "leave": leave, "running": len(supervisor.live)},
+        )
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        self._drain_task = asyncio.create_task(
+            self._finish_drain(None if leave else wait_seconds, leave), name="jobhost-drain"
+        )
+
+    async def _finish_drain(self, wait_seconds: float | None, leave: bool) -> None:
+        supervisor = self.supervisor
+        if not leave:
+            waits = [asyncio.ensure_future(supervisor.wait(i)) for i in list(supervisor.live)]
+            if waits:
+                _, pending = await asyncio.wait(waits, timeout=wait_seconds)
+                for waiting in pending:
+                    waiting.cancel()
+        log.info("drain complete: exiting (%d runs still live)", len(supervisor.live))
+        self.exit_requested.set()
+
+    async def resume(self, principal: Principal = SYSTEM, *, address: str | None = None) -> None:
+        """End a drain: starts and schedules work again."""
+        if not principal.superuser:
+            raise PermissionDenied(
+                f"{principal.username!r} may not resume the server: superusers only"
+            )
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            self._drain_task = None
+        self._draining = False
+        self._leave_on_exit = False
+        if self._lease is not None:
+            self._lease.draining = False
+            await self._lease.renew()
+        await self.audit("server.resume", principal, None, address=address)
 
     # ----------------------------------------------------------------- catalog
     @property
@@ -273,12 +428,28 @@ class JobHost:
             return await self._start(
                 job, variables, principal, trigger, test, scheduled_for, address
             )
+        secret = [
+            name
+            for name, spec in (job.definition.template_variables if job.definition else {}).items()
+            if spec.secret
+        ]
+        request = fingerprint(job.id, test, variables or {}, secret)
         return await self._idempotency.once(
             principal.username,
             idempotency_key,
             lambda: self._start(
-                job, variables, principal, trigger, test, scheduled_for, address, idempotency_key
+                job,
+                variables,
+                principal,
+                trigger,
+                test,
+                scheduled_for,
+                address,
+                idempotency_key,
+                request_fingerprint=request,
             ),
+            job_id=job.id,
+            request=request,
         )
 
     async def _start(
@@ -292,7 +463,15 @@ class JobHost:
         address: str | None,
         idempotency_key: str | None = None,
         restart_count: int = 0,
+        *,
+        request_fingerprint: str | None = None,
     ) -> Execution:
+        if self._draining:
+            raise Draining(
+                f"This JobHost server is draining for an upgrade and starts nothing new; "
+                f"{job.id!r} was not started. Start it on another server, or here after "
+                "POST /api/v1/admin/resume"
+            )
         definition = job.definition
         if definition is None or not job.valid:
             raise InvalidDefinition(
@@ -328,6 +507,7 @@ class JobHost:
             trigger=trigger or Trigger.USER,
             test=test,
             idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
             restart_count=restart_count,
             scheduled_for=scheduled_for,
             redacted=redact(definition, values),
@@ -456,7 +636,13 @@ class JobHost:
             raise BadRequest("Give an execution_id or a job_id to restart")
         job = self.job(job_id, principal)
         await self._require(principal, job, Action.RESTART, address)
-        live = [e for e in self.supervisor.live.values() if e.job_id == job.id and not e.test]
+        # A restart repeats the run it restarts: a test run's restart is a test run too.
+        test = previous is not None and previous.test
+        live = [
+            e
+            for e in self.supervisor.live.values()
+            if e.job_id == job.id and (not e.test or e.id == execution_id)
+        ]
         if previous is None:
             previous = max(live, key=lambda e: e.created_at) if live else None
         if previous is None:
@@ -475,7 +661,7 @@ class JobHost:
             variables,
             principal,
             Trigger.RESTART,
-            False,
+            test,
             None,
             address,
             restart_count=(previous.restart_count + 1) if previous else 0,
@@ -590,7 +776,8 @@ class JobHost:
     async def audit_log(self, query: AuditQuery) -> Page[AuditEvent]:
         return await self.journal.call(self.store.audit, query)
 
-    def changes(self) -> AsyncIterator[Execution]:
+    def changes(self) -> Subscription:
+        """Transitions announced from this call on (subscribed now, not at the first read)."""
         return self.supervisor.changes()
 
     # ----------------------------------------------------------------- upkeep

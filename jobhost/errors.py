@@ -16,6 +16,7 @@ class JobHostError(Exception):
     code: ClassVar[str] = "error"
     status_code: ClassVar[int] = 500
     exit_code: ClassVar[int] = 1
+    retry_after_seconds: ClassVar[int | None] = None  # sent as ``Retry-After`` when set
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -55,6 +56,14 @@ class InvalidSchedule(JobHostError, ValueError):
     """A cron expression or time zone could not be parsed."""
 
     code = "invalid_schedule"
+    status_code = 422
+    exit_code = 2
+
+
+class IdempotencyKeyReused(JobHostError, ValueError):
+    """An ``Idempotency-Key`` came back with a different request than the first time."""
+
+    code = "idempotency_key_reused"
     status_code = 422
     exit_code = 2
 
@@ -121,6 +130,7 @@ class TooManyRequests(JobHostError):
     code = "too_many_requests"
     status_code = 429
     exit_code = 7
+    retry_after_seconds = 1
 
     def __init__(self, message: str, *, details: Any = None, retry_after: int = 1) -> None:
         super().__init__(message, details=details)

@@ -167,6 +167,10 @@ class Execution:
     idempotency_key: str | None = None
     restart_count: int = 0
     scheduled_for: datetime | None = None  # the fire time, for trigger=schedule
+    owner: str | None = None  # the instance (``Instance.id``) whose lease covers this run
+    # What the request with ``idempotency_key`` asked for (a digest of job, test flag and
+    # variables): a key reused for another request is refused.
+    request_fingerprint: str | None = None
 
     def evolve(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)
@@ -205,6 +209,47 @@ class Execution:
             "progress_message": readable(self.progress_message),
             "restart_count": self.restart_count,
             "scheduled_for": iso(self.scheduled_for),
+            "owner": self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A process that opened the store and owns the runs it started, for as long as it
+    renews its lease (``jobhost.execution.lease``)."""
+
+    id: str
+    host: str
+    pid: int
+    kind: str  # "server" or "cli"
+    started_at: datetime
+    lease_expires_at: datetime
+    draining: bool = False
+
+    def alive(self, now: datetime) -> bool:
+        return self.lease_expires_at > now
+
+    def evolve_lease(self, expires: datetime, draining: bool | None = None) -> Instance:
+        return dataclasses.replace(
+            self,
+            lease_expires_at=expires,
+            draining=self.draining if draining is None else draining,
+        )
+
+    def describe(self) -> str:
+        """How messages name it: ``server 3f2a… (pid 812 on web-1)``."""
+        return f"{self.kind} {self.id[:8]} (pid {self.pid} on {self.host})"
+
+    def to_api(self, now: datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "kind": self.kind,
+            "started_at": iso(self.started_at),
+            "lease_expires_at": iso(self.lease_expires_at),
+            "alive": self.alive(now),
+            "draining": self.draining,
         }
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jobhost.models import Execution, ExecutionStatus, Trigger
@@ -305,10 +306,31 @@ def test_ctrl_c_on_run_stops_the_job_and_its_process_group(
     (execution,) = json.loads(jobhost("history", "--json", "--job", "Shop/Slow").stdout)
     assert execution["status"] == "stopped"
     assert execution["pid"] is not None
-    with pytest.raises(ProcessLookupError):
-        os.killpg(execution["pid"], 0)  # the whole group is gone…
-    with pytest.raises(ProcessLookupError):
-        os.kill(grandchild, 0)  # …including what the script started
+    # The whole group is gone, including what the script started. A killed process whose
+    # parent died is reaped by whoever adopts it (init, or a container's PID 1), which
+    # may take its time on a busy machine or never come: a zombie runs nothing and counts
+    # as gone.
+    assert _running_members(execution["pid"]) == []
+    assert not _running(grandchild)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _running_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
 
 
 def test_schedule_verbs_work_on_the_local_store(jobhost: Run) -> None:

@@ -192,6 +192,13 @@ async def test_real_answers_of_every_route_match_the_document(
     change = {"current_password": USER_PASSWORD, "new_password": "pat-password-2"}
     c("/api/v1/auth/password", "post", await pat.post("/api/v1/auth/password", json=change))
 
+    c("/api/v1/instances", "get", await admin.get("/api/v1/instances"))
+    drain = await admin.post("/api/v1/admin/drain", json={"wait_seconds": 600})
+    c("/api/v1/admin/drain", "post", drain)
+    assert (await anon.get("/healthz")).status_code == 503  # draining
+    c(f"{jobs}/start", "post", await admin.post(f"{jobs}/start", json={"job_id": "Lab/Hello"}))
+    c("/api/v1/admin/resume", "post", await admin.post("/api/v1/admin/resume"))
+
     tokens = "/api/v1/auth/tokens/{token_id}"
     c(tokens, "delete", await admin.delete(f"/api/v1/auth/tokens/{token.json()['id']}"))
     c("/api/v1/auth/logout", "post", await admin.post("/api/v1/auth/logout"))

@@ -1,4 +1,5 @@
-"""A host process killed with SIGKILL mid-run: on restart nothing stays ``running``."""
+"""A host process killed with SIGKILL mid-run: the next server on this host sees that
+its process is gone, ends its lease, and nothing of it stays ``running``."""
 
 from __future__ import annotations
 
@@ -63,12 +64,19 @@ async def test_sigkilled_host_leaves_no_running_record_and_no_process(
             host.wait()
     assert psutil.pid_exists(started["pid"])  # the orphan outlived its host
 
+    # Its lease has not run out, but its process is gone from this host: the next
+    # server ends that lease at once rather than waiting out the TTL.
     async with engine_factory() as engine:
         record = await engine.status(started["id"])
         page = await engine.history(HistoryQuery(statuses=(ExecutionStatus.RUNNING,)))
     assert record.status is ExecutionStatus.LOST
-    assert record.error == (
-        f"JobHost restarted during this run; its process {started['pid']} was ended"
+    assert record.owner == engine.instance_id
+    assert record.error is not None
+    assert record.error.startswith("Its owner, server ")
+    assert f" (pid {host.pid} on " in record.error
+    assert record.error.endswith(
+        f"stopped during this run; its process {started['pid']} could not be re-adopted "
+        "and was ended"
     )
     assert page.items == []
     gone = not psutil.pid_exists(started["pid"]) or (
@@ -107,7 +115,10 @@ async def test_a_run_whose_pid_was_never_recorded_is_found_by_its_marker(
             async with engine_factory() as engine:
                 lost = await engine.status(record.id)
             assert lost.status is ExecutionStatus.LOST
-            assert lost.error == "JobHost restarted during this run; its process was ended"
+            assert lost.error == (
+                "Its owner, the JobHost process that started it (recorded before leases), "
+                "stopped during this run; its process could not be re-adopted and was ended"
+            )
             assert orphan.wait(timeout=30) == -signal.SIGKILL
         finally:
             if orphan.poll() is None:

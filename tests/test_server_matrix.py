@@ -329,6 +329,13 @@ MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
         fixed("POST", f"{LEGACY}/submit", {"jobName": "x", "command": "echo hi"}),
         same(row(401, 403, 403, 403, 403, 403, 403, 403)),
     ),
+    "GET /api/v1/instances": (fixed("GET", "/api/v1/instances"), ADMIN_ONLY),
+    # Last, and in this order: a drain refuses every start until the resume.
+    "POST /api/v1/admin/drain": (
+        fixed("POST", "/api/v1/admin/drain", {"wait_seconds": 0}),
+        same(row(401, 403, 403, 403, 403, 403, 202, 403)),
+    ),
+    "POST /api/v1/admin/resume": (fixed("POST", "/api/v1/admin/resume"), ADMIN_ONLY),
 }
 
 

@@ -3,6 +3,12 @@
 
 ``catalog``, ``test``, ``history``, ``status`` and ``output`` go to the server instead
 when one is configured (see ``CliState.remote``), with the same ``--json`` fields.
+
+Locally, the read verbs (``catalog``, ``validate``, ``history``, ``status``, ``output``)
+read the store and the logs directly: no engine, no executor, no reconciliation, no
+thread, so a server running on the same data dir is never disturbed. ``run``, ``test``
+and ``prune`` open an engine of their own, registered as a ``cli`` instance with its own
+lease: it owns the runs it starts and touches no other instance's runs.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from jobhost.cli.common import (
 from jobhost.cli.scaffold import scaffold_job
 from jobhost.errors import (
     BadRequest,
+    ExecutionNotFound,
     InitHookFailed,
     InvalidDefinition,
     JobHostError,
@@ -46,6 +53,7 @@ from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, 
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without it
     from jobhost.engine import JobHost
+    from jobhost.store import SqlStore
 
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -55,16 +63,40 @@ VarOpt = Annotated[
 
 
 def with_engine(ctx: typer.Context, work: Callable[[JobHost], Awaitable[T]]) -> T:
-    """Open the engine on the local store (no catalog watcher), run ``work``, close it."""
+    """Open an engine of this process's own (a ``cli`` instance: no catalog watcher, no
+    scheduler, no reconciliation of other instances' runs), run ``work``, close it."""
     from jobhost.engine import JobHost
 
     settings = state(ctx).settings(watch=False, scheduler_enabled=False)
 
     async def go() -> T:
-        async with JobHost(settings) as engine:
+        async with JobHost(settings, kind="cli") as engine:
             return await work(engine)
 
     return asyncio.run(go())
+
+
+def open_store(ctx: typer.Context) -> SqlStore:
+    """The local store for reading, migrated only when it is behind (a read verb on an
+    up-to-date store takes no write lock)."""
+    from jobhost.store import head_revision, make_store
+
+    store = make_store(state(ctx).settings(watch=False, scheduler_enabled=False))
+    try:
+        if store.current_revision() != head_revision():
+            store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def with_store(ctx: typer.Context, work: Callable[[SqlStore], T]) -> T:
+    store = open_store(ctx)
+    try:
+        return work(store)
+    finally:
+        store.close()
 
 
 @handle_errors
@@ -314,7 +346,7 @@ def history_cmd(
         until=_parse_time(until, "--until"),
         limit=limit,
     )
-    page = with_engine(ctx, lambda engine: engine.history(query))
+    page = with_store(ctx, lambda store: store.history(query))
     executions = [e.to_api() for e in page.items]
     if as_json:
         print_json(executions)
@@ -332,7 +364,7 @@ def status_cmd(
     if (server := state(ctx).remote()) is not None:
         remote.status(server, execution_id, as_json)
         return
-    execution = with_engine(ctx, lambda engine: engine.status(execution_id))
+    execution = with_store(ctx, lambda store: _stored(store, execution_id))
     if as_json:
         print_json(execution.to_api())
         return
@@ -359,17 +391,25 @@ def output_cmd(
             "locally, 'jobhost run' streams the output as it runs"
         )
 
-    async def work(engine: JobHost) -> None:
-        position = offset
-        while True:
-            chunk = await engine.read_output(execution_id, offset=position, limit=1024 * 1024)
-            sys.stdout.buffer.write(chunk.data)
-            if not chunk.data:
-                break
-            position = chunk.next_offset
-        sys.stdout.flush()
+    from jobhost.execution.launch import log_path
+    from jobhost.execution.output import read_output
 
-    with_engine(ctx, work)
+    execution = with_store(ctx, lambda store: _stored(store, execution_id))
+    path = str(log_path(state(ctx).settings(), execution.id))
+    position = offset
+    while True:
+        data, position = read_output(path, position, 1024 * 1024)
+        if not data:
+            break
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def _stored(store: SqlStore, execution_id: str) -> Execution:
+    execution = store.get_execution(execution_id)
+    if execution is None:
+        raise ExecutionNotFound(f"No execution {execution_id!r}")
+    return execution
 
 
 @handle_errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -47,6 +48,12 @@ class _Server(uvicorn.Server):
                 port = sock.getsockname()[1]
                 break
         host = self.config.host
+
+        async def exit_after_drain() -> None:
+            await engine.exit_requested.wait()
+            self.should_exit = True
+
+        self._drain_watch = asyncio.get_running_loop().create_task(exit_after_drain())
         err.print(
             f"JobHost serving {len(engine.catalog)} jobs at http://{host}:{port}/ "
             "— sign in as admin",
@@ -56,6 +63,10 @@ class _Server(uvicorn.Server):
 
 
 def register(app: typer.Typer) -> None:
+    from jobhost.cli import instances
+
+    instances.register(app)
+
     @app.command()
     @handle_errors
     def serve(

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jobhost.abc import Store
@@ -41,7 +42,9 @@ class Journal:
         # Guarded by the lock: what the next batch will write, and who waits for it.
         self._executions: dict[str, Execution] = {}
         self._audit: list[AuditEvent] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        # Each waiter with what it asked to write (an execution ID and audit events), so a
+        # failed batch can be retried row by row and fail only the caller of the bad row.
+        self._waiters: list[_Waiter] = []
         self._closing = False
         self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,7 +111,9 @@ class Journal:
             if execution is not None:
                 self._executions[execution.id] = execution
             self._audit.extend(audit)
-            self._waiters.append(future)
+            self._waiters.append(
+                _Waiter(future, execution.id if execution is not None else None, tuple(audit))
+            )
         if not self._kick_scheduled:
             # Wake the writer once per loop iteration, not once per record: everything
             # recorded in this iteration then goes into one batch (waking it at once would
@@ -134,36 +139,77 @@ class Journal:
                 executions = list(self._executions.values())
                 audit, waiters = self._audit, self._waiters
                 self._executions, self._audit, self._waiters = {}, [], []
-            error: BaseException | None = None
+            errors: dict[int, BaseException] = {}
             try:
                 self._write(executions, audit)
-            except Exception as exc:  # surface the failure to every waiter, keep serving
-                log.exception("writing %d executions failed", len(executions))
-                error = exc
-            else:
-                if executions or audit:
-                    self.batches += 1
-                    self.rows += len(executions) + len(audit)
-            self._settle_soon(waiters, error)
+            except Exception:
+                if len(executions) + len(audit) <= 1:
+                    log.exception("writing %d executions failed", len(executions))
+                errors = self._write_one_by_one(executions, waiters)
+            if executions or audit:
+                self.batches += 1
+                self.rows += len(executions) + len(audit)
+            self._settle_soon(waiters, errors)
 
     def _write(self, executions: list[Execution], audit: list[AuditEvent]) -> None:
         self.store.save_batch(executions, audit)
 
-    def _settle_soon(
-        self, waiters: list[asyncio.Future[None]], error: BaseException | None
-    ) -> None:
+    def _write_one_by_one(
+        self, executions: list[Execution], waiters: list[_Waiter]
+    ) -> dict[int, BaseException]:
+        """After a failed batch: each caller's rows in a transaction of their own, so a bad
+        row fails its own caller only. Returns the failures by waiter index."""
+        by_id = {e.id: e for e in executions}
+        failed: dict[str, BaseException] = {}
+        written: set[str] = set()
+        errors: dict[int, BaseException] = {}
+        for index, waiter in enumerate(waiters):
+            own = by_id.get(waiter.execution_id or "")
+            if own is not None and own.id in failed:
+                errors[index] = failed[own.id]
+                continue
+            rows = [own] if own is not None and own.id not in written else []
+            if not rows and not waiter.audit:
+                continue
+            try:
+                self._write(rows, list(waiter.audit))
+            except Exception as exc:
+                log.exception("writing execution %s failed", waiter.execution_id)
+                errors[index] = exc
+                if own is not None:
+                    failed[own.id] = exc
+            else:
+                written.update(e.id for e in rows)
+        for execution in executions:  # rows nobody waits for (record_soon)
+            if execution.id not in written and execution.id not in failed:
+                try:
+                    self._write([execution], [])
+                except Exception:
+                    log.exception("writing execution %s failed", execution.id)
+        return errors
+
+    def _settle_soon(self, waiters: list[_Waiter], errors: dict[int, BaseException]) -> None:
         if not waiters or self._loop is None:
             return
         # A closed loop raises RuntimeError: nobody is left to tell.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_settle, waiters, error)
+            self._loop.call_soon_threadsafe(_settle, waiters, errors)
 
 
-def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for waiter in waiters:
-        if waiter.done():  # its caller was cancelled
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    future: asyncio.Future[None]
+    execution_id: str | None
+    audit: tuple[AuditEvent, ...]
+
+
+def _settle(waiters: list[_Waiter], errors: dict[int, BaseException]) -> None:
+    for index, waiter in enumerate(waiters):
+        future = waiter.future
+        if future.done():  # its caller was cancelled
             continue
+        error = errors.get(index)
         if error is None:
-            waiter.set_result(None)
+            future.set_result(None)
         else:
-            waiter.set_exception(error)
+            future.set_exception(error)

@@ -1,38 +1,120 @@
-"""Start-up reconciliation: nothing stays ``running`` forever.
+"""Reconciliation: the runs of instances whose lease expired are re-adopted or resolved.
 
-Runs recorded as active by a previous host process are ended as ``lost``. A process
-they left behind is killed rather than re-adopted: its output pipe died with the old
-host process, so it could be neither watched nor heard.
+Only runs whose owner's lease has expired are touched (runs recorded before leases
+existed have no owner and count as expired); a run whose owner is alive is never
+changed, stopped or killed, whoever opens the store. For each orphan:
+
+- queued: it never ran; recorded ``lost``.
+- on this host (any host for the Celery executor): ``adopt`` re-attaches to it; when
+  nothing is left to attach to, a process it may have left is ended (found by pid and
+  start time, or by ``JOBHOST_EXECUTION_ID`` in its environment) and it is recorded
+  ``lost``, with a message naming the dead owner.
+- on another host: nothing here can follow it; recorded ``lost`` naming the owner.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from jobhost.abc import Executor
 from jobhost.execution.journal import Journal
-from jobhost.models import Execution, ExecutionStatus
+from jobhost.models import Execution, ExecutionStatus, Instance, Trigger, iso
+from jobhost.store import instances
 
 log = logging.getLogger(__name__)
 
+Adopt = Callable[[Execution], Awaitable[bool]]
+
+
+def owner_name(execution: Execution, owner: Instance | None) -> str:
+    if owner is not None:
+        return f"{owner.describe()}, whose lease expired at {iso(owner.lease_expires_at)}"
+    if execution.owner is None:
+        return "the JobHost process that started it (recorded before leases)"
+    return f"instance {execution.owner[:8]} (no longer registered)"
+
 
 async def reconcile(
-    journal: Journal, executor: Executor, clock: Callable[[], datetime]
+    journal: Journal,
+    executor: Executor,
+    me: Instance,
+    clock: Callable[[], datetime],
+    adopt: Adopt,
+    *,
+    any_host: bool = False,
+    announce: Callable[[Execution], None] | None = None,
 ) -> list[Execution]:
-    """End every recorded-active execution as ``lost``; returns them as recorded."""
+    """Resolve every orphan (see the module docstring); returns those recorded ``lost``."""
+    now = clock()
+    orphans, owners = await journal.call(instances.orphaned_executions, journal.store, now)
     ended = []
-    for execution in await journal.call(journal.store.active_executions):
+    for execution in orphans:
+        if execution.owner == me.id:
+            continue
+        claimed = await journal.call(
+            instances.claim_orphan, journal.store, execution.id, execution.owner, me.id
+        )
+        if not claimed:  # another server got there first
+            continue
+        owner = owners.get(execution.owner or "")
+        who = owner_name(execution, owner)
+        host = execution.host or (owner.host if owner else None)
+        here = any_host or host is None or host == me.host
         if execution.status is ExecutionStatus.QUEUED:
-            reason = "JobHost restarted while this run was queued; it never ran"
-        elif await executor.terminate_orphan(execution):
-            process = f"process {execution.pid}" if execution.pid else "process"
-            reason = f"JobHost restarted during this run; its {process} was ended"
+            reason = f"Its owner, {who}, stopped while this run was queued; it never ran"
+        elif here:
+            if await adopt(execution):
+                log.info(
+                    "execution %s of %s re-adopted from %s", execution.id, execution.job_id, who
+                )
+                continue
+            if await executor.terminate_orphan(execution):
+                process = f"process {execution.pid}" if execution.pid else "process"
+                reason = (
+                    f"Its owner, {who}, stopped during this run; its {process} could not be "
+                    "re-adopted and was ended"
+                )
+            else:
+                reason = f"Its owner, {who}, stopped during this run; its process was already gone"
         else:
-            reason = "JobHost restarted during this run; its process was already gone"
-        lost = execution.evolve(status=ExecutionStatus.LOST, ended_at=clock(), error=reason)
+            reason = (
+                f"Its owner, {who}, stopped during this run on host {host}; "
+                f"this server on {me.host} cannot follow it there"
+            )
+        lost = execution.evolve(
+            status=ExecutionStatus.LOST, ended_at=clock(), error=reason, owner=me.id
+        )
         await journal.record(lost)
+        if announce is not None:
+            announce(lost)
         log.warning("execution %s of %s marked lost: %s", execution.id, execution.job_id, reason)
         ended.append(lost)
+    await _end_ghosts(journal, executor)
+    await journal.call(instances.forget_dead, journal.store, now, [me.id])
     return ended
+
+
+async def _end_ghosts(journal: Journal, executor: Executor) -> None:
+    """End the processes the executor holds for nobody that have no record at all (a
+    server died between a spawn and its first commit): no job runs unrecorded."""
+    unclaimed = getattr(executor, "unclaimed", None)  # executors with a runner have it
+    if unclaimed is None:
+        return
+    for execution_id in await unclaimed():
+        if await journal.call(journal.store.get_execution, execution_id) is not None:
+            continue
+        ghost = Execution(
+            id=execution_id,
+            job_id="",
+            status=ExecutionStatus.RUNNING,
+            trigger=Trigger.USER,
+            user=None,
+        )
+        ended = await executor.terminate_orphan(ghost)
+        log.warning(
+            "process of unrecorded execution %s %s",
+            execution_id,
+            "ended" if ended else "was already gone",
+        )

@@ -16,7 +16,7 @@ import logging
 import os
 import random
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from jobhost.errors import Conflict, TooManyRequests
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import Launcher
 from jobhost.execution.restart import RestartTracker, wants_restart
+from jobhost.execution.subscriptions import Subscription
 from jobhost.models import (
     AuditEvent,
     Execution,
@@ -41,8 +42,8 @@ from jobhost.redact import mask_execution
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
-SUBSCRIBER_QUEUE = 1000
 RECENT_KEPT = 10_000
+FINAL_WRITE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class Supervisor:
         self.settings = settings
         self.journal = journal
         journal.secrets_of = self.secret_values  # redact: stored texts never hold secrets
+        self.owner: str | None = None  # this instance's id, recorded on every run it starts
         self._launcher = Launcher(settings)
         self.executor = executor_factory(self)
         self._hooks = list(hooks)
@@ -82,10 +84,13 @@ class Supervisor:
         self._queues: dict[str, deque[str]] = {}
         self._done: dict[str, list[asyncio.Future[Execution]]] = {}
         self._output: dict[str, list[asyncio.Future[None]]] = {}
-        self._subscribers: set[asyncio.Queue[Execution]] = set()
+        self._subscribers: set[Subscription] = set()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
-        self._trackers: dict[str, RestartTracker] = {}
-        self._restart_timers: dict[str, asyncio.TimerHandle] = {}
+        # Restarts belong to a run's lineage (a run and the restarts that followed it), so
+        # two runs of one job that crash each get their own restart and brake.
+        self._lineage: dict[str, str] = {}  # live execution ID → its lineage's first ID
+        self._trackers: dict[str, RestartTracker] = {}  # by lineage
+        self._restart_timers: dict[str, tuple[str, asyncio.TimerHandle]] = {}  # lineage → job
         self.last_finished: dict[str, Execution] = {}
         # Recently ended runs as stored: an ended run no longer changes, so status reads of
         # it (a UI or a script polling a run that just finished) need no database trip.
@@ -102,12 +107,16 @@ class Supervisor:
         trigger: Trigger,
         test: bool = False,
         idempotency_key: str | None = None,
+        request_fingerprint: str | None = None,
         restart_count: int = 0,
         scheduled_for: Any = None,
         redacted: dict[str, Any] | None = None,
         audit: Callable[[Execution], AuditEvent] | None = None,
+        lineage: str | None = None,
     ) -> Execution:
         """Record a new execution and dispatch it now, queue it, or refuse it (409/429).
+
+        ``lineage`` is the first run of the restart chain this one continues.
 
         ``audit`` makes the event that explains the start; it is committed in the same
         transaction as the execution's first record."""
@@ -146,12 +155,16 @@ class Supervisor:
             test=test,
             created_at=self._clock(),
             idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
             restart_count=restart_count,
             scheduled_for=scheduled_for,
+            owner=self.owner,
         )
         self.live[execution.id] = execution
         self._by_job.setdefault(job.id, {})[execution.id] = None
         self._launches[execution.id] = launch
+        if lineage is not None:
+            self._lineage[execution.id] = lineage
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
         write = self.journal.record(execution, *([audit(execution)] if audit else []))
@@ -162,7 +175,10 @@ class Supervisor:
         try:
             await write
         except BaseException:
+            # Not recorded, so it must not exist: end the process it started and forget
+            # it here, so it neither counts against max_concurrent nor runs from the queue.
             if execution.id in self.live:
+                self._forget(execution)
                 await self.executor.stop(execution.id, 0)
             raise
         self._announce(execution)
@@ -170,6 +186,24 @@ class Supervisor:
         for old in replace:
             await self.stop(old.id)
         return self.live.get(execution.id, execution)
+
+    def _forget(self, execution: Execution) -> None:
+        """Drop a run from memory without a record (its first write failed)."""
+        self.live.pop(execution.id, None)
+        self._launches.pop(execution.id, None)
+        self._lineage.pop(execution.id, None)
+        queue = self._queues.get(execution.job_id)
+        if queue is not None and execution.id in queue:
+            queue.remove(execution.id)
+        of_job = self._by_job.get(execution.job_id)
+        if of_job is not None:
+            of_job.pop(execution.id, None)
+            if not of_job:
+                del self._by_job[execution.job_id]
+        for waiter in self._done.pop(execution.id, []):
+            if not waiter.done():
+                waiter.set_result(execution)
+        self._wake_output(execution.id)
 
     async def _dispatch(self, execution: Execution) -> None:
         launch = self._launches[execution.id]
@@ -185,6 +219,37 @@ class Supervisor:
             self.on_exited(execution.id, ExitInfo(None, None, error=f"Cannot prepare run: {exc}"))
             return
         await self.executor.start(spec)
+
+    async def adopt(self, execution: Execution, job: Job | None) -> bool:
+        """Take over a run an expired instance left running (``Executor.adopt``); True when
+        the executor follows it from now on, and it is live here, owned by this instance."""
+        adopted = execution.evolve(owner=self.owner)
+        # Live before the executor is asked: it may report the exit at once (a process
+        # that ended while no server was up).
+        self.live[adopted.id] = adopted
+        self._by_job.setdefault(adopted.job_id, {})[adopted.id] = None
+        if job is not None:
+            self._launches[adopted.id] = Launch(
+                job=job, variables=dict(adopted.variables), rendered=None, roles=frozenset()
+            )
+        try:
+            attached = await self.executor.adopt(execution)
+        except Exception:
+            log.exception("adopting %s failed", execution.id)
+            attached = False
+        if not attached:
+            self.live.pop(adopted.id, None)
+            self._launches.pop(adopted.id, None)
+            of_job = self._by_job.get(adopted.job_id)
+            if of_job is not None:
+                of_job.pop(adopted.id, None)
+                if not of_job:
+                    del self._by_job[adopted.job_id]
+            return False
+        current = self.live.get(adopted.id)
+        if current is not None and not current.status.terminal:
+            self._persist_and_announce(current)
+        return True
 
     def active_of(self, job_id: str) -> list[Execution]:
         """The job's runs that hold (or are getting) a process; test runs do not count."""
@@ -230,12 +295,18 @@ class Supervisor:
             raise KeyError(execution_id)
         return stored
 
+    def restart_pending(self) -> list[str]:
+        """The jobs with a restart timer set."""
+        return sorted({job_id for job_id, _ in self._restart_timers.values()})
+
     def cancel_restart(self, job_id: str) -> bool:
-        timer = self._restart_timers.pop(job_id, None)
-        if timer is None:
-            return False
-        timer.cancel()
-        return True
+        """Cancel every pending restart of the job; True if there was one."""
+        lineages = [k for k, (job, _) in self._restart_timers.items() if job == job_id]
+        for lineage in lineages:
+            _, timer = self._restart_timers.pop(lineage)
+            timer.cancel()
+            self._trackers.pop(lineage, None)
+        return bool(lineages)
 
     # ----------------------------------------------------------------- executor events
     def on_started(self, execution_id: str, pid: int | None, host: str) -> None:
@@ -284,8 +355,9 @@ class Supervisor:
             status = ExecutionStatus.FAILED
         result, result_error = self._read_result(execution_id)
         error = info.error or result_error
-        if status is ExecutionStatus.TIMED_OUT and error is None:
-            definition = self._launches[execution_id].job.definition
+        launch = self._launches.get(execution_id)
+        if status is ExecutionStatus.TIMED_OUT and error is None and launch is not None:
+            definition = launch.job.definition
             limit = self._launcher.timeout(definition) if definition else None
             error = f"Timed out after {limit} s"
         final = execution.evolve(
@@ -306,7 +378,13 @@ class Supervisor:
     async def _finish(self, final: Execution) -> None:
         launch = self._launches.get(final.id)
         self._set(final)
-        await self.journal.record(final)
+        try:
+            await self.journal.record(final)
+        except Exception:
+            # The run has ended whether or not its record says so: finish it here (so
+            # wait() returns and its slot frees) and keep trying to store the end.
+            log.exception("recording the end of %s failed; retrying in the background", final.id)
+            self._spawn(self._record_until_stored(final))
         self.live.pop(final.id, None)
         self.remember(final)
         of_job = self._by_job.get(final.job_id)
@@ -335,6 +413,17 @@ class Supervisor:
         announced and told to the hooks exactly like a run that finished."""
         await self._finish(final)
 
+    async def _record_until_stored(self, final: Execution) -> None:
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+            try:
+                await self.journal.record(final)
+            except Exception as exc:
+                log.warning("recording the end of %s failed again: %s", final.id, exc)
+            else:
+                return
+        log.error("gave up recording the end of %s; the next server will reconcile it", final.id)
+
     async def _drain_queue(self, job_id: str) -> None:
         queue = self._queues.get(job_id)
         while queue:
@@ -355,11 +444,13 @@ class Supervisor:
         self._queues.pop(job_id, None)
 
     def _maybe_restart(self, final: Execution, launch: Launch) -> None:
+        lineage = self._lineage.pop(final.id, final.id)
         definition = launch.job.definition
         if definition is None or not wants_restart(definition.restart, final):
+            self._trackers.pop(lineage, None)
             return
         tracker = self._trackers.setdefault(
-            final.job_id,
+            lineage,
             RestartTracker(
                 window_seconds=definition.restart_window_seconds,
                 burst=definition.restart_burst,
@@ -375,26 +466,29 @@ class Supervisor:
             noted = final.evolve(error=note)
             self.remember(noted)
             self._persist_and_announce(noted)
-            self._trackers.pop(final.job_id, None)
+            self._trackers.pop(lineage, None)
             return
 
         def fire() -> None:
-            self._restart_timers.pop(final.job_id, None)
-            self._spawn(self._restart(final, launch))
+            self._restart_timers.pop(lineage, None)
+            self._spawn(self._restart(final, launch, lineage))
 
-        self.cancel_restart(final.job_id)
-        self._restart_timers[final.job_id] = asyncio.get_running_loop().call_later(delay, fire)
+        timer = asyncio.get_running_loop().call_later(delay, fire)
+        self._restart_timers[lineage] = (final.job_id, timer)
 
-    async def _restart(self, final: Execution, launch: Launch) -> None:
+    async def _restart(self, final: Execution, launch: Launch, lineage: str) -> None:
         try:
             await self.submit(
                 launch,
                 user=final.user,
                 trigger=Trigger.RESTART,
+                test=final.test,
                 restart_count=final.restart_count + 1,
                 redacted=final.variables,
+                lineage=lineage,
             )
         except Conflict:
+            self._trackers.pop(lineage, None)
             log.info("restart of %s skipped: another execution is active", final.job_id)
 
     def secret_values(self, execution_id: str) -> list[str]:
@@ -430,15 +524,11 @@ class Supervisor:
             if waiters and future in waiters:
                 waiters.remove(future)
 
-    async def changes(self) -> AsyncIterator[Execution]:
-        """Every announced transition, as it happens (bounded: a slow reader loses the oldest)."""
-        queue: asyncio.Queue[Execution] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.discard(queue)
+    def changes(self) -> Subscription:
+        """Every transition announced from this call on (bounded: a slow reader loses the
+        oldest); subscribed at once, so nothing between this call and the first read is
+        missed."""
+        return Subscription(self._subscribers)
 
     # ----------------------------------------------------------------- internals
     def _tell_hooks(self, call: Callable[[Hook], None], execution_id: str) -> None:
@@ -471,11 +561,13 @@ class Supervisor:
         if not write.cancelled() and write.exception() is None:
             self._announce(execution)
 
+    def announce(self, execution: Execution) -> None:
+        """Tell every subscriber about a change recorded elsewhere (reconciliation)."""
+        self._announce(execution)
+
     def _announce(self, execution: Execution) -> None:
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(execution)
+        for subscription in list(self._subscribers):
+            subscription.put(execution)
 
     def _wake_output(self, execution_id: str) -> None:
         for future in self._output.pop(execution_id, []):
@@ -525,7 +617,7 @@ class Supervisor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self, *, stop_running: bool) -> None:
-        for job_id in list(self._restart_timers):
+        for job_id in self.restart_pending():
             self.cancel_restart(job_id)
         if stop_running:
             waits = []

@@ -91,6 +91,8 @@ executions = sa.Table(
     sa.Column("idempotency_key", sa.Text),
     sa.Column("restart_count", sa.Integer, nullable=False),
     sa.Column("scheduled_for", UTCDateTime),
+    sa.Column("owner", sa.Text),
+    sa.Column("request_fingerprint", sa.Text),
     sa.Index("ix_executions_job_id_created_at_id", "job_id", "created_at", "id"),
     sa.Index("ix_executions_user_created_at", "user", "created_at"),
     sa.Index("ix_executions_status_created_at", "status", "created_at"),

@@ -11,7 +11,11 @@ from jobhost.server.routes import audit, auth, health, jobs, legacy, output, use
 
 # Areas built alongside the server (schedules, notifications) live in their own
 # modules under this package; they are mounted when present.
-OPTIONAL = ("jobhost.server.routes.schedules", "jobhost.server.routes.notifications")
+OPTIONAL = (
+    "jobhost.server.routes.schedules",
+    "jobhost.server.routes.notifications",
+    "jobhost.server.routes.admin",
+)
 
 
 def routers() -> list[APIRouter]:
