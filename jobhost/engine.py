@@ -242,6 +242,8 @@ class JobHost:
         """Stop (or leave, per ``shutdown_policy``) running jobs, flush, end the lease,
         release everything. Left runs are re-adopted by the next server on this host."""
         self._watch_stop.set()
+        if self._lease is not None:
+            await self._lease.stop_heartbeat()
         if self._drain_task is not None:
             self._drain_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -593,6 +595,13 @@ class JobHost:
                     f"of {execution.job_id!r}"
                 )
             if execution.id not in self.supervisor.live:
+                if not execution.status.terminal and execution.owner != self._instance_id:
+                    raise Conflict(
+                        f"Execution {execution.id!r} is {execution.status.value} under another "
+                        f"JobHost instance ({(execution.owner or 'unknown')[:8]}, host "
+                        f"{execution.host or 'unknown'}); send the stop to that server "
+                        "(jobhost instances lists them)"
+                    )
                 raise Conflict(
                     f"Execution {execution.id!r} has already ended ({execution.status.value})"
                 )

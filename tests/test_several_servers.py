@@ -54,6 +54,7 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.timeout(600)
 async def test_a_dead_owners_runs_are_resolved_after_its_lease_and_not_before(
     tmp_path: Path, apps: Path, postgres_url: str
 ) -> None:

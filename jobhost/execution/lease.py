@@ -115,12 +115,19 @@ class Lease:
             except Exception:  # the next beat tries again; the lease has TTL to spare
                 log.exception("lease heartbeat of %s failed", self.id)
 
+    async def stop_heartbeat(self) -> None:
+        """Stop renewing (first thing at shutdown: a tick must not reconcile while the
+        parts it uses are closing). The lease itself holds until ``release``."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def release(self) -> None:
         """Stop the heartbeat and end the lease now (a clean exit)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self.stop_heartbeat()
         try:
             await self._journal.call(instances.expire, self._store, self.id, self._clock())
         except Exception:  # the lease then simply runs out after its TTL
