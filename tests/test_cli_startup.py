@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_help_and_a_typo_answer_without_importing_the_verbs() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
 
-    assert "history   Past and current executions, newest first." in run.stdout
+    assert re.search(r"\n  history +Past and current executions, newest first\.\n", run.stdout)
     assert run.stdout.strip().splitlines()[-1] == "[]"
 
     typo = CliRunner().invoke(app, ["histroy"])

@@ -58,6 +58,12 @@ VERBS: dict[str, tuple[str, str]] = {
         "serve",
         "Serve the REST API and the web UI (one process; Ctrl-C or SIGTERM to stop).",
     ),
+    "instances": (
+        "serve",
+        "The servers and local runs registered on this store, with their leases.",
+    ),
+    "drain": ("serve", "Drain the server for an upgrade: no new starts or fires, then it exits 0."),
+    "resume": ("serve", "End a drain: the server starts runs and fires schedules again."),
     "worker": ("worker", "Run executions for a JobHost server that uses the Celery executor."),
     "schedule": (
         "schedule",
