@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -25,3 +26,27 @@ def require_service(available: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (required in CI)")
     pytest.skip(reason)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """End the runner processes this session's data dirs started, and the jobs they hold.
+
+    A runner outlives the engine that started it on purpose (runs survive a server restart),
+    and keeps an unacknowledged exit record for days; a test's data dir is never served
+    again, so whatever its runner still holds is ended here rather than left behind.
+    """
+    import psutil
+
+    base = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "jobhost.runner" not in cmdline or not any(arg.startswith(base) for arg in cmdline):
+            continue
+        try:
+            members = [*process.children(recursive=True), process]
+        except psutil.NoSuchProcess:
+            continue
+        for member in members:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(members, timeout=10)
