@@ -19,7 +19,7 @@ from jobhost.config import Settings
 from jobhost.engine import JobHost
 from jobhost.models import Execution
 from jobhost.scheduler import Scheduler
-from jobhost.server.metrics import Metrics
+from jobhost.server.metrics import Metrics, RunMetrics
 from tests.jobfolders import write_job
 from tests.notifyfixtures import SmtpServer
 from tests.serverfixtures import (
@@ -295,3 +295,28 @@ async def test_notification_attempts_count_by_channel_and_outcome(
     counted = "jobhost_notifications_total"
     assert value(samples, counted, channel="ops", outcome="sent") == 1
     assert value(samples, counted, channel="unknown", outcome="failed") == 1
+
+
+def test_a_rejected_scheduled_fire_counts_as_a_failure_in_a_row() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from jobhost.models import ExecutionStatus, Trigger
+
+    runs = RunMetrics(CollectorRegistry(), lambda: {"Lab/Nightly": object()})
+    when = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    for n in range(2):
+        runs.execution_finished(
+            Execution(
+                id=f"r{n}",
+                job_id="Lab/Nightly",
+                status=ExecutionStatus.REJECTED,
+                trigger=Trigger.SCHEDULE,
+                user=None,
+                created_at=when,
+                ended_at=when,
+                scheduled_for=when,
+                error="Variables rejected: Target is required",
+            ),
+            None,
+        )
+    assert runs.failure_streak["Lab/Nightly"] == 2

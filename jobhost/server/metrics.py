@@ -60,7 +60,15 @@ OTHER = "other"  # the job label of a run whose job is no longer in the catalog
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
-FAILURES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.LOST})
+# Outcomes that count as a failure in a row (a rejected scheduled fire is one: it did not run).
+FAILURES = frozenset(
+    {
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.LOST,
+        ExecutionStatus.REJECTED,
+    }
+)
 INTERVAL_FIRES = 6  # a schedule's interval: the longest gap among its next fires
 INTERVALS_KEPT = 10_000
 LOGIN_PATH = "/api/v1/auth/login"
@@ -137,7 +145,8 @@ class RunMetrics(Hook):
             self.logins.labels(outcome)  # present at 0, so increase() sees the first one
         # (job, status) → Unix time of the newest end with that status (tests excluded).
         self.last_finish: dict[tuple[str, str], float] = {}
-        # job → failed/timed-out/lost runs in a row (stopped runs neither count nor break it)
+        # job → failed/timed-out/lost/rejected runs in a row (stopped runs neither count nor
+        # break it)
         self.failure_streak: dict[str, int] = {}
 
     def job_label(self, job_id: str) -> str:
