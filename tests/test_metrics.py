@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobhost.clock import ManualClock
 from jobhost.config import Settings
 from jobhost.engine import JobHost
-from jobhost.models import Execution
+from jobhost.models import Execution, ExecutionStatus, Trigger
 from jobhost.scheduler import Scheduler
 from jobhost.server.metrics import Metrics, RunMetrics
 from tests.jobfolders import write_job
@@ -298,10 +299,6 @@ async def test_notification_attempts_count_by_channel_and_outcome(
 
 
 def test_a_rejected_scheduled_fire_counts_as_a_failure_in_a_row() -> None:
-    from prometheus_client import CollectorRegistry
-
-    from jobhost.models import ExecutionStatus, Trigger
-
     runs = RunMetrics(CollectorRegistry(), lambda: {"Lab/Nightly": object()})
     when = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
     for n in range(2):
