@@ -62,6 +62,11 @@ class Executor(Protocol):
         process ended while no server was up; output totals continue from the log's size).
         False: nothing of it is left to attach to (the caller records it lost)."""
 
+    def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
+        """The secret values an adopted run was launched with, so that what it stores
+        (result, error, progress) is masked like a run started here; () when not known.
+        Asked once, right after ``adopt`` returned True."""
+
     async def aclose(self) -> None:
         """Release resources; running processes are left as they are."""
 

@@ -29,7 +29,7 @@ def require_service(available: bool, reason: str) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """End the runner processes this session's data dirs started, and the jobs they hold.
+    """End the runner processes that this test run's data dirs started, and the jobs they hold.
 
     A runner outlives the engine that started it on purpose (runs survive a server restart),
     and keeps an unacknowledged exit record for days; a test's data dir is never served

@@ -46,6 +46,9 @@ class FakeExecutor:
         self.running.add(execution.id)
         return True
 
+    def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
+        return ()
+
     async def terminate_orphan(self, execution: Execution) -> bool:
         return False
 

@@ -17,6 +17,7 @@ from jobhost.catalog.definition import load_definition
 from jobhost.execution.output import OutputLog, read_output
 from jobhost.models import Execution, ExecutionStatus, Trigger
 from jobhost.redact import OutputMasker, mask_execution, mask_text
+from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 from tests.serverfixtures import events, make_settings, running_harness
 
@@ -190,3 +191,45 @@ async def test_no_secret_reaches_the_database_the_logs_or_a_webhook(tmp_path: Pa
         assert _files_holding(settings.data_dir, SECRET.encode()) == []
     finally:
         receiver.close()
+
+
+# Waits for a gate file, so that it ends only after its server was replaced.
+GATED = """
+import json, os, pathlib, sys, time
+tok = os.environ["JOBHOST_VAR_Tok"]
+gate = pathlib.Path(sys.argv[1])
+while not gate.exists():
+    time.sleep(0.05)
+with open(os.environ["JOBHOST_RESULT_PATH"], "w") as f:
+    json.dump({"tok": tok}, f)
+print("failing with " + tok, file=sys.stderr)
+sys.exit(3)
+"""
+
+
+async def test_a_run_adopted_by_the_next_server_is_masked_too(
+    tmp_path: Path, engine_factory: EngineFactory, apps: Path
+) -> None:
+    gate = tmp_path / "gate"
+    job = {
+        "Name": "Gated",
+        "argumentlist": [str(gate)],
+        "template_variables": {"Tok": {"type": "string", "secret": True}},
+    }
+    write_job(apps, "T", "Gated", job, script_text=GATED)
+    async with engine_factory() as first:
+        changes = first.changes()
+        execution = await first.start("T/Gated", {"Tok": SECRET})
+        async for change in changes:
+            if change.id == execution.id and change.pid is not None:
+                break
+    # The first server is gone (its run goes on); the next one adopts the run.
+    async with engine_factory() as second:
+        adopted = await second.status(execution.id)
+        assert adopted.status is ExecutionStatus.RUNNING
+        assert adopted.owner == second.instance_id
+        gate.write_text("open")
+        final = await asyncio.wait_for(second.wait(execution.id), 60)
+    assert final.status is ExecutionStatus.FAILED
+    assert final.result == {"tok": "***"}
+    assert SECRET not in json.dumps(final.to_api())

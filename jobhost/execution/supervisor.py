@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -54,6 +55,8 @@ class Launch:
     variables: dict[str, Any]  # the real values (secrets included), kept in memory only
     rendered: Any  # catalog.templates.Rendered
     roles: frozenset[str]
+    # An adopted run's secret values, as the executor kept them (its variables are redacted).
+    secrets: tuple[str, ...] = ()
 
 
 class Supervisor:
@@ -237,6 +240,10 @@ class Supervisor:
         except Exception:
             log.exception("adopting %s failed", execution.id)
             attached = False
+        if attached and adopted.id in self._launches:
+            launch = self._launches[adopted.id]
+            secrets = self.executor.adopted_secrets(adopted.id)
+            self._launches[adopted.id] = dataclasses.replace(launch, secrets=secrets)
         if not attached:
             self.live.pop(adopted.id, None)
             self._launches.pop(adopted.id, None)
@@ -498,6 +505,8 @@ class Supervisor:
         definition = launch.job.definition if launch else None
         if launch is None or definition is None:
             return []
+        if launch.secrets:
+            return list(launch.secrets)
         names = [n for n, spec in definition.template_variables.items() if spec.secret]
         values = (launch.variables.get(name) for name in names)
         return [str(v) for v in values if v not in (None, "")]

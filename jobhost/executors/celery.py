@@ -187,6 +187,12 @@ class CeleryExecutor:
             return False
         return held
 
+    def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
+        """Not known here: the worker masks output itself, but a Celery run's secret values
+        never come back from the broker, so an adopted run's result and error are stored
+        as the worker reports them."""
+        return ()
+
     async def adopt(self, execution: Execution) -> bool:
         """Re-attach to a run an earlier server started on a worker (from any host).
 

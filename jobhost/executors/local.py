@@ -224,6 +224,9 @@ class LocalExecutor:
         """Re-attach to a run an earlier server started; not possible yet: always False."""
         return False
 
+    def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
+        return ()  # nothing is ever adopted here
+
     async def aclose(self) -> None:
         """Forget every run without signalling it; its output stops being captured."""
         loop = asyncio.get_running_loop()

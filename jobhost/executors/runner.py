@@ -77,6 +77,7 @@ class RunnerExecutor:
         self._connecting = asyncio.Lock()
         self._runs: set[str] = set()  # started or adopted here, end not heard yet
         self._held: dict[str, list[Message]] = {}  # events of an adoption in progress
+        self._secrets: dict[str, tuple[str, ...]] = {}  # of adopted runs, until asked once
         self._requests: dict[int, asyncio.Future[Message]] = {}
         self._next_request = 0
         self._closed = False
@@ -139,8 +140,14 @@ class RunnerExecutor:
             self._held.pop(execution_id, None)
             return False
         self._runs.add(execution_id)
+        self._secrets[execution_id] = tuple(str(s) for s in reply.get("s") or ())
         asyncio.get_running_loop().call_soon(self._release, execution_id)
         return True
+
+    def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
+        """The runner keeps each run's secret values (in memory, never on disk) and hands
+        them to the server that adopts it."""
+        return self._secrets.pop(execution_id, ())
 
     async def terminate_orphan(self, execution: Execution) -> bool:
         """Kill a run nobody may keep: through the runner when it holds it (no exit record

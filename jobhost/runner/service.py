@@ -96,6 +96,8 @@ class Runner:
         self._progress: dict[str, Message] = {}  # the last report of each running run
         self._unwanted: set[str] = set()  # killed as unrecorded: no record to keep
         self._starting: set[str] = set()
+        # Each run's secret values, for the server that adopts it (memory only).
+        self._secrets: dict[str, tuple[str, ...]] = {}
         self._idle: asyncio.TimerHandle | None = None
         self.done = asyncio.Event()
 
@@ -119,6 +121,7 @@ class Runner:
         if execution_id in self._unwanted:
             self._unwanted.discard(execution_id)
             self._owners.pop(execution_id, None)
+            self._secrets.pop(execution_id, None)
         else:
             loop = asyncio.get_running_loop()
             self._finished[execution_id] = (info, loop.time())
@@ -174,6 +177,8 @@ class Runner:
             spec = spec_from_wire(message["spec"])
             self._owners[spec.execution_id] = client
             self._starting.add(spec.execution_id)
+            if spec.secrets:
+                self._secrets[spec.execution_id] = spec.secrets
             asyncio.get_running_loop().create_task(self._start(spec.execution_id, spec))
         elif op == "stop":
             grace = float(message.get("grace", 0.0))
@@ -182,10 +187,12 @@ class Runner:
             execution_id = message["i"]
             if self._finished.pop(execution_id, None) is not None:
                 self._owners.pop(execution_id, None)
+                self._secrets.pop(execution_id, None)
             self._check_idle()
         elif op == "adopt":
             adopted = self._adopt(client, message["i"])
-            client.send({"e": "r", "req": message["req"], "ok": adopted})
+            secrets = list(self._secrets.get(message["i"], ())) if adopted else []
+            client.send({"e": "r", "req": message["req"], "ok": adopted, "s": secrets})
             if adopted:
                 self._catch_up(client, message["i"])
         elif op == "kill":
@@ -236,6 +243,7 @@ class Runner:
             return False
         self._unwanted.add(execution_id)
         self._owners.pop(execution_id, None)
+        self._secrets.pop(execution_id, None)
         asyncio.get_running_loop().create_task(self.executor.stop(execution_id, 0))
         return True
 
@@ -275,6 +283,7 @@ class Runner:
                 )
                 del self._finished[execution_id]
                 self._owners.pop(execution_id, None)
+                self._secrets.pop(execution_id, None)
         self._idle = None
         self._check_idle()
 
