@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from jobhost import security
 from jobhost.models import AuditQuery
 from tests.serverfixtures import (
     ADMIN_PASSWORD,
@@ -82,6 +84,30 @@ async def test_excess_pending_sign_ins_are_answered_at_once(tmp_path: Path) -> N
         assert busy, codes
         assert "sign-ins are being checked right now" in busy[0].json()["error"]["message"]
         assert busy[0].headers["Retry-After"] == "1"
+
+
+async def test_password_checks_run_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # argon2 takes ~0.1 s a check: on the loop, every sign-in would stall every request,
+    # schedule and dispatch of the server for that long. The real check runs; the test only
+    # notes which thread ran it.
+    threads: list[int] = []
+    real = security.verify_password
+
+    def noting(password_hash: str, password: str) -> bool:
+        threads.append(threading.get_ident())
+        return real(password_hash, password)
+
+    monkeypatch.setattr(security, "verify_password", noting)
+    async for harness in running_harness(make_settings(tmp_path)):
+        await harness.add_user("gina")
+        client = harness.client()
+        assert (await _login(client, "gina", "wrong")).status_code == 401
+        assert (await _login(client, "nobody-here", "wrong")).status_code == 401
+        assert (await _login(client, "gina", USER_PASSWORD)).status_code == 200
+    assert len(threads) == 3
+    assert threading.get_ident() not in threads
 
 
 async def test_anonymous_denials_are_bounded_and_signed_in_ones_kept(harness: Harness) -> None:
