@@ -186,3 +186,34 @@ async def test_the_runs_of_an_owner_on_another_host_are_lost_after_its_lease(
         "stopped during this run on host elsewhere; this server on "
         f"{socket.gethostname()} cannot follow it there"
     )
+
+
+async def test_a_local_schedule_change_is_refused_while_a_server_serves_the_store(
+    tmp_path: Path, apps: Path, engine_factory: EngineFactory
+) -> None:
+    write_jobs(apps)
+    where = ["--apps", str(apps), "--data-dir", str(tmp_path / "data")]
+
+    def cli(*verb: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*jobhost_argv(), *where, *verb],
+            cwd=tmp_path,
+            env=cli_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    async with engine_factory() as server:
+        change = ("schedule", "set", "Demo/Quick", "--cron", "0 4 * * *")
+        refused = await asyncio.to_thread(cli, *change)
+        shown = await asyncio.to_thread(cli, "schedule", "show", "Demo/Quick", "--json")
+    assert refused.returncode == 6, (refused.stdout, refused.stderr)
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert f"A JobHost server serves this data dir (instance {server.instance_id[:8]}" in said
+    assert "Change it through the server: jobhost --server URL schedule" in said
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["schedule"] is None  # nothing was changed
+    # With no server alive the same change is made locally.
+    done = await asyncio.to_thread(cli, *change)
+    assert done.returncode == 0, done.stderr

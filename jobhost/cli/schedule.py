@@ -3,7 +3,9 @@
 With a server configured (``--server``, ``JOBHOST_SERVER`` or ``jobhost login``) the
 verbs go through its API, so a running scheduler takes the change at once and the
 server checks ``roles_schedule``. Without one they work on the local store as the
-local superuser; a server started later reads the override from there.
+local superuser; a server started later reads the override from there. A change made
+locally while a live server serves the same store is refused (its scheduler would not
+see it until a restart): ``show`` still works, the changing verbs say to go through it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from rich.table import Table
 
 from jobhost.catalog.definition import parse_job_id
 from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
-from jobhost.cli.local import with_engine
+from jobhost.cli.local import with_engine, with_store
 from jobhost.cli.remote import connect
 from jobhost.client import plain
+from jobhost.errors import Conflict
 from jobhost.models import Principal
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without them
@@ -46,6 +49,22 @@ def _with_scheduler(
         return await work(schedules, Principal.local())
 
     return with_engine(ctx, go)
+
+
+def _refuse_behind_a_live_server(ctx: typer.Context, job_id: str) -> None:
+    """A local change would reach the store but not a running server's scheduler."""
+    from jobhost.models import utcnow
+    from jobhost.store.instances import live_instances
+
+    servers = with_store(ctx, lambda store: live_instances(store, utcnow(), kind="server"))
+    if servers:
+        server = servers[0]
+        raise Conflict(
+            f"A JobHost server serves this data dir (instance {server.id[:8]} on host "
+            f"{server.host}, pid {server.pid}); its scheduler would not see a schedule change "
+            f"made here. Change it through the server: jobhost --server URL schedule ... "
+            f"{job_id} (or jobhost login --server URL first)"
+        )
 
 
 def _render(schedules: list[dict[str, Any]], as_json: bool) -> None:
@@ -106,6 +125,8 @@ def _set(ctx: typer.Context, job_id: str, as_json: bool, **changes: Any) -> None
             _render([plain(client.set_schedule(job_id, **changes))], as_json)
         return
 
+    _refuse_behind_a_live_server(ctx, job_id)
+
     async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
         return await scheduler.set_override(job_id, principal, **changes)
 
@@ -156,6 +177,8 @@ def clear_cmd(ctx: typer.Context, job_id: JobArg, as_json: JsonOpt = False) -> N
         with connect(remote) as client:
             _render([plain(client.delete_schedule(job_id))], as_json)
         return
+
+    _refuse_behind_a_live_server(ctx, job_id)
 
     async def work(scheduler: Schedules, principal: Principal) -> dict[str, Any]:
         return await scheduler.clear_override(job_id, principal)
