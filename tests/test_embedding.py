@@ -38,7 +38,9 @@ async def _serve(app: Any) -> AsyncIterator[str]:
 
 async def test_a_mounted_jobhost_signs_in_runs_streams_and_shuts_down(tmp_path: Path) -> None:
     # The README's lines, verbatim but for the settings.
-    jobs = create_app(make_settings(tmp_path))
+    # shutdown_policy "stop": the host's shutdown must reach the run (the default leaves it
+    # running for the next server, which tests/test_ownership.py covers).
+    jobs = create_app(make_settings(tmp_path, shutdown_policy="stop"))
     host = FastAPI(lifespan=jobhost_lifespan(jobs))
     host.mount("/jobs", jobs)
 
@@ -92,7 +94,9 @@ async def test_a_mounted_jobhost_signs_in_runs_streams_and_shuts_down(tmp_path: 
 
 async def test_mounting_without_the_lifespan_says_how_to_fix_it(tmp_path: Path) -> None:
     # Once: every API call answered 500 (RuntimeError: JobHost.open() was not awaited).
-    jobs = create_app(make_settings(tmp_path))
+    # shutdown_policy "stop": the host's shutdown must reach the run (the default leaves it
+    # running for the next server, which tests/test_ownership.py covers).
+    jobs = create_app(make_settings(tmp_path, shutdown_policy="stop"))
     host = FastAPI()
     host.mount("/jobs", jobs)
     async for base in _serve(host):

@@ -117,27 +117,35 @@ def test_leaving_a_run_page_before_its_data_arrives_leaves_nothing_behind(
     context.close()
 
 
-def test_restarting_a_test_run_says_it_runs_for_real_and_asks_first(
-    page: Page, server: Server
-) -> None:
+def test_restarting_a_test_run_says_it_stays_a_test_run(page: Page, server: Server) -> None:
     execution_id = start_through_api(page, "Demo/Hello", {"Name": "Tester"}, test=True)
     _wait_ended(page, server, execution_id)
     expect(page.get_by_text("Test run — started with the test flag")).to_be_visible()
+    expect(page.get_by_role("button", name="Restart…")).to_have_count(0)
 
-    page.get_by_role("button", name="Restart as a real run…").click()
+    # A test run's restart is a test run again: nothing real to confirm.
+    page.get_by_role("button", name="Restart as a test run").click()
+    expect(page).not_to_have_url(re.compile(f"#/executions/{execution_id}$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    assert _finished(server, new_id)["test"] is True
+    expect(page.get_by_text("Test run — started with the test flag")).to_be_visible()
+
+
+def test_restarting_a_real_run_asks_once(page: Page, server: Server) -> None:
+    execution_id = start_through_api(page, "Demo/Hello", {"Name": "Real"})
+    _wait_ended(page, server, execution_id)
+    page.get_by_role("button", name="Restart…").click()
     dialog = page.get_by_role("dialog")
-    expect(dialog).to_contain_text("This was a test run")
-    expect(dialog).to_contain_text("does the job's real work")
+    expect(dialog).to_contain_text("again for real, with the same variables")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
     expect(page).to_have_url(re.compile(f"#/executions/{execution_id}$"))
 
-    page.get_by_role("button", name="Restart as a real run…").click()
-    page.get_by_role("dialog").get_by_role("button", name="Run it for real").click()
+    page.get_by_role("button", name="Restart…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Restart").click()
     expect(page).not_to_have_url(re.compile(f"#/executions/{execution_id}$"))
     new_id = page.url.rsplit("/", 1)[1]
     assert _finished(server, new_id)["test"] is False
-    expect(page.get_by_role("heading", level=1)).to_have_text("Hello")
 
 
 def test_run_again_prefills_the_start_form_with_the_runs_variables(

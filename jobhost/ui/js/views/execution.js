@@ -60,13 +60,11 @@ function headerItem(label, value) {
 }
 
 /** Ask once before a re-run that does real work; resolves true to go ahead. */
-function confirmRerun(execution, real) {
+function confirmRerun(execution) {
   return new Promise((resolve) => {
-    const yes = h("button", { type: "button", class: "primary", text: real && execution.test ? "Run it for real" : "Restart" });
+    const yes = h("button", { type: "button", class: "primary", text: "Restart" });
     const no = h("button", { type: "button", text: "Cancel" });
-    const text = execution.test
-      ? `This was a test run. Restart starts a real run of ${execution.job_id} with the same variables — it does the job's real work.`
-      : `Restart runs ${execution.job_id} again for real, with the same variables.`;
+    const text = `Restart runs ${execution.job_id} again for real, with the same variables.`;
     let answer = false;
     const { close } = openDialog(`Restart ${execution.job_id}?`, [h("p", { text }), h("div", { class: "actions" }, no, yes)], {
       onClose: () => resolve(answer),
@@ -195,9 +193,11 @@ export function render(container, ctx) {
       actions.append(
         h("button", {
           type: "button",
-          text: e.test ? "Restart as a real run…" : "Restart…",
+          // A restart repeats the run: a test run's restart is a test run (nothing real to
+          // confirm); a real run's restart does the job's work again, so it asks once.
+          text: e.test ? "Restart as a test run" : "Restart…",
           onclick: async () => {
-            if (await confirmRerun(e, true)) act("restart");
+            if (e.test || (await confirmRerun(e))) act("restart");
           },
         }),
       );
