@@ -42,6 +42,7 @@ from jobhost.security import (
     new_csrf_token,
     new_session_id,
 )
+from jobhost.server.sse import paced
 
 SESSION_COOKIE = "jobhost_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -372,41 +373,21 @@ class Authenticator:
         else:
             key = ""
         watcher, revoked = self.identities.watch(key, identity)
-        iterator = aiter(events)
         ended: asyncio.Future[Any] = asyncio.ensure_future(revoked.wait())
-        pending: asyncio.Future[Any] | None = None
         try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(iterator))
-                done, _ = await asyncio.wait(
-                    {pending, ended},
-                    timeout=STREAM_RECHECK_SECONDS,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if ended in done:
-                    return
-                if not done:
-                    if not await self.still_valid(identity):
+            async with contextlib.aclosing(
+                paced(events, STREAM_RECHECK_SECONDS, stop=ended)
+            ) as items:
+                async for item in items:
+                    if item is not None:
+                        yield item
+                    elif not await self.still_valid(identity):
                         return
-                    continue
-                try:
-                    item = pending.result()
-                except StopAsyncIteration:
-                    pending = None
-                    return
-                pending = None
-                yield item
         finally:
             self.identities.unwatch(watcher)
-            for future in (pending, ended):
-                if future is not None:
-                    future.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await future
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
+            ended.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ended
 
     async def logout(self, identity: Identity) -> None:
         if identity.session is not None:
