@@ -576,8 +576,10 @@ class JobHost:
         execution_id: str | None = None,
         job_id: str | None = None,
         address: str | None = None,
+        by: str | None = None,
     ) -> list[Execution]:
-        """Stop one execution, or every live execution of a job."""
+        """Stop one execution, or every live execution of a job; ``by`` is how the run
+        records who stopped it (the principal's name when not given)."""
         if execution_id is not None:
             execution = await self.status(execution_id, principal)
             job = self._catalog.get(execution.job_id)
@@ -617,7 +619,8 @@ class JobHost:
                 raise Conflict(f"Job {job.id!r} has no running execution to stop")
         else:
             raise BadRequest("Give an execution_id or a job_id to stop")
-        stopped = [await self.supervisor.stop(e.id) for e in targets]
+        who = by or principal.username
+        stopped = [await self.supervisor.stop(e.id, by=who) for e in targets]
         await self.audit(
             "job.stop",
             principal,
@@ -663,7 +666,7 @@ class JobHost:
         targets = [e for e in live if execution_id is None or e.id == execution_id]
         waits = [asyncio.ensure_future(self.supervisor.wait(e.id)) for e in targets]
         for execution in targets:
-            await self.supervisor.stop(execution.id)
+            await self.supervisor.stop(execution.id, by=f"{principal.username} (restart)")
         await asyncio.gather(*waits)
         execution = await self._start(
             job,

@@ -171,6 +171,9 @@ class Execution:
     # What the request with ``idempotency_key`` asked for (a digest of job, test flag and
     # variables): a key reused for another request is refused.
     request_fingerprint: str | None = None
+    # Who or what ended it early: a user ("alice", "alice (token ci)"), "timeout",
+    # "server shutdown", "replaced by a newer run"; None when nobody stopped it.
+    stopped_by: str | None = None
 
     def evolve(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)
@@ -210,6 +213,7 @@ class Execution:
             "restart_count": self.restart_count,
             "scheduled_for": iso(self.scheduled_for),
             "owner": self.owner,
+            "stopped_by": self.stopped_by,
         }
 
 

@@ -282,3 +282,48 @@ async def test_security_headers_everywhere(harness: Harness) -> None:
         assert "frame-ancestors 'none'" in csp
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "same-origin"
+
+
+async def test_a_stopped_run_says_who_stopped_it(harness: Harness, tmp_path: Path) -> None:
+    admin = await harness.admin()
+    await harness.add_user("ops", ["admin"])
+    by_token = await harness.token_client("ops")
+    a = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Slow"})).json()
+    b = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Slow"})).json()
+    await harness.wait_output(a["id"], "ready")
+    await harness.wait_output(b["id"], "ready")
+    await admin.post("/api/v1/jobs/stop", json={"execution_id": a["id"]})
+    await by_token.post("/api/v1/jobs/stop", json={"execution_id": b["id"]})
+    await harness.wait(a["id"])
+    await harness.wait(b["id"])
+    first = (await admin.get(f"/api/v1/jobs/status/{a['id']}")).json()
+    second = (await admin.get(f"/api/v1/jobs/status/{b['id']}")).json()
+    assert (first["status"], first["stopped_by"]) == ("stopped", "admin")
+    assert (second["status"], second["stopped_by"]) == ("stopped", "ops (token tests)")
+    page = (await admin.get("/api/v1/jobs/history", params={"job_id": "Lab/Slow"})).json()
+    assert {e["id"]: e["stopped_by"] for e in page["executions"]} == {
+        a["id"]: "admin",
+        b["id"]: "ops (token tests)",
+    }
+
+
+async def test_a_timed_out_run_was_stopped_by_its_timeout(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    write_apps(apps)
+    write_job(
+        apps,
+        "Lab",
+        "Late",
+        {"Name": "Late", "timeout_seconds": 1, "stop_grace_seconds": 1},
+        script_text="import time\ntime.sleep(60)\n",
+    )
+    async for harness in running_harness(make_settings(tmp_path)):
+        admin = await harness.admin()
+        started = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Late"})).json()
+        await harness.wait(started["id"])
+        ended = (await admin.get(f"/api/v1/jobs/status/{started['id']}")).json()
+        assert (ended["status"], ended["stopped_by"]) == ("timed_out", "timeout")
+        done = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Hello"})).json()
+        await harness.wait(done["id"])
+        finished = (await admin.get(f"/api/v1/jobs/status/{done['id']}")).json()
+        assert finished["stopped_by"] is None

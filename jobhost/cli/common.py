@@ -213,6 +213,9 @@ def styled_status(status: str) -> str:
 def execution_table(executions: list[dict[str, Any]]) -> Table:
     """Executions (``Execution.to_api()`` dicts) as a table for people."""
     table = Table("Status", "Trigger", "User", "Started", "Took", "Exit")
+    stops = any(e.get("stopped_by") for e in executions)
+    if stops:  # only when a run in the list was stopped: otherwise an empty column
+        table.add_column("Stopped by")
     # IDs are what people copy into the next command: never truncated or wrapped.
     table.add_column("Execution", no_wrap=True, min_width=32)
     table.add_column("Job", no_wrap=True)
@@ -226,6 +229,7 @@ def execution_table(executions: list[dict[str, Any]]) -> Table:
             started[:19].replace("T", " "),
             f"{took:.2f}s" if isinstance(took, int | float) else "",
             "" if e.get("exit_code") is None else str(e["exit_code"]),
+            *([str(e.get("stopped_by") or "")] if stops else []),
             str(e["id"]),
             str(e["job_id"]),
         )

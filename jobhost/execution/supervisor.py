@@ -187,7 +187,7 @@ class Supervisor:
         self._announce(execution)
         self._tell_hooks(lambda hook: hook.execution_started(execution), execution.id)
         for old in replace:
-            await self.stop(old.id)
+            await self.stop(old.id, by="replaced by a newer run")
         return self.live.get(execution.id, execution)
 
     def _forget(self, execution: Execution) -> None:
@@ -267,8 +267,9 @@ class Supervisor:
         return sum(len(q) for q in self._queues.values())
 
     # ----------------------------------------------------------------- stopping
-    async def stop(self, execution_id: str) -> Execution:
-        """Ask a live execution to stop; a queued one ends at once as ``stopped``."""
+    async def stop(self, execution_id: str, *, by: str | None = None) -> Execution:
+        """Ask a live execution to stop; a queued one ends at once as ``stopped``.
+        ``by`` names who or what asked (kept as the run's ``stopped_by``)."""
         execution = self.live.get(execution_id)
         if execution is None or execution.status.terminal:
             # Ended meanwhile (its bookkeeping may still be in flight): nothing to stop.
@@ -281,12 +282,13 @@ class Supervisor:
                 status=ExecutionStatus.STOPPED,
                 ended_at=self._clock(),
                 error="Stopped while queued; it never ran",
+                stopped_by=by,
             )
             await self._finish(final)
             return final
         if execution.status is ExecutionStatus.STOPPING:
             return execution
-        stopping = execution.evolve(status=ExecutionStatus.STOPPING)
+        stopping = execution.evolve(status=ExecutionStatus.STOPPING, stopped_by=by)
         self._set(stopping)
         await self.journal.record(stopping)
         self._announce(stopping)
@@ -377,6 +379,8 @@ class Supervisor:
             output_bytes=max(info.output_bytes, execution.output_bytes),
             result=result,
             error=error,
+            stopped_by=execution.stopped_by
+            or ("timeout" if status is ExecutionStatus.TIMED_OUT else None),
         )
         final = mask_execution(final, self.secret_values(execution_id))  # redact
         self._spawn(self._finish(final))
@@ -632,7 +636,7 @@ class Supervisor:
             waits = []
             for execution_id in list(self.live):
                 waits.append(asyncio.ensure_future(self.wait(execution_id)))
-                await self.stop(execution_id)
+                await self.stop(execution_id, by="server shutdown")
             if waits:
                 await asyncio.gather(*waits, return_exceptions=True)
         await self.drain()

@@ -75,6 +75,11 @@ class ExecutionOut(Model):
     progress_message: str | None
     restart_count: int
     scheduled_for: datetime | None
+    stopped_by: str | None = Field(
+        None,
+        description="Who or what stopped it: a user (with the token's name when a token "
+        "was used), timeout, server shutdown, or a newer run that replaced it",
+    )
 
 
 class ExecutionList(Model):

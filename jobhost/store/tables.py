@@ -93,6 +93,7 @@ executions = sa.Table(
     sa.Column("scheduled_for", UTCDateTime),
     sa.Column("owner", sa.Text),
     sa.Column("request_fingerprint", sa.Text),
+    sa.Column("stopped_by", sa.Text),
     sa.Index("ix_executions_job_id_created_at_id", "job_id", "created_at", "id"),
     sa.Index("ix_executions_user_created_at", "user", "created_at"),
     sa.Index("ix_executions_status_created_at", "status", "created_at"),

@@ -77,6 +77,12 @@ def job_id_of(app: str, job: str) -> str:
     return f"{app}/{job}"
 
 
+def stopper(identity: Identity) -> str:
+    """How a run stopped through this request records who stopped it."""
+    name = identity.principal.username
+    return name if identity.token is None else f"{name} (token {identity.token.name})"
+
+
 def _trigger(identity: Identity) -> Trigger:
     return Trigger.TOKEN if identity.token is not None else Trigger.USER
 
@@ -318,6 +324,7 @@ async def stop(body: TargetBody, identity: CurrentIdentity, request: Request) ->
         job_id=job_id,
         execution_id=execution_id,
         address=client_address(request),
+        by=stopper(identity),
     )
     return {"executions": [e.to_api() for e in stopped]}
 

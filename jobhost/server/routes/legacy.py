@@ -18,7 +18,7 @@ from jobhost.models import Action, Execution, ExecutionStatus, HistoryQuery, iso
 from jobhost.security import can
 from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import CurrentIdentity, client_address, engine_of
-from jobhost.server.routes.jobs import Scalar
+from jobhost.server.routes.jobs import Scalar, stopper
 from jobhost.server.schemas import (
     LegacyCatalog,
     LegacyJobs,
@@ -170,7 +170,10 @@ async def start(body: LegacyStart, identity: CurrentIdentity, request: Request) 
 async def stop(body: LegacyStop, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     parse_job_id(body.jobId)
     stopped = await engine_of(request).stop(
-        identity.principal, job_id=body.jobId, address=client_address(request)
+        identity.principal,
+        job_id=body.jobId,
+        address=client_address(request),
+        by=stopper(identity),
     )
     return {
         "success": True,
