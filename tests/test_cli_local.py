@@ -352,3 +352,27 @@ def test_schedule_verbs_work_on_the_local_store(jobhost: Run) -> None:
 
     cleared = jobhost("schedule", "clear", "Shop/Report", "--json")
     assert json.loads(cleared.stdout)[0]["source"] == "none"
+
+
+def test_local_catalog_shows_last_run_running_and_next_fire(jobhost: Run, apps: Path) -> None:
+    write_job(
+        apps,
+        "Shop",
+        "Nightly",
+        {"Name": "Nightly", "default_schedule": "0 3 * * *", "timezone": "Europe/Paris"},
+    )
+    assert jobhost("run", "Shop/Broken").returncode != 0
+    table = jobhost("catalog")
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[1]: line for line in table.stdout.splitlines() if "Shop/" in line}
+    assert "failed" in rows["Shop/Broken"]
+    assert "not scheduled" in rows["Shop/Report"]
+    assert "never" in rows["Shop/Report"]
+    assert "T02:00:00Z" in rows["Shop/Nightly"] or "T01:00:00Z" in rows["Shop/Nightly"]
+    listed = {job["id"]: job for job in json.loads(jobhost("catalog", "--json").stdout)}
+    broken = listed["Shop/Broken"]
+    assert broken["last_run"]["status"] == "failed"
+    assert broken["last_run"]["exit_code"] == 3
+    assert broken["active"] == []
+    assert listed["Shop/Nightly"]["next_fire"] is not None
+    assert listed["Shop/Report"]["next_fire"] is None

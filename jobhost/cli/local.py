@@ -22,11 +22,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.table import Table
 
 from jobhost.catalog.definition import parse_job_id, validate_cron
 from jobhost.catalog.discovery import Job, scan
-from jobhost.cli import remote
+from jobhost.cli import board, remote
 from jobhost.cli.common import (
     STATUS_STYLE,
     ending,
@@ -107,20 +106,12 @@ def catalog_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     settings = state(ctx).settings()
     catalog = scan(settings.apps_roots)
+    jobs = list(catalog.values())
+    entries = with_store(ctx, lambda store: board.local_entries(settings, jobs, store))
     if as_json:
-        print_json([job.to_api() for job in catalog.values()])
+        print_json(entries)
         return
-    table = Table("Job", "Name", "Schedule", "Valid", "Problems")
-    for job in catalog.values():
-        entry = job.to_api()
-        table.add_row(
-            job.id,
-            entry.get("name") or "",
-            entry.get("schedule") or "",
-            "[green]yes[/green]" if job.valid else "[red]no[/red]",
-            "; ".join(job.errors),
-        )
-    out.print(table)
+    out.print(board.catalog_table(entries, problems=True))
     out.print(f"{len(catalog)} jobs, {sum(1 for j in catalog.values() if not j.valid)} invalid")
 
 

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
+from jobhost.cli.board import catalog_table
 from jobhost.cli.common import (
     Credentials,
     Remote,
@@ -251,41 +250,13 @@ def running_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 # --------------------------------------------------------------------- the local verbs, remotely
-def last_run_text(run: dict[str, Any] | None) -> str:
-    """ "failed 2026-12-01T19:36:00Z (0.4 s): the reason" for the catalog table."""
-    if not run:
-        return "never"
-    when = run.get("ended_at") or run.get("created_at") or ""
-    duration = run.get("duration_seconds")
-    took = f" ({duration:.1f} s)" if isinstance(duration, int | float) else ""
-    status = str(run.get("status"))
-    colour = "green" if status == "succeeded" else "red" if status != "stopped" else "yellow"
-    reason = f": {escape(str(run['error']))}" if run.get("error") and status != "succeeded" else ""
-    return f"[{colour}]{status}[/{colour}] {when}{took}{reason}"
-
-
 def catalog(remote: Remote, as_json: bool) -> None:
     with connect(remote) as client:
         jobs = plain(client.catalog())
     if as_json:
         print_json(jobs)
         return
-    table = Table("Job", "Name", "Last run", "Running", "Next fire", "Valid", "You may")
-    for job in jobs:
-        permissions = job.get("permissions") or {}
-        allowed = [a for a, ok in permissions.items() if ok]
-        if allowed and len(allowed) == len(permissions):
-            allowed = ["everything"]
-        table.add_row(
-            str(job["id"]),
-            str(job.get("name") or ""),
-            last_run_text(job.get("last_run")),
-            ", ".join(str(e["id"]) for e in job.get("active") or []),
-            str(job.get("next_fire") or ("" if job.get("schedule") else "not scheduled")),
-            "[green]yes[/green]" if job.get("valid") else "[red]no[/red]",
-            ", ".join(allowed),
-        )
-    out.print(table)
+    out.print(catalog_table(jobs))
     out.print(f"{len(jobs)} jobs on {remote.server}", markup=False)
 
 
