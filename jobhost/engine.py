@@ -44,7 +44,7 @@ from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import base_env, log_path
 from jobhost.execution.lease import Lease
-from jobhost.execution.output import read_text, remove_logs
+from jobhost.execution.output import read_text, remove_logs, text_spans
 from jobhost.execution.reconcile import reconcile
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
@@ -736,8 +736,13 @@ class JobHost:
         path = str(log_path(self.settings, execution.id))
         live = execution.id in self.supervisor.live
         read = await asyncio.to_thread(read_text, path, offset, limit, live=live)
+        spans = text_spans(read.data, read.offset, read.stderr) if read.stderr else ()
         return OutputChunk(
-            data=read.data, offset=read.offset, next_offset=read.next_offset, done=read.at_end
+            data=read.data,
+            offset=read.offset,
+            next_offset=read.next_offset,
+            done=read.at_end,
+            stderr=spans,
         )
 
     async def follow(

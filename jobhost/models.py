@@ -448,6 +448,8 @@ class OutputChunk:
     offset: int
     next_offset: int
     done: bool
+    # Character ranges of the decoded ``data`` that the job wrote to stderr.
+    stderr: tuple[tuple[int, int], ...] = ()
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -455,6 +457,7 @@ class OutputChunk:
             "offset": self.offset,
             "next_offset": self.next_offset,
             "done": self.done,
+            "stderr": [list(span) for span in self.stderr],
         }
 
 

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from jobhost.errors import Conflict
+from jobhost.execution.output import stderr_spans
 from jobhost.executors.local import LocalExecutor
 from jobhost.models import Execution, ExecutionStatus, ExitInfo, LaunchSpec, Trigger
 
@@ -131,14 +132,19 @@ async def executor(recorder: Recorder) -> Any:
     await executor.aclose()
 
 
-async def test_output_of_stdout_and_stderr_is_captured_in_order(
+async def test_output_of_stdout_and_stderr_is_captured_with_stderr_marked(
     executor: LocalExecutor, recorder: Recorder, tmp_path: Path
 ) -> None:
     spec = make_spec(tmp_path, "e1", sh("echo one; echo two >&2; echo three"))
     await executor.start(spec)
     info = await recorder.exited("e1")
 
-    assert Path(spec.log_path).read_bytes() == b"one\ntwo\nthree\n"
+    # One log, each stream in its order; which bytes came from stderr is on the side.
+    log = Path(spec.log_path).read_bytes()
+    assert sorted(log.splitlines()) == [b"one", b"three", b"two"]
+    assert log.index(b"one") < log.index(b"three")
+    start = log.index(b"two\n")
+    assert stderr_spans(spec.log_path, 0, len(log)) == [(start, start + 4)]
     assert info.exit_code == 0
     assert info.exit_signal is None
     assert info.output_bytes == 14

@@ -7,7 +7,14 @@ import hashlib
 import os
 from pathlib import Path
 
-from jobhost.execution.output import OutputLog, marker, read_output
+from jobhost.execution.output import (
+    OutputLog,
+    marker,
+    read_output,
+    read_text,
+    stderr_spans,
+    text_spans,
+)
 
 
 def stream(size: int) -> bytes:
@@ -169,3 +176,48 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
     log.close()
     log.close()
     assert Path(path).read_bytes().count(b"bytes of output dropped") == 1
+
+
+def test_stderr_spans_are_recorded_in_stream_offsets_and_survive_the_cap(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.log")
+    log = OutputLog(path, max_bytes=100)
+    log.write(b"out one\n")  # 0-8
+    log.write_stderr(b"err one\n")  # 8-16
+    log.write_stderr(b"err two\n")  # 16-24: adjacent, read as one span
+    log.write(b"x" * 200)  # 24-224: the middle is dropped
+    log.write_stderr(b"late err\n")  # 224-233, in the kept tail
+    log.close()
+
+    assert stderr_spans(path, 0, 233) == [(8, 24), (224, 233)]
+    assert stderr_spans(path, 12, 230) == [(12, 24), (224, 230)]
+    assert stderr_spans(path, 24, 224) == []
+    tail = read_text(path, 224, 100, live=False)
+    assert tail.data == b"late err\n"
+    assert tail.stderr == ((224, 233),)
+    assert read_text(path, 0, 8, live=False).stderr == ()
+
+
+def test_stderr_spans_count_characters_of_the_text(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.log")
+    log = OutputLog(path, max_bytes=10_000)
+    log.write("é ok\n".encode())
+    log.write_stderr("ü bad\n".encode())
+    log.close()
+    read = read_text(path, 0, 1000, live=False)
+    text = read.data.decode()
+    ((start, end),) = text_spans(read.data, read.offset, read.stderr)
+    assert text[start:end] == "ü bad\n"
+
+
+def test_secrets_on_stderr_are_masked_and_the_span_covers_the_mask(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.log")
+    log = OutputLog(path, max_bytes=10_000, secrets=["hunter2"])
+    log.write(b"password is hun")
+    log.write_stderr(b"hunter2 failed\n")
+    log.write(b"ter2\n")
+    log.close()
+    data = Path(path).read_bytes()
+    assert b"hunter2" not in data
+    ((start, end),) = stderr_spans(path, 0, len(data))
+    assert data[start:end].endswith(b" failed\n")
+    assert b"hunter2" not in data[start:end]

@@ -327,3 +327,30 @@ async def test_a_timed_out_run_was_stopped_by_its_timeout(tmp_path: Path) -> Non
         await harness.wait(done["id"])
         finished = (await admin.get(f"/api/v1/jobs/status/{done['id']}")).json()
         assert finished["stopped_by"] is None
+
+
+async def test_output_says_which_text_came_from_stderr(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    write_apps(apps)
+    write_job(
+        apps,
+        "Lab",
+        "Mixed",
+        {"Name": "Mixed"},
+        script_text=(
+            "import sys\n"
+            "print('checking the disk', flush=True)\n"
+            "print('disk /srv is full', file=sys.stderr, flush=True)\n"
+        ),
+    )
+    async for harness in running_harness(make_settings(tmp_path)):
+        admin = await harness.admin()
+        started = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Mixed"})).json()
+        await harness.wait(started["id"])
+        body = (await admin.get(f"/api/v1/jobs/output/{started['id']}")).json()
+        text = body["output"]
+        assert [text[a:b] for a, b in body["stderr"]] == ["disk /srv is full\n"]
+        stream = await admin.get(f"/api/v1/jobs/output/{started['id']}/stream")
+        chunks = [data for name, _, data in events(stream.text) if name == "output"]
+        marked = [c["output"][a:b] for c in chunks for a, b in c["stderr"]]
+        assert marked == ["disk /srv is full\n"]

@@ -22,6 +22,14 @@ starts; without a drop the index is removed and the log is the stream byte for b
 Reading an offset inside the dropped middle returns just the marker, counting the bytes
 this reader skips, and the offset of the first kept byte as the next offset; a reader that
 starts at 0 therefore sees exactly the bytes of the finished log file.
+
+stderr: the log is one stream (stdout and stderr in the order they were read), and
+``<log>.stderr`` records which spans of it came from stderr: one 16-byte record
+(start, end stream offsets, little-endian) appended per stderr read, so stdout pays
+nothing and stderr one ``write``. Offsets are stream offsets, so the cap and its
+consolidation never touch the side file; ``stderr_spans`` finds a range's spans by
+bisection. Order across the two pipes is the order of the reads: lines written to both
+within one loop turn may show swapped, as with any capture that keeps them apart.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import contextlib
 import glob
 import json
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +70,13 @@ def _index_path(path: str) -> str:
     return f"{path}.index"
 
 
+_SPAN = struct.Struct("<QQ")  # one stderr span: start, end (stream offsets)
+
+
+def _stderr_path(path: str) -> str:
+    return f"{path}.stderr"
+
+
 def _write_index(path: str, index: dict[str, object]) -> None:
     tmp = f"{_index_path(path)}.tmp"
     with open(tmp, "w", encoding="utf-8") as file:
@@ -90,6 +106,8 @@ class OutputLog:
         self._segment_cap = max(1, self._tail_cap // 4)
         self._segments: list[tuple[int, int]] = []  # (start offset, size), oldest first
         self._segment_fd: int | None = None
+        self._stderr_fd: int | None = None  # the span file, opened at the first stderr read
+        self._stderr_masker = OutputMasker(secrets) if secrets else None
         self._closed = False
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
         try:
@@ -136,7 +154,13 @@ class OutputLog:
         if self._segment_fd is not None:
             os.close(self._segment_fd)
             self._segment_fd = None
+        self._close_stderr()
         os.close(self._fd)
+
+    def _close_stderr(self) -> None:
+        if self._stderr_fd is not None:
+            os.close(self._stderr_fd)
+            self._stderr_fd = None
 
     @property
     def dropped_bytes(self) -> int:
@@ -150,6 +174,25 @@ class OutputLog:
         if self._masker is not None:  # redact
             data = self._masker.feed(data)
         self._append(data)
+
+    def write_stderr(self, data: bytes) -> None:
+        """Append ``data`` read from the job's stderr, and record its span."""
+        if self._stderr_masker is not None:  # redact: stderr has its own partial matches
+            data = self._stderr_masker.feed(data)
+        self._append_stderr(data)
+
+    def _append_stderr(self, data: bytes) -> None:
+        if not data:
+            return
+        start = self.total_bytes
+        self._append(data)
+        if self._stderr_fd is None:
+            self._stderr_fd = os.open(
+                _stderr_path(self.path),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o640,
+            )
+        os.write(self._stderr_fd, _SPAN.pack(start, self.total_bytes))
 
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
@@ -195,6 +238,9 @@ class OutputLog:
             return
         if self._masker is not None:  # redact: the end of a stream is never a secret's start
             self._append(self._masker.flush())
+        if self._stderr_masker is not None:
+            self._append_stderr(self._stderr_masker.flush())
+        self._close_stderr()
         self._closed = True
         if self._segment_fd is not None:
             os.close(self._segment_fd)
@@ -326,6 +372,70 @@ def _read_segments(path: str, index: _Index, offset: int, limit: int) -> tuple[b
     return b"", offset
 
 
+def stderr_spans(path: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans of stream range [start, end) that came from stderr, merged, clipped to
+    the range (stream offsets; see the module docstring)."""
+    if end <= start:
+        return []
+    try:
+        fd = os.open(_stderr_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        count = os.fstat(fd).st_size // _SPAN.size
+
+        def record(i: int) -> tuple[int, int]:
+            a, b = _SPAN.unpack(os.pread(fd, _SPAN.size, i * _SPAN.size))
+            return int(a), int(b)
+
+        low, high = 0, count  # the first record that ends after ``start``
+        while low < high:
+            mid = (low + high) // 2
+            if record(mid)[1] <= start:
+                low = mid + 1
+            else:
+                high = mid
+        spans: list[tuple[int, int]] = []
+        position = low
+        while position < count:
+            # Read on in blocks: a chatty stderr has many small spans in one range.
+            block = os.pread(fd, _SPAN.size * 256, position * _SPAN.size)
+            position += len(block) // _SPAN.size
+            for a, b in _SPAN.iter_unpack(block[: len(block) - len(block) % _SPAN.size]):
+                if a >= end:
+                    return spans
+                a, b = max(a, start), min(b, end)
+                if spans and spans[-1][1] == a:
+                    spans[-1] = (spans[-1][0], b)
+                elif b > a:
+                    spans.append((a, b))
+            if not block:
+                break
+        return spans
+    finally:
+        os.close(fd)
+
+
+def text_spans(
+    data: bytes, offset: int, spans: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """Stream spans inside ``data`` (which starts at ``offset``) as character ranges of
+    ``data`` decoded as UTF-8 with replacement, what the API's ``output`` holds."""
+    ranges: list[tuple[int, int]] = []
+    chars = 0
+    done = 0  # bytes of ``data`` counted in ``chars``
+    for a, b in spans:
+        begin, finish = max(0, a - offset), min(len(data), b - offset)
+        if finish <= begin:
+            continue
+        chars += len(data[done:begin].decode("utf-8", errors="replace"))
+        first = chars
+        chars += len(data[begin:finish].decode("utf-8", errors="replace"))
+        done = finish
+        ranges.append((first, chars))
+    return tuple(ranges)
+
+
 # ------------------------------------------------------------------ reading as text
 _LOOKAHEAD = 3  # a UTF-8 character is at most 4 bytes: 3 past the limit finish any
 
@@ -342,6 +452,7 @@ class TextRead:
     offset: int
     next_offset: int
     at_end: bool
+    stderr: tuple[tuple[int, int], ...] = ()  # stream spans of ``data`` from stderr
 
 
 def _continuation(byte: int) -> bool:
@@ -413,7 +524,7 @@ def read_text(path: str, offset: int, limit: int = CHUNK, *, live: bool) -> Text
     if end == following and not live:
         more, _ = read_output(path, end, 1)
         at_end = not more
-    return TextRead(data, offset, end, at_end)
+    return TextRead(data, offset, end, at_end, tuple(stderr_spans(path, offset, end)))
 
 
 def remove_logs(settings: Settings, execution_ids: Iterable[str]) -> None:

@@ -71,7 +71,8 @@ def signal_group(pgid: int, signum: int) -> bool:
 class ChildProcess:
     """A spawned job process that leads its own process group.
 
-    ``output_fd`` is the non-blocking read end of the merged stdout/stderr pipe,
+    ``output_fd`` is the non-blocking read end of the merged stdout/stderr pipe (of
+    stdout alone when spawned with ``split_stderr``: stderr is then ``error_fd``),
     ``control_fd`` that of the progress pipe, ``pidfd`` becomes readable on exit.
     """
 
@@ -82,6 +83,7 @@ class ChildProcess:
         control_fd: int,
         pidfd: int,
         confinement: Confinement | None = None,
+        error_fd: int = -1,
     ) -> None:
         self._popen = popen
         self.confinement = confinement
@@ -89,6 +91,7 @@ class ChildProcess:
         self.output_fd = output_fd
         self.control_fd = control_fd
         self.pidfd = pidfd
+        self.error_fd = error_fd
         self.exit: Exit | None = None
 
     @classmethod
@@ -100,6 +103,7 @@ class ChildProcess:
         *,
         stdin: int | None = None,
         confinement: Confinement | None = None,
+        split_stderr: bool = False,
     ) -> ChildProcess:
         """Start ``argv``; raises ``OSError`` (with errno and file name) if it cannot.
 
@@ -109,8 +113,10 @@ class ChildProcess:
         ``stdin`` is an open descriptor of ``/dev/null`` to share between spawns (saves an
         ``open`` per job); by default the child gets a fresh one. ``confinement`` (the
         isolation hook, ``jobhost.execution.confinement``) puts the child in its run's
-        cgroup and account, and is asked again at signal and exit time.
+        cgroup and account, and is asked again at signal and exit time. ``split_stderr``
+        gives stderr a pipe of its own (``error_fd``) instead of merging it into stdout's.
         """
+        error_r, error_w = os.pipe2(os.O_CLOEXEC) if split_stderr else (-1, -1)
         output_r, output_w = os.pipe2(os.O_CLOEXEC)
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -125,7 +131,7 @@ class ChildProcess:
                     env=child_env,
                     stdin=subprocess.DEVNULL if stdin is None else stdin,
                     stdout=output_w,
-                    stderr=subprocess.STDOUT,
+                    stderr=error_w if split_stderr else subprocess.STDOUT,
                     close_fds=True,
                     pass_fds=(control_w,),
                     start_new_session=True,
@@ -138,6 +144,8 @@ class ChildProcess:
         except BaseException:
             os.close(output_r)
             os.close(control_r)
+            if split_stderr:
+                os.close(error_r)
             if confinement is not None:
                 confinement.abandon()
             raise
@@ -145,6 +153,8 @@ class ChildProcess:
             # The child holds its own copies; ours would keep the pipes from ever ending.
             os.close(output_w)
             os.close(control_w)
+            if split_stderr:
+                os.close(error_w)
         try:
             pidfd = os.pidfd_open(popen.pid)
         except OSError:
@@ -152,10 +162,14 @@ class ChildProcess:
             popen.wait()
             os.close(output_r)
             os.close(control_r)
+            if split_stderr:
+                os.close(error_r)
             raise
         os.set_blocking(output_r, False)
         os.set_blocking(control_r, False)
-        return cls(popen, output_r, control_r, pidfd, confinement)
+        if split_stderr:
+            os.set_blocking(error_r, False)
+        return cls(popen, output_r, control_r, pidfd, confinement, error_fd=error_r)
 
     def signal(self, signum: int) -> bool:
         """Signal the whole process group, and every descendant that left it; False when
@@ -205,7 +219,7 @@ class ChildProcess:
 
     def close(self) -> None:
         """Close our descriptors; idempotent."""
-        for name in ("output_fd", "control_fd", "pidfd"):
+        for name in ("output_fd", "error_fd", "control_fd", "pidfd"):
             fd = getattr(self, name)
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -195,9 +195,12 @@ class LocalExecutor:
         run = _Run(spec=spec, process=process, output=output)
         self._runs[execution_id] = run
         loop.add_reader(process.output_fd, self._read_output, run)
+        loop.add_reader(process.error_fd, self._read_stderr, run)  # stderr kept apart
         loop.add_reader(process.control_fd, self._read_control, run)
         loop.add_reader(process.pidfd, self._exited, run)
-        run.watching.update((process.output_fd, process.control_fd, process.pidfd))
+        run.watching.update(
+            (process.output_fd, process.error_fd, process.control_fd, process.pidfd)
+        )
         if spec.timeout_seconds is not None and spec.timeout_seconds > 0:
             run.timeout_timer = loop.call_later(spec.timeout_seconds, self._timed_out, run)
         stop_grace = self._spawning.pop(execution_id, _NO_STOP)
@@ -259,7 +262,12 @@ class LocalExecutor:
             # The isolation hook (jobhost.execution.confinement): cgroup, rlimits, run_as.
             confinement = Confinement.prepare(self.isolation, spec)
             process = ChildProcess.spawn(
-                spec.argv, spec.cwd, spec.env, stdin=self._devnull, confinement=confinement
+                spec.argv,
+                spec.cwd,
+                spec.env,
+                stdin=self._devnull,
+                confinement=confinement,
+                split_stderr=True,
             )
         except (OSError, ValueError) as exc:
             output.close()
@@ -305,9 +313,27 @@ class LocalExecutor:
         self._events.on_output(run.spec.execution_id, run.output.total_bytes)
         return True
 
-    def _append(self, run: _Run, data: bytes) -> None:
+    def _read_stderr(self, run: _Run) -> bool | None:
+        """Like ``_read_output``, for the stderr pipe: the log records the span."""
         try:
-            run.output.write(data)
+            data = os.read(run.process.error_fd, CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            _unwatch(run, run.process.error_fd)
+            return False
+        self._append(run, data, stderr=True)
+        self._events.on_output(run.spec.execution_id, run.output.total_bytes)
+        return True
+
+    def _append(self, run: _Run, data: bytes, *, stderr: bool = False) -> None:
+        try:
+            if stderr:
+                run.output.write_stderr(data)
+            else:
+                run.output.write(data)
         except OSError as exc:
             # Keep reading regardless: a job blocked on a full pipe would never finish.
             run.output.total_bytes += len(data)
@@ -338,6 +364,9 @@ class LocalExecutor:
         _unwatch(run, run.process.pidfd)
         for _ in range(DRAIN_CHUNKS):
             if not self._read_output(run):
+                break
+        for _ in range(DRAIN_CHUNKS):
+            if not self._read_stderr(run):
                 break
         for _ in range(DRAIN_CHUNKS):
             if not self._read_control(run):

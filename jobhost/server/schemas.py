@@ -102,6 +102,11 @@ class OutputOut(Model):
     offset: int
     next_offset: int
     done: bool = Field(description="The run has ended and nothing follows next_offset")
+    stderr: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="Character ranges [start, end) of output that the job wrote to stderr "
+        "(the rest is stdout)",
+    )
 
 
 class OutputEvent(Model):
@@ -110,6 +115,11 @@ class OutputEvent(Model):
     output: str
     offset: int
     next_offset: int
+    stderr: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="Character ranges [start, end) of output that the job wrote to stderr "
+        "(the rest is stdout)",
+    )
 
 
 # ---------------------------------------------------------------- catalog
