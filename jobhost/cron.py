@@ -44,7 +44,8 @@ def zone(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidSchedule(
             f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin', "
-            "'America/New_York' or 'UTC'"
+            "'America/New_York' or 'UTC'",
+            details={"field": "timezone"},  # which input a form should mark
         ) from None
 
 

@@ -104,6 +104,8 @@ async def test_bad_overrides_are_422_with_the_reason(
     error = response.json()["error"]
     assert error["code"] == code
     assert message in error["message"]
+    if "timezone" in body:  # a form marks the zone's field, not the cron's
+        assert error["details"] == {"field": "timezone"}
 
 
 async def test_without_roles_schedule_it_is_403_and_invisible_jobs_are_404(

@@ -84,6 +84,7 @@ def local_entries(
         )
         when = plan.schedule.next_after(now) if plan.active and plan.schedule else None
         entry["next_fire"] = iso(when) if when is not None else None
+        entry["timezone"] = plan.tz
         outcomes = [e.to_api() for e in recent.get(job.id, [])]
         entry["last_run"] = outcomes[0] if outcomes else None
         entry["outcomes"] = outcomes

@@ -159,6 +159,11 @@ class JobOut(Model):
     extra_fields: dict[str, Any]
     permissions: dict[str, bool]
     next_fire: datetime | None
+    timezone: str | None = Field(
+        None,
+        description="The job's own time zone: its schedule's, else job.json's, else the "
+        "server's default",
+    )
 
 
 class CatalogOut(Model):

@@ -117,6 +117,17 @@ def _live(e: Execution) -> dict[str, Any]:
     }
 
 
+def _zone(engine: JobHost, job: Job) -> str:
+    """The zone the job's times are planned in: its schedule's (an override's zone
+    included), else its job.json ``timezone``, else the server's default."""
+    service = getattr(engine.scheduler, "service", None) if engine.scheduler else None
+    planned = getattr(service, "entries", {}).get(job.id) if service is not None else None
+    if planned is not None:
+        return str(planned.tz)
+    definition = job.definition
+    return (definition.timezone if definition else None) or engine.settings.default_timezone
+
+
 def catalog_entry(
     engine: JobHost,
     job: Job,
@@ -133,6 +144,7 @@ def catalog_entry(
     if callable(next_fire):
         when = next_fire(job.id)
         entry["next_fire"] = iso(when) if isinstance(when, datetime) else None
+    entry["timezone"] = _zone(engine, job)
     outcomes = [_outcome(e) for e in recent or ()]
     entry["last_run"] = outcomes[0] if outcomes else None
     entry["outcomes"] = outcomes
