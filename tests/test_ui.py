@@ -308,6 +308,12 @@ def test_a_50000_line_output_shows_its_end_keeps_20000_lines_and_stays_usable(
     # Exactly the last 20,000 lines, each whole.
     assert shown.count("\n") == 20_000, f"{shown.count(chr(10))} lines kept in the page"
     assert shown.startswith(f"line {FLOOD_LINES - 20_000 + 1}\n"), shown[:40]
+    # Every line carries its number in the whole log (drawn beside it, never copied).
+    numbers = log.locator(".ln")
+    expect(numbers.first).to_have_attribute("data-n", str(FLOOD_LINES - 20_000 + 1))
+    expect(numbers.last).to_have_attribute("data-n", str(FLOOD_LINES))
+    gutter = numbers.last.evaluate("line => getComputedStyle(line, '::before').content")
+    assert gutter == f'"{FLOOD_LINES}"', gutter
 
     # Search what is shown: a count, and next moves to the match.
     page.get_by_label("Search the output").fill("line 49999")

@@ -11,7 +11,8 @@ Import them explicitly where used::
   ``FLOOD_LINES`` numbered lines and exits) and ``UiTests/Sleeper`` (prints one line,
   then sleeps until stopped), ``UiTests/Single`` (the same, at most one run at a time,
   further starts rejected) and ``UiTests/Fails`` (prints ``FAILS_STDERR`` on stderr and
-  exits 3; its description names a variable with a default and one without) and
+  exits 3; its zone is ``FAILS_ZONE``; its description names a variable with a default
+  and one without) and
   ``UiTests/Refused`` (its init script refuses every start with ``REFUSED_REASON``).
   Terminated at the end.
 - ``browser`` (module scope): headless Chromium from the system (never downloaded);
@@ -75,6 +76,7 @@ time.sleep(600)
 """
 
 FAILS_STDERR = "disk /srv is full"
+FAILS_ZONE = "Asia/Tokyo"  # UiTests/Fails's own time zone
 REFUSED_REASON = "the backup target is not mounted"
 FAILS_SCRIPT = f"""\
 import sys
@@ -186,6 +188,7 @@ def _make_apps(root: Path) -> Path:
         Name="Fails",
         Description="Checks {{Disk}} every {{Minutes}} minutes and fails.",
         timeout_seconds=60,
+        timezone=FAILS_ZONE,
         template_variables={
             "Disk": {"type": "string", "default": "/srv"},
             "Minutes": {"type": "integer", "required": False},

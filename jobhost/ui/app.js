@@ -9,7 +9,7 @@
 // Views are loaded on demand, so a viewer's browser never fetches the admin code.
 
 import { api, currentUser, onUnauthorized, setSession } from "./js/api.js";
-import { clear, field, h, notice, setTimeZone, timeZone } from "./js/dom.js";
+import { clear, field, h, nextZoneMode, notice, setZoneMode, zoneMode } from "./js/dom.js";
 
 const ROUTES = {
   catalog: { load: () => import("./js/views/catalog.js"), title: "Catalog" },
@@ -248,18 +248,21 @@ function toggleTheme() {
   applyTheme(next);
 }
 
-// Times: the browser's zone unless UTC is picked (remembered); the view redraws in it.
+// Times: the browser's zone, UTC, or each job's own zone (remembered); the view redraws.
 function showZone() {
   const button = document.getElementById("zone-toggle");
-  const utc = timeZone() === "UTC";
+  const mode = zoneMode();
   const local = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
-  button.textContent = utc ? "Times in UTC" : `Times in ${local}`;
-  button.setAttribute("aria-pressed", String(utc));
-  button.title = utc ? "Show times in this browser's zone" : "Show times in UTC";
+  const labels = { browser: `Times in ${local}`, UTC: "Times in UTC", job: "Times in each job's zone" };
+  const next = { browser: "UTC", UTC: "each job's own zone", job: "this browser's zone" };
+  button.textContent = labels[mode];
+  button.dataset.mode = mode;
+  button.setAttribute("aria-pressed", String(mode !== "browser"));
+  button.title = `Show times in ${next[mode]}`;
 }
 
 function toggleZone() {
-  setTimeZone(timeZone() === "UTC" ? null : "UTC");
+  setZoneMode(nextZoneMode());
   showZone();
   if (currentUser()) renderRoute();
 }

@@ -67,23 +67,53 @@ export function field(label, input, hint) {
 }
 
 // Times: every absolute time names its zone. The zone is the browser's unless the user
-// picked UTC (the topbar's switch, remembered); a job's own zone is passed explicitly.
+// picked UTC or "each job's own zone" (the topbar's switch, remembered). A time that
+// belongs to a job asks jobZone(jobId): in the job mode it is that job's zone (known
+// from the catalog entries a view loaded, rememberZones), else the chosen one.
 const ZONE_KEY = "jobhost-zone";
+const ZONE_MODES = ["browser", "UTC", "job"];
+const jobZones = new Map(); // job id → IANA zone
 
-export function timeZone() {
+export function zoneMode() {
   try {
-    return localStorage.getItem(ZONE_KEY) === "UTC" ? "UTC" : undefined;
+    const mode = localStorage.getItem(ZONE_KEY);
+    return ZONE_MODES.includes(mode) ? mode : "browser";
   } catch {
-    return undefined;
+    return "browser";
   }
 }
 
-export function setTimeZone(zone) {
+export function setZoneMode(mode) {
   try {
-    if (zone === "UTC") localStorage.setItem(ZONE_KEY, "UTC");
+    if (mode === "UTC" || mode === "job") localStorage.setItem(ZONE_KEY, mode);
     else localStorage.removeItem(ZONE_KEY);
   } catch {
     // Storage may be disabled: the choice lasts for this page only.
+  }
+}
+
+/** The next mode of the switch: browser → UTC → each job's zone → browser. */
+export function nextZoneMode(mode = zoneMode()) {
+  return ZONE_MODES[(ZONE_MODES.indexOf(mode) + 1) % ZONE_MODES.length];
+}
+
+/** The zone of times that belong to no job: UTC when chosen, else the browser's. */
+export function timeZone() {
+  return zoneMode() === "UTC" ? "UTC" : undefined;
+}
+
+/** The zone to show a job's times in. */
+export function jobZone(jobId) {
+  const mode = zoneMode();
+  if (mode === "job") return jobZones.get(jobId) || undefined;
+  return mode === "UTC" ? "UTC" : undefined;
+}
+
+/** Learn each job's own zone from catalog entries (or schedules: {job_id, timezone}). */
+export function rememberZones(entries) {
+  for (const entry of entries || []) {
+    const id = entry.id || entry.job_id;
+    if (id && entry.timezone) jobZones.set(id, entry.timezone);
   }
 }
 

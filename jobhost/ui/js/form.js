@@ -118,6 +118,27 @@ function fieldNamedBy(message, names) {
   return names.includes(first) ? first : null;
 }
 
+/**
+ * The generated fields of a job's variables (the start form's, reused by the schedule
+ * form): a Map name → {spec, wrap, input, error}, pre-filled from `values`.
+ */
+export function variableFields(specs, values = null) {
+  const fields = new Map();
+  for (const spec of specs || []) {
+    const input = inputFor(spec, values);
+    const hint = [spec.description, spec.required ? "Required." : null].filter(Boolean).join(" ");
+    const f = field(spec.name, input, hint || null);
+    if (spec.type === "boolean") f.wrap.classList.add("field-check");
+    fields.set(spec.name, { spec, ...f });
+  }
+  return fields;
+}
+
+/** A field's value as the API takes it (null when left empty). */
+export function fieldValue(f) {
+  return readValue(f.spec, f.input);
+}
+
 /** A 409 from a job at its max_concurrent: say since when it runs and offer the way out. */
 async function conflictNotice(err, onStarted) {
   const running = (err.details && err.details.running) || [];
@@ -156,12 +177,8 @@ export function openStartForm(job, mode, onStarted, { values = null } = {}) {
   form.append(top);
   if (job.description) form.append(h("p", { class: "muted" }, describe(job)));
   if (!specs.length) form.append(h("p", { text: "This job takes no variables." }));
-  for (const spec of specs) {
-    const input = inputFor(spec, values);
-    const hint = [spec.description, spec.required ? "Required." : null].filter(Boolean).join(" ");
-    const f = field(spec.name, input, hint || null);
-    if (spec.type === "boolean") f.wrap.classList.add("field-check");
-    fields.set(spec.name, { spec, ...f });
+  for (const [name, f] of variableFields(specs, values)) {
+    fields.set(name, f);
     form.append(f.wrap);
   }
   if (job.has_init_script) {

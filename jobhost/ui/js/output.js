@@ -6,6 +6,9 @@
 // CSS Custom Highlight API, so the log's DOM is not touched), toggles wrapping, jumps to
 // the top or the end, and browses the full log page by page from the server.
 // A long log can be opened at its tail (startsMidLine): the cut first line is dropped.
+// Each line is its own element numbered in data-n (shown by CSS, so copying the log
+// copies no numbers); text the job wrote to stderr (the API's `stderr` ranges) is
+// wrapped in span.stderr and its line marked, so it stands apart from stdout.
 
 import { api } from "./api.js";
 import { clear, h } from "./dom.js";
@@ -96,31 +99,28 @@ class Style {
   }
 }
 
-/** Remove the first `count` lines (through their newline) from a chunk's nodes. */
-function dropLines(chunk, count) {
-  let left = count;
-  while (left > 0 && chunk.firstChild) {
-    const node = chunk.firstChild;
-    const text = node.textContent;
-    let cut = -1;
-    let found = 0;
-    while (found < left) {
-      const next = text.indexOf("\n", cut + 1);
-      if (next === -1) break;
-      cut = next;
-      found += 1;
-    }
-    if (cut === text.length - 1 || (found < left && cut === -1) || found < left) {
-      // The whole node goes: it ends inside (or at the end of) the lines to drop.
-      node.remove();
-      left -= found;
-    } else {
-      const rest = text.slice(cut + 1);
-      if (node.nodeType === Node.TEXT_NODE) node.data = rest;
-      else node.textContent = rest;
-      left = 0;
-    }
+/** Ranges [a, b) clipped to [from, to) and shifted to start at `from`. */
+function sliceRanges(ranges, from, to) {
+  const out = [];
+  for (const [a, b] of ranges) {
+    const start = Math.max(a, from);
+    const end = Math.min(b, to);
+    if (end > start) out.push([start - from, end - from]);
   }
+  return out;
+}
+
+/** Text with its stderr ranges wrapped in span.stderr (for the full-log pages). */
+function markStderr(text, ranges) {
+  const parts = [];
+  let at = 0;
+  for (const [a, b] of ranges) {
+    if (a > at) parts.push(text.slice(at, a));
+    parts.push(h("span", { class: "stderr", text: text.slice(a, b) }));
+    at = b;
+  }
+  parts.push(text.slice(at));
+  return parts;
 }
 
 export class LogView {
@@ -149,12 +149,16 @@ export class LogView {
     this.matches = [];
     this.current = -1;
     this.style = new Style();
-    this.pending = "";
+    this.pending = []; // [{text, stderr: [[a, b]…]}] not drawn yet
     this.carry = ""; // an escape sequence cut in half by a chunk boundary
+    this.carryErr = [];
     this.frame = null;
-    this.chunks = []; // [{node, lines}] oldest first
-    this.lines = 0;
+    this.lines = 0; // whole lines shown (the open last line is not counted)
+    this.open = null; // the last line's element while it has no newline yet
+    this.number = 0; // the number of the last line started
+    this.next = 0; // in flush: the first stderr range not yet passed
     this.follow = true;
+    this.onDraw = null; // called after new output was drawn
     this.element.addEventListener("scroll", () => {
       const atEnd = this.element.scrollTop + this.element.clientHeight >= this.element.scrollHeight - 8;
       this.follow = atEnd;
@@ -166,6 +170,9 @@ export class LogView {
   startsMidLine() {
     this.skipFirstLine = true;
     this.trimmed.hidden = false;
+    // Where this tail starts in the whole log is not known: its numbers count from here.
+    this.element.classList.add("relative-numbers");
+    this.element.title = "Line numbers count from the first line shown";
   }
 
   makeToolbar() {
@@ -255,25 +262,33 @@ export class LogView {
     const close = h("button", { type: "button", class: "ghost", text: "Close", onclick: () => { this.pager.hidden = true; clear(this.pager); } });
     clear(this.pager).append(
       h("div", { class: "actions" }, h("strong", { text: `Full log, bytes ${offset.toLocaleString()}–${end.toLocaleString()}` }), earlier, later, close),
-      h("pre", { class: "log log-page", tabindex: "0", "aria-label": "Full log page", text: page.output }),
+      h("pre", { class: "log log-page", tabindex: "0", "aria-label": "Full log page" }, markStderr(page.output, page.stderr || [])),
     );
   }
 
-  /** Queue text; it reaches the DOM on the next animation frame. */
-  append(text) {
+  /** Queue text (with its stderr ranges); it reaches the DOM on the next animation frame. */
+  append(text, stderr = []) {
     if (!text) return;
-    this.pending += text;
+    this.pending.push({ text, stderr: Array.isArray(stderr) ? stderr : [] });
     if (this.frame === null) this.frame = requestAnimationFrame(() => this.flush());
   }
 
   flush() {
     this.frame = null;
-    let text = this.carry + this.pending;
-    this.pending = "";
+    let text = this.carry;
+    let ranges = this.carryErr;
+    for (const part of this.pending) {
+      for (const [a, b] of part.stderr) ranges.push([a + text.length, b + text.length]);
+      text += part.text;
+    }
+    this.pending = [];
     this.carry = "";
+    this.carryErr = [];
     const cut = text.lastIndexOf("\x1b");
     if (cut !== -1 && !/^\x1b\[[0-9;?]*[A-Za-z]/.test(text.slice(cut)) && text.length - cut < 32) {
       this.carry = text.slice(cut);
+      this.carryErr = sliceRanges(ranges, cut, text.length);
+      ranges = sliceRanges(ranges, 0, cut);
       text = text.slice(0, cut);
     }
     if (this.skipFirstLine) {
@@ -283,6 +298,7 @@ export class LogView {
         return; // still inside the cut line
       }
       this.skipStyles(text.slice(0, newline + 1));
+      ranges = sliceRanges(ranges, newline + 1, text.length);
       text = text.slice(newline + 1);
       this.skipFirstLine = false;
     }
@@ -290,31 +306,33 @@ export class LogView {
     const lines = (text.match(/\n/g) || []).length;
     if (lines > MAX_LINES) {
       // This batch alone fills the view: render only its tail (styles of the skipped
-      // head still apply) and drop everything shown before it.
+      // head still apply, and its lines still count) and drop everything shown before.
       let cut = -1;
       for (let skip = lines - MAX_LINES; skip > 0; skip -= 1) cut = text.indexOf("\n", cut + 1);
       this.skipStyles(text.slice(0, cut + 1));
+      this.number += lines - MAX_LINES - (this.open ? 1 : 0);
+      ranges = sliceRanges(ranges, cut + 1, text.length);
       text = text.slice(cut + 1);
-      for (const old of this.chunks) old.node.remove();
-      this.chunks = [];
+      clear(this.element);
+      this.open = null;
       this.lines = 0;
       this.trimmed.hidden = false;
     }
-    const chunk = document.createElement("span");
+    const batch = document.createDocumentFragment();
+    this.next = 0;
+    const draw = (from, to) => this.emit(batch, text, from, to, ranges);
     let last = 0;
     CSI.lastIndex = 0;
     for (let m = CSI.exec(text); m !== null; m = CSI.exec(text)) {
-      this.emit(chunk, text.slice(last, m.index));
+      draw(last, m.index);
       if (m[2] === "m") this.style.apply(m[1]);
       last = CSI.lastIndex;
     }
-    this.emit(chunk, text.slice(last));
-    const kept = (text.match(/\n/g) || []).length;
-    this.chunks.push({ node: chunk, lines: kept });
-    this.lines += kept;
-    this.element.appendChild(chunk);
+    draw(last, text.length);
+    this.element.appendChild(batch);
     this.trim();
     if (this.follow) this.scrollToEnd();
+    if (this.onDraw) this.onDraw();
   }
 
   /** Apply the SGR codes in text that is not shown, so what follows is styled right. */
@@ -346,29 +364,58 @@ export class LogView {
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
-  emit(parent, text) {
-    // Other control characters (bell, lone ESC) are dropped; tabs and newlines stay.
-    const clean = text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, "").replace(/\r\n/g, "\n");
-    if (!clean) return;
-    parent.appendChild(this.style.plain ? document.createTextNode(clean) : this.style.span(clean));
+  /** Draw text[from, to) into lines: one element per line, stderr parts wrapped. */
+  emit(batch, text, from, to, ranges) {
+    let at = from;
+    while (at < to) {
+      // The next boundary: a newline (ends the line) or a change of stream. The ranges
+      // are in order and `at` only grows within a flush: this.next walks them once.
+      while (this.next < ranges.length && ranges[this.next][1] <= at) this.next += 1;
+      const range = ranges[this.next];
+      let end = to;
+      let err = false;
+      if (range && range[0] <= at) {
+        err = true;
+        end = Math.min(end, range[1]);
+      } else if (range && range[0] < end) end = range[0];
+      const newline = text.indexOf("\n", at);
+      const stop = newline !== -1 && newline < end ? newline + 1 : end;
+      this.piece(batch, text.slice(at, stop), err);
+      if (stop === newline + 1 && newline !== -1) {
+        this.open = null;
+        this.lines += 1;
+      }
+      at = stop;
+    }
   }
 
-  /** Keep at most MAX_LINES lines: whole chunks first, then whole lines of the oldest. */
+  piece(batch, raw, err) {
+    // Other control characters (bell, lone ESC) are dropped; tabs and newlines stay.
+    const clean = raw.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, "").replace(/\r\n/g, "\n");
+    if (!clean) return;
+    if (!this.open) {
+      this.number += 1;
+      this.open = h("span", { class: "ln", "data-n": String(this.number) });
+      batch.appendChild(this.open);
+    }
+    let node = this.style.plain ? document.createTextNode(clean) : this.style.span(clean);
+    if (err) {
+      node = h("span", { class: "stderr" }, node);
+      this.open.classList.add("ln-err");
+    }
+    this.open.appendChild(node);
+  }
+
+  /** Keep at most MAX_LINES whole lines: the oldest go, in one range deletion. */
   trim() {
-    while (this.lines > MAX_LINES && this.chunks.length > 1 && this.lines - this.chunks[0].lines >= MAX_LINES) {
-      const oldest = this.chunks.shift();
-      oldest.node.remove();
-      this.lines -= oldest.lines;
-      this.trimmed.hidden = false;
-    }
-    if (this.lines > MAX_LINES && this.chunks.length) {
-      const oldest = this.chunks[0];
-      const drop = this.lines - MAX_LINES;
-      dropLines(oldest.node, drop);
-      oldest.lines -= drop;
-      this.lines -= drop;
-      this.trimmed.hidden = false;
-    }
+    const drop = this.lines - MAX_LINES;
+    if (drop <= 0) return;
+    const range = document.createRange();
+    range.setStartBefore(this.element.firstChild);
+    range.setEndAfter(this.element.children[drop - 1]);
+    range.deleteContents();
+    this.lines -= drop;
+    this.trimmed.hidden = false;
   }
 
   scrollToEnd() {
@@ -376,8 +423,14 @@ export class LogView {
     this.resume.hidden = true;
   }
 
+  /** The last `count` lines shown that hold stderr text ("" when there are none). */
+  stderrTail(count) {
+    const lines = this.element.querySelectorAll(".ln-err");
+    return Array.from(lines).slice(-count).map((line) => line.textContent.replace(/\n$/, "")).join("\n");
+  }
+
   /** The text shown so far plus what is queued (for tests and copy). */
   get text() {
-    return this.element.textContent + this.pending;
+    return this.element.textContent + this.pending.map((part) => part.text).join("");
   }
 }

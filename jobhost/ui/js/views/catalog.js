@@ -4,7 +4,7 @@
 // so a filtered board can be bookmarked. Live changes arrive on the events stream.
 
 import { api, query } from "../api.js";
-import { clear, debounce, formatDuration, formatTime, h, notice, relativeTime, statusBadge, timeAgo } from "../dom.js";
+import { clear, debounce, formatDuration, formatTime, h, jobZone, notice, relativeTime, rememberZones, statusBadge, timeAgo } from "../dom.js";
 import { describe, openStartForm } from "../form.js";
 
 const ACTIONS = ["start", "stop", "restart"];
@@ -90,7 +90,7 @@ function lastRun(job) {
     h("span", { class: "label", text: "Last run " }),
     runBadge(run),
     " ",
-    timeAgo(when),
+    timeAgo(when, jobZone(job.id)),
     run.duration_seconds !== null && run.duration_seconds !== undefined ? ` · ${formatDuration(run.duration_seconds)}` : "",
     run.trigger === "schedule" ? " · scheduled" : "",
     BAD.has(run.status) && reasonOf(run) ? h("p", { class: "reason", text: reasonOf(run) }) : null,
@@ -111,7 +111,7 @@ function outcomeStrip(job) {
         h("a", {
           class: `tick tick-${r.status}`,
           href: `#/executions/${encodeURIComponent(r.id)}?from=history`,
-          title: `${r.status} · ${formatTime(r.ended_at || r.created_at)}${r.error ? ` · ${r.error}` : ""}`,
+          title: `${r.status} · ${formatTime(r.ended_at || r.created_at, jobZone(job.id))}${r.error ? ` · ${r.error}` : ""}`,
           "aria-label": `${r.status} ${relativeTime(r.ended_at || r.created_at)}`,
         }),
       ),
@@ -128,7 +128,7 @@ function runningNow(job) {
     { class: "running-now" },
     h("span", { class: "pulse", "aria-hidden": "true" }),
     live.length > 1 ? `${live.length} running · oldest ` : `${first.test ? "Test run " : ""}${first.status} `,
-    first.started_at ? h("span", {}, "since ", timeAgo(first.started_at), " ") : "",
+    first.started_at ? h("span", {}, "since ", timeAgo(first.started_at, jobZone(job.id)), " ") : "",
     h("a", { href: `#/executions/${encodeURIComponent(first.id)}?from=running`, text: "Open live run" }),
   );
 }
@@ -140,7 +140,7 @@ function nextFire(job) {
     { class: "schedule" },
     h("span", { class: "label", text: "Next " }),
     job.next_fire
-      ? h("span", {}, timeAgo(job.next_fire), h("span", { class: "muted", text: ` (${formatTime(job.next_fire)})` }))
+      ? h("span", {}, timeAgo(job.next_fire, jobZone(job.id)), h("span", { class: "muted", text: ` (${formatTime(job.next_fire, jobZone(job.id))})` }))
       : h("span", { class: "muted", text: "no fire planned (disabled or scheduler off)" }),
     h("span", { class: "cron muted", text: ` · ${job.schedule || ""}` }),
   );
@@ -222,13 +222,13 @@ function jobRow(job, ctx) {
     h(
       "td",
       {},
-      run ? h("span", {}, runBadge(run), " ", timeAgo(run.ended_at || run.created_at)) : h("span", { class: "muted", text: "never" }),
+      run ? h("span", {}, runBadge(run), " ", timeAgo(run.ended_at || run.created_at, jobZone(job.id))) : h("span", { class: "muted", text: "never" }),
       run && run.duration_seconds !== null && run.duration_seconds !== undefined ? h("span", { class: "muted", text: ` · ${formatDuration(run.duration_seconds)}` }) : null,
       run && BAD.has(run.status) && reasonOf(run) ? h("p", { class: "reason", text: reasonOf(run) }) : null,
     ),
     h("td", {}, outcomeStrip(job)),
     h("td", {}, runningNow(job) || h("span", { class: "muted", text: "—" })),
-    h("td", {}, job.next_fire ? timeAgo(job.next_fire) : h("span", { class: "muted", text: job.schedule ? "—" : "not scheduled" })),
+    h("td", {}, job.next_fire ? timeAgo(job.next_fire, jobZone(job.id)) : h("span", { class: "muted", text: job.schedule ? "—" : "not scheduled" })),
     h("td", { class: "actions" }, buttons, whyEl),
   );
 }
@@ -355,6 +355,7 @@ export function render(container, ctx) {
       .then((data) => {
         if (!ctx.alive()) return;
         jobs = data.jobs || [];
+        rememberZones(jobs);
         const apps = [...new Set(jobs.map((j) => j.app))].sort();
         if (appSelect.options.length !== apps.length + 1) {
           clear(appSelect).append(h("option", { value: "", text: "All apps" }), apps.map((a) => h("option", { value: a, text: a, selected: a === state.app })));

@@ -4,7 +4,7 @@
 
 import { api, jobPath } from "../api.js";
 import { openDialog } from "../dialog.js";
-import { clear, facts, formatBytes, formatDuration, formatTime, h, notice, secondsSince, statusBadge, timeAgo } from "../dom.js";
+import { clear, facts, formatBytes, formatDuration, formatTime, h, jobZone, notice, rememberZones, secondsSince, statusBadge, timeAgo } from "../dom.js";
 import { openStartForm } from "../form.js";
 import { METRICS_JOB, MetricsChart } from "../metrics.js";
 import { LogView } from "../output.js";
@@ -106,7 +106,8 @@ export function render(container, ctx) {
     heading.textContent = `${job ? job.name : e.job_id}${e.test ? " (test run)" : ""}`;
     banner.hidden = !e.test;
     elapsedEl = h("span", {});
-    const trigger = e.scheduled_for ? h("span", {}, `${e.trigger} for `, timeAgo(e.scheduled_for)) : e.trigger;
+    const zone = jobZone(e.job_id);
+    const trigger = e.scheduled_for ? h("span", {}, `${e.trigger} for `, timeAgo(e.scheduled_for, zone)) : e.trigger;
     clear(summary).append(
       h("h2", { class: "visually-hidden", text: "Summary" }),
       h(
@@ -116,9 +117,10 @@ export function render(container, ctx) {
         headerItem("Job", h("a", { href: `#/catalog?q=${encodeURIComponent(e.job_id)}`, text: e.job_id })),
         headerItem("Trigger", trigger),
         headerItem("By", e.user || "—"),
-        headerItem("Started", e.started_at ? timeAgo(e.started_at) : "—"),
+        headerItem("Started", e.started_at ? timeAgo(e.started_at, zone) : "—"),
         headerItem("Duration", elapsedEl),
         headerItem("Exit", exitText(e)),
+        e.stopped_by ? headerItem("Stopped by", h("span", { class: "stopped-by", text: e.stopped_by })) : null,
         e.progress !== null && e.progress !== undefined ? headerItem("Progress", progressBar(e)) : null,
       ),
     );
@@ -126,10 +128,10 @@ export function render(container, ctx) {
       h("summary", { text: "More about this run" }),
       facts([
         ["Execution ID", e.id],
-        ["Queued", formatTime(e.created_at)],
-        ["Started", formatTime(e.started_at)],
-        ["Ended", formatTime(e.ended_at)],
-        ["Scheduled for", e.scheduled_for ? formatTime(e.scheduled_for) : "—"],
+        ["Queued", formatTime(e.created_at, zone)],
+        ["Started", formatTime(e.started_at, zone)],
+        ["Ended", formatTime(e.ended_at, zone)],
+        ["Scheduled for", e.scheduled_for ? formatTime(e.scheduled_for, zone) : "—"],
         ["CPU", e.cpu_seconds === null || e.cpu_seconds === undefined ? "—" : `${e.cpu_seconds.toFixed(2)} s`],
         ["Peak memory", formatBytes(e.peak_rss_bytes)],
         ["Output", formatBytes(e.output_bytes)],
@@ -157,12 +159,14 @@ export function render(container, ctx) {
     const exit = exitText(e);
     const title = e.status === "stopped" ? "Why it stopped" : `Why it ${e.status === "rejected" ? "was rejected" : "failed"}`;
     reason.setAttribute("aria-label", title);
-    const tail = log.text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").trimEnd().split("\n").slice(-5).join("\n");
+    // The last lines the job wrote to stderr say why, most often; else its last lines.
+    const errors = log.stderrTail(5);
+    const tail = errors || log.text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").trimEnd().split("\n").slice(-5).join("\n");
     const parts = [
       h("h2", { text: title }),
       h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process ended with exit ${exit}.` : "No reason was recorded.") }),
       e.error && exit !== "—" ? h("p", { class: "muted", text: `Exit: ${exit}` }) : null,
-      tail && e.status !== "rejected" ? h("div", {}, h("p", { class: "muted", text: "Its last lines of output:" }), h("pre", { class: "log reason-tail", text: tail })) : null,
+      tail && e.status !== "rejected" ? h("div", {}, h("p", { class: "muted", text: errors ? "Its last lines on stderr:" : "Its last lines of output:" }), h("pre", { class: "log reason-tail", text: tail })) : null,
     ];
     clear(reason).append(...parts.filter(Boolean));
   };
@@ -234,7 +238,7 @@ export function render(container, ctx) {
     stream = ctx.eventSource(`/api/v1/jobs/output/${encodeURIComponent(id)}/stream${start ? `?offset=${start}` : ""}`);
     stream.addEventListener("output", (event) => {
       const data = JSON.parse(event.data);
-      log.append(data.output, data.stream);
+      log.append(data.output, data.stderr);
       if (chart) chart.feed(data.output);
     });
     stream.addEventListener("end", (event) => {
@@ -251,6 +255,9 @@ export function render(container, ctx) {
   };
 
   const timer = setInterval(tick, 1000);
+  log.onDraw = () => {
+    if (execution) drawReason(); // its last lines arrive after the status
+  };
 
   const load = async () => {
     let e;
@@ -266,6 +273,7 @@ export function render(container, ctx) {
     execution = e;
     job = await api(`/api/v1/jobs/catalog/${jobPath(e.job_id)}`).catch(() => null);
     if (!ctx.alive()) return;
+    if (job) rememberZones([job]);
     permissions = (job && job.permissions) || {};
     if (e.job_id === METRICS_JOB) {
       chart = new MetricsChart({ from: e.started_at || e.created_at, to: e.ended_at });

@@ -3,8 +3,9 @@
 // a filtered view can be bookmarked and shared.
 
 import { api, query } from "../api.js";
+import { activityTimeline } from "./timeline.js";
 import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "../charts.js";
-import { clear, field, formatDuration, formatTime, h, notice, statusBadge } from "../dom.js";
+import { clear, field, formatDuration, formatTime, h, jobZone, notice, rememberZones, statusBadge } from "../dom.js";
 
 const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "rejected", "stopped", "timed_out", "lost"];
 const CHART_STATUSES = [
@@ -32,17 +33,29 @@ function toLocal(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** The "When" link of a row, in the zone the switch asks for (the job's own, once known). */
+function whenLink(e) {
+  const when = formatTime(e.created_at, jobZone(e.job_id));
+  return h("a", { class: "when", href: `#/executions/${encodeURIComponent(e.id)}?from=history`, title: when, text: when });
+}
+
 function row(e) {
   return h(
     "tr",
     { dataset: { executionId: e.id } },
-    h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}?from=history`, title: formatTime(e.created_at), text: formatTime(e.created_at) })),
+    h("td", {}, whenLink(e)),
     h("td", { text: e.job_id + (e.test ? " (test)" : "") }),
-    h("td", {}, statusBadge(e.status), BAD.has(e.status) && e.error ? h("p", { class: "reason", text: e.error }) : null),
-    h("td", { text: e.user || e.trigger }),
-    h("td", { text: e.trigger }),
-    h("td", { text: formatDuration(e.duration_seconds) }),
-    h("td", { text: e.exit_signal ? `signal ${e.exit_signal}` : e.exit_code ?? "—" }),
+    h(
+      "td",
+      {},
+      statusBadge(e.status),
+      BAD.has(e.status) && e.error ? h("p", { class: "reason", text: e.error }) : null,
+      e.stopped_by ? h("p", { class: "stopped-by", text: `by ${e.stopped_by}` }) : null,
+    ),
+    h("td", { class: "opt", text: e.user || e.trigger }),
+    h("td", { class: "opt", text: e.trigger }),
+    h("td", { class: "nowrap", text: formatDuration(e.duration_seconds) }),
+    h("td", { class: "opt", text: e.exit_signal ? `signal ${e.exit_signal}` : e.exit_code ?? "—" }),
   );
 }
 
@@ -129,10 +142,11 @@ export function render(container, ctx) {
     "table",
     { class: "table" },
     h("caption", { class: "visually-hidden", text: "Executions, newest first" }),
-    h("thead", {}, h("tr", {}, ["When", "Job", "Status", "By", "Trigger", "Duration", "Exit"].map((t) => h("th", { scope: "col", text: t })))),
+    // On a phone the optional columns (opt) give way: when, job, status and duration stay.
+    h("thead", {}, h("tr", {}, ["When", "Job", "Status", "By", "Trigger", "Duration", "Exit"].map((t) => h("th", { scope: "col", class: ["By", "Trigger", "Exit"].includes(t) ? "opt" : null, text: t })))),
     body,
   );
-  container.append(h("h1", { text: "History" }), form, status, chartHolder, h("div", { class: "table-wrap" }, table), more);
+  container.append(h("h1", { text: "History" }), activityTimeline(ctx, params.get("job_id")), form, status, chartHolder, h("div", { class: "table-wrap" }, table), more);
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -148,6 +162,12 @@ export function render(container, ctx) {
 
   api("/api/v1/jobs/catalog")
     .then((data) => {
+      rememberZones(data.jobs);
+      // Rows drawn before the zones were known: redraw their times.
+      for (const e of loaded) {
+        const cell = body.querySelector(`tr[data-execution-id="${CSS.escape(e.id)}"] td`);
+        if (cell) clear(cell).append(whenLink(e));
+      }
       for (const job of data.jobs || []) {
         jobSelect.append(h("option", { value: job.id, text: job.id, selected: job.id === params.get("job_id") }));
       }

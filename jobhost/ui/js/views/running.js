@@ -31,7 +31,8 @@ export function render(container, ctx) {
     h(
       "thead",
       {},
-      h("tr", {}, ["Job", "Status", "Started by", "Elapsed", "Progress", "Actions"].map((t) => h("th", { scope: "col", text: t }))),
+      // On a phone the optional columns (opt) give way: job, status, elapsed and stop stay.
+      h("tr", {}, ["Job", "Status", "Started by", "Elapsed", "Progress", "Actions"].map((t) => h("th", { scope: "col", class: ["Started by", "Progress"].includes(t) ? "opt" : null, text: t }))),
     ),
     body,
   );
@@ -57,10 +58,10 @@ export function render(container, ctx) {
     row.elapsed = h("td", { class: "elapsed" });
     clear(row.tr).append(
       h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}`, text: e.job_id }), e.test ? " (test)" : ""),
-      h("td", {}, statusBadge(e.status)),
-      h("td", { text: e.user || e.trigger }),
+      h("td", {}, statusBadge(e.status), e.stopped_by ? h("p", { class: "stopped-by", text: `by ${e.stopped_by}` }) : null),
+      h("td", { class: "opt", text: e.user || e.trigger }),
       row.elapsed,
-      h("td", {}, progressBar(e)),
+      h("td", { class: "opt" }, progressBar(e)),
       h(
         "td",
         { class: "actions" },
