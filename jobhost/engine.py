@@ -256,7 +256,8 @@ class JobHost:
                 await self._watch_task
         if self._supervisor is not None:
             stop = self.settings.shutdown_policy == "stop" and not self._leave_on_exit
-            await self._supervisor.aclose(stop_running=stop)
+            by = "server drain (shutdown_policy stop)" if self._draining else "server shutdown"
+            await self._supervisor.aclose(stop_running=stop, stopped_by=by)
         if self.notifier is not None:
             await self.notifier.aclose()
         if self._lease is not None:

@@ -305,6 +305,7 @@ def test_ctrl_c_on_run_stops_the_job_and_its_process_group(
 
     (execution,) = json.loads(jobhost("history", "--json", "--job", "Shop/Slow").stdout)
     assert execution["status"] == "stopped"
+    assert execution["stopped_by"].endswith(" (Ctrl-C in jobhost run)")
     assert execution["pid"] is not None
     # The whole group is gone, including what the script started. A killed process whose
     # parent died is reaped by whoever adopts it (init, or a container's PID 1), which

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jobhost.store import make_store
 from tests.jobfolders import write_job
 from tests.serverfixtures import (
     SLOW,
@@ -354,3 +355,21 @@ async def test_output_says_which_text_came_from_stderr(tmp_path: Path) -> None:
         chunks = [data for name, _, data in events(stream.text) if name == "output"]
         marked = [c["output"][a:b] for c in chunks for a, b in c["stderr"]]
         assert marked == ["disk /srv is full\n"]
+
+
+async def test_a_run_stopped_by_the_server_shutting_down_says_so(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, shutdown_policy="stop")
+    execution_id = ""
+    async for harness in running_harness(settings):
+        admin = await harness.admin()
+        execution_id = (await admin.post("/api/v1/jobs/start", json={"job_id": "Lab/Slow"})).json()[
+            "id"
+        ]
+        await harness.wait_output(execution_id, "ready")
+    store = make_store(settings)
+    try:
+        stopped = store.get_execution(execution_id)
+    finally:
+        store.close()
+    assert stopped is not None
+    assert (stopped.status.value, stopped.stopped_by) == ("stopped", "server shutdown")

@@ -261,7 +261,8 @@ def run_cmd(
     variables = parse_vars(var)
 
     async def work(engine: JobHost) -> Execution:
-        execution = await engine.start(job_id, variables, Principal.local(), trigger=Trigger.CLI)
+        principal = Principal.local()
+        execution = await engine.start(job_id, variables, principal, trigger=Trigger.CLI)
         if not as_json:
             err.print(f"execution {execution.id} started", style="dim")
         loop = asyncio.get_running_loop()
@@ -269,7 +270,8 @@ def run_cmd(
 
         def interrupt() -> None:
             err.print("stopping…", style="yellow")
-            stopping.append(loop.create_task(engine.stop(execution_id=execution.id)))
+            by = f"{principal.username} (Ctrl-C in jobhost run)"
+            stopping.append(loop.create_task(engine.stop(execution_id=execution.id, by=by)))
 
         loop.add_signal_handler(signal.SIGINT, interrupt)
         loop.add_signal_handler(signal.SIGTERM, interrupt)

@@ -629,14 +629,14 @@ class Supervisor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def aclose(self, *, stop_running: bool) -> None:
+    async def aclose(self, *, stop_running: bool, stopped_by: str = "server shutdown") -> None:
         for job_id in self.restart_pending():
             self.cancel_restart(job_id)
         if stop_running:
             waits = []
             for execution_id in list(self.live):
                 waits.append(asyncio.ensure_future(self.wait(execution_id)))
-                await self.stop(execution_id, by="server shutdown")
+                await self.stop(execution_id, by=stopped_by)
             if waits:
                 await asyncio.gather(*waits, return_exceptions=True)
         await self.drain()
