@@ -184,6 +184,8 @@ def test_history_shows_a_24_hour_activity_timeline(page: Page, server: Server) -
     past = _box(run)
     ahead = _box(report.locator("a.tl-fire"))
     assert past["x"] <= now["x"] + now["width"] / 2 <= ahead["x"] + ahead["width"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "history.png"))
     run.focus()  # runs seconds apart overlap at this scale: the keyboard reaches each
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(f"#/executions/{failed}"))
@@ -209,7 +211,6 @@ def test_on_a_phone_the_key_columns_stay_in_view(browser: Browser, server: Serve
         assert box["x"] + box["width"] <= 390, box
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways: {width} px"
-    page.screenshot(path=str(SCREENSHOTS / "phone-running.png"))
     row.get_by_role("button", name="Stop UiTests/Sleeper").click()
     expect(row.locator(".status")).to_have_text("stopped", timeout=RUN_MS)
 

@@ -41,7 +41,8 @@ export function timeRange(u, min, max) {
   const last = xs[xs.length - 1];
   // Pad by a tenth of the span (at least 5 s) so points close together stay apart,
   // instead of a fixed ±5 min that stacked a burst of runs into one column.
-  const pad = Math.max(5, (last - first) / 10);
+  // One point alone gets a minute around it: ±5 s made uPlot tick every half second.
+  const pad = first === last ? 30 : Math.max(5, (last - first) / 10);
   return [first - pad, last + pad];
 }
 

@@ -166,7 +166,7 @@ export function render(container, ctx) {
       h("h2", { text: title }),
       h("p", { class: "reason-text", text: e.error || (exit !== "—" ? `The process ended with exit ${exit}.` : "No reason was recorded.") }),
       e.error && exit !== "—" ? h("p", { class: "muted", text: `Exit: ${exit}` }) : null,
-      tail && e.status !== "rejected" ? h("div", {}, h("p", { class: "muted", text: errors ? "Its last lines on stderr:" : "Its last lines of output:" }), h("pre", { class: "log reason-tail", text: tail })) : null,
+      tail && e.status !== "rejected" ? h("div", {}, h("p", { class: "muted", text: errors ? "Its last lines on stderr:" : "Its last lines of output:" }), h("pre", { class: errors ? "log reason-tail stderr-tail" : "log reason-tail", text: tail })) : null,
     ];
     clear(reason).append(...parts.filter(Boolean));
   };
