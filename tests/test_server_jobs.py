@@ -32,7 +32,13 @@ async def test_start_status_output_by_offset(harness: Harness) -> None:
     assert status["ended_at"].endswith("Z")
 
     first = (await admin.get(f"/api/v1/jobs/output/{execution['id']}?offset=0&limit=7")).json()
-    assert first == {"output": "line 1\n", "offset": 0, "next_offset": 7, "done": False}
+    assert first == {
+        "output": "line 1\n",
+        "offset": 0,
+        "next_offset": 7,
+        "done": False,
+        "stderr": [],
+    }
     rest = (await admin.get(f"/api/v1/jobs/output/{execution['id']}?offset=7")).json()
     assert rest["output"] == "line 2\n"
     end = (
