@@ -377,3 +377,13 @@ def test_local_catalog_shows_last_run_running_and_next_fire(jobhost: Run, apps: 
     assert broken["active"] == []
     assert listed["Shop/Nightly"]["next_fire"] is not None
     assert listed["Shop/Report"]["next_fire"] is None
+
+
+def test_schedule_table_does_not_call_an_unscheduled_job_enabled(jobhost: Run, apps: Path) -> None:
+    write_job(apps, "Shop", "Nightly", {"Name": "Nightly", "default_schedule": "0 3 * * *"})
+    result = jobhost("schedule", "show")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if "Shop/" in line}
+    assert " yes " in rows["Shop/Nightly"]
+    assert " yes " not in rows["Shop/Report"]
+    assert " no " not in rows["Shop/Report"]

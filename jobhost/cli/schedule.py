@@ -78,7 +78,8 @@ def _render(schedules: list[dict[str, Any]], as_json: bool) -> None:
             item["job_id"],
             item["schedule"] or "-",
             item["timezone"],
-            "yes" if item["enabled"] else "no",
+            # No schedule means nothing to enable: "-", not a "yes" that reads as active.
+            ("yes" if item["enabled"] else "no") if item["schedule"] else "-",
             item["source"],
             (item["next_fires"] or ["-"])[0],
             f"{last['scheduled_for']} {last['outcome'] or 'claimed'}" if last else "-",
