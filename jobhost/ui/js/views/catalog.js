@@ -223,7 +223,7 @@ function jobRow(job, ctx) {
       "td",
       {},
       run ? h("span", {}, runBadge(run), " ", timeAgo(run.ended_at || run.created_at, jobZone(job.id))) : h("span", { class: "muted", text: "never" }),
-      run && run.duration_seconds !== null && run.duration_seconds !== undefined ? h("span", { class: "muted", text: ` · ${formatDuration(run.duration_seconds)}` }) : null,
+      run && run.duration_seconds !== null && run.duration_seconds !== undefined ? h("span", { class: "muted nowrap", text: ` · ${formatDuration(run.duration_seconds)}` }) : null,
       run && BAD.has(run.status) && reasonOf(run) ? h("p", { class: "reason", text: reasonOf(run) }) : null,
     ),
     h("td", {}, outcomeStrip(job)),
