@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, FloatRect, Locator, Page, Request, expe
 from tests.uifixtures import (
     FAILS_STDERR,
     FAILS_ZONE,
+    LONG_LINES,
     SCREENSHOTS,
     SLEEPER_READY,
     Server,
@@ -221,3 +222,23 @@ def test_on_a_phone_the_key_columns_stay_in_view(browser: Browser, server: Serve
         box = _box(cell)
         assert box["x"] + box["width"] <= 390, box
     context.close()
+
+
+def test_a_long_log_opened_at_its_tail_numbers_its_lines_from_there(
+    page: Page, server: Server
+) -> None:
+    execution_id = start_through_api(page, "UiTests/Long", {})
+    _ended(page, server, execution_id)
+    page.reload()  # reopened finished: only its last 2 MiB are fetched
+    log = page.get_by_role("log", name="Output")
+    expect(log).to_contain_text(f"line {LONG_LINES}\n", timeout=RUN_MS)
+    expect(log).to_have_class(re.compile(r"\brelative-numbers\b"))
+    expect(log).to_have_attribute("title", re.compile(r"^Line numbers \(\+N\) count from"))
+    lines = log.locator(".ln")
+    expect(lines).to_have_count(20_000)
+    first = lines.first.text_content() or ""
+    assert re.fullmatch(r"line \d+\n", first), first  # whole, not cut mid-line
+    expect(lines.last).to_have_attribute("data-n", re.compile(r"^\d+$"))
+    gutter = lines.first.evaluate("line => getComputedStyle(line, '::before').content")
+    assert re.fullmatch(r'"\+\d+"', gutter), gutter
+    expect(page.get_by_text("Earlier output trimmed")).to_be_visible()

@@ -8,7 +8,8 @@ Import them explicitly where used::
   dir, ``JOBHOST_ADMIN_PASSWORD`` set, and an apps root holding a copy of the
   repository's ``apps/`` plus ``XssApp/Payload``, a job whose Name, Description and
   output carry HTML/script payloads and ANSI colours, ``UiTests/Flood`` (prints
-  ``FLOOD_LINES`` numbered lines and exits) and ``UiTests/Sleeper`` (prints one line,
+  ``FLOOD_LINES`` numbered lines and exits), ``UiTests/Long`` (``LONG_LINES`` of them,
+  about 3 MB) and ``UiTests/Sleeper`` (prints one line,
   then sleeps until stopped), ``UiTests/Single`` (the same, at most one run at a time,
   further starts rejected) and ``UiTests/Fails`` (prints ``FAILS_STDERR`` on stderr and
   exits 3; its zone is ``FAILS_ZONE``; its description names a variable with a default
@@ -63,6 +64,13 @@ FLOOD_SCRIPT = f"""\
 import sys
 
 sys.stdout.write("".join(f"line {{n}}\\n" for n in range(1, {FLOOD_LINES} + 1)))
+sys.stdout.flush()
+"""
+LONG_LINES = 250_000  # about 3 MB: past the 2 MiB a reopened run shows from its tail
+LONG_SCRIPT = f"""\
+import sys
+
+sys.stdout.write("".join(f"line {{n}}\\n" for n in range(1, {LONG_LINES} + 1)))
 sys.stdout.flush()
 """
 SLEEPER_READY = "sleeper is waiting"
@@ -162,6 +170,14 @@ def _make_apps(root: Path) -> Path:
         Name="Flood",
         Description=f"Prints {FLOOD_LINES} numbered lines and exits.",
         timeout_seconds=60,
+    )
+    _add_job(
+        apps,
+        "UiTests/Long",
+        LONG_SCRIPT,
+        Name="Long",
+        Description=f"Prints {LONG_LINES} numbered lines (about 3 MB) and exits.",
+        timeout_seconds=120,
     )
     _add_job(
         apps,

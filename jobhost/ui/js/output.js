@@ -170,9 +170,10 @@ export class LogView {
   startsMidLine() {
     this.skipFirstLine = true;
     this.trimmed.hidden = false;
-    // Where this tail starts in the whole log is not known: its numbers count from here.
+    // Where this tail starts in the whole log is not known: its numbers count from the
+    // first line read, marked "+N" so they are not taken for the log's own.
     this.element.classList.add("relative-numbers");
-    this.element.title = "Line numbers count from the first line shown";
+    this.element.title = "Line numbers (+N) count from where this view starts: the end of a long log";
   }
 
   makeToolbar() {
