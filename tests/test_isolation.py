@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import select
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -470,3 +472,65 @@ async def test_pids_max_of_one_still_lets_the_job_itself_start(
         text = (await engine.read_output(final.id, ALICE)).data.decode()
     assert final.status is ExecutionStatus.SUCCEEDED, final.error
     assert text == "alone\n"
+
+
+def test_v1_a_spawner_thread_puts_the_job_in_its_cgroup_and_goes_back_home(
+    tmp_path: Path,
+) -> None:
+    """On v1 the spawning thread joins the run's cgroups only for the spawn: the job reads
+    its run's cgroups as its first act, and the thread is back in its own right after."""
+    isolation = Isolation.detect()
+    if isolation.kind != "cgroup1":
+        pytest.skip(f"no writable cgroup v1 hierarchy ({isolation.describe()})")
+    from jobhost.execution.confinement import Confinement
+    from jobhost.execution.process import ChildProcess
+    from jobhost.models import LaunchSpec
+
+    spec = LaunchSpec(
+        execution_id="v1run",
+        job_id="Demo/V1",
+        argv=["/bin/cat", "/proc/self/cgroup"],
+        cwd=str(tmp_path),
+        env={"PATH": os.environ["PATH"]},
+        log_path=str(tmp_path / "log"),
+        result_path=str(tmp_path / "result"),
+    )
+    seen: dict[str, object] = {}
+
+    def spawn_on_a_helper_thread() -> None:
+        before = Path("/proc/thread-self/cgroup").read_text()
+        confinement = Confinement.prepare(isolation, spec)
+        process = ChildProcess.spawn(spec.argv, spec.cwd, spec.env, confinement=confinement)
+        seen["thread_before"] = before
+        seen["thread_after"] = Path("/proc/thread-self/cgroup").read_text()
+        seen["process"] = process
+        seen["confinement"] = confinement
+
+    helper = threading.Thread(target=spawn_on_a_helper_thread)
+    helper.start()
+    helper.join()
+    process = seen["process"]
+    confinement = seen["confinement"]
+    assert isinstance(process, ChildProcess)
+    assert isinstance(confinement, Confinement)
+    assert seen["thread_after"] == seen["thread_before"]
+    os.set_blocking(process.output_fd, True)
+    output = b""
+    while chunk := os.read(process.output_fd, 4096):
+        output += chunk
+    assert select.select([process.pidfd], [], [], 60)[0], "the job did not end"
+    exit = process.reap()
+    process.close()
+    assert confinement.group is not None
+    lines = output.decode().splitlines()
+    for controller, path in confinement.group.paths.items():
+        own = [line for line in lines if line.split(":")[1] in controller_names(controller)]
+        assert own, (controller, lines)
+        assert own[0].endswith("/" + os.path.basename(path)), (controller, lines)
+    assert exit is not None
+    assert exit.exit_code == 0
+
+
+def controller_names(controller: str) -> set[str]:
+    """How ``/proc/<pid>/cgroup`` may name a v1 hierarchy that holds ``controller``."""
+    return {controller, "cpu,cpuacct", "cpuacct,cpu"}
