@@ -21,8 +21,23 @@ import psutil
 import pytest
 
 from jobhost.executors.runner import RunnerExecutor
-from jobhost.models import Execution, ExecutionStatus, Trigger
-from jobhost.runner.protocol import runner_dir
+from jobhost.models import (
+    Execution,
+    ExecutionStatus,
+    ExitInfo,
+    ResourceLimits,
+    RunAs,
+    Trigger,
+)
+from jobhost.runner.protocol import (
+    PROTOCOL,
+    LineBuffer,
+    exit_from_wire,
+    exit_to_wire,
+    runner_dir,
+    spec_from_wire,
+    spec_to_wire,
+)
 from tests.test_local_executor import Recorder, alive, make_spec, sh, wait_gone
 
 PREVIOUS = """
@@ -276,3 +291,57 @@ async def test_many_runs_through_one_runner_keep_their_own_output(
         assert (await recorder.exited(execution_id)).exit_code == 0
         log = (tmp_path / "logs" / f"{execution_id}.log").read_text()
         assert log == f"run {index}\n"
+
+
+def test_a_launch_spec_crosses_the_wire_whole_in_either_form(tmp_path: Path) -> None:
+    spec = make_spec(
+        tmp_path,
+        "wire1",
+        ["/bin/echo", "a b", "ü"],
+        timeout_seconds=2.5,
+        secrets=("hunter2",),
+        limits=ResourceLimits(memory_max_bytes=64 << 20, pids_max=5, nice=3),
+        run_as=RunAs(user="nobody", group="nogroup", umask=0o077),
+        queue="fast",
+    )
+    for protocol in (PROTOCOL, 1):
+        wire = json.loads(json.dumps(spec_to_wire(spec, protocol)))
+        assert spec_from_wire(wire) == spec
+    plain = make_spec(tmp_path, "wire2", ["true"])
+    assert spec_from_wire(json.loads(json.dumps(spec_to_wire(plain)))) == plain
+
+
+def test_an_exit_crosses_the_wire_with_unknown_apart_from_zero() -> None:
+    for info in (
+        ExitInfo(exit_code=0, exit_signal=None),
+        ExitInfo(exit_code=None, exit_signal=9, cpu_seconds=0.0, peak_rss_bytes=0),
+        ExitInfo(1, None, 0.25, 4096, 12, timed_out=True, stopped=True, error="x", lost=True),
+    ):
+        assert exit_from_wire(json.loads(json.dumps(exit_to_wire(info)))) == info
+
+
+def test_lines_are_split_across_reads_and_an_overlong_one_is_refused() -> None:
+    lines = LineBuffer(limit=10)
+    assert lines.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
+    assert lines.feed(b":2}\n\n") == [b'{"b":2}', b""]
+    with pytest.raises(ValueError, match="longer than 10 bytes"):
+        lines.feed(b"x" * 11)
+
+
+async def test_a_runner_of_an_older_jobhost_gets_the_spec_it_reads(
+    tmp_path: Path, data_dir: Path, adopter: tuple[RunnerExecutor, Recorder]
+) -> None:
+    """A runner that does not say its protocol (started before an upgrade, still serving
+    runs) is sent launch specs as objects, which every runner reads."""
+    executor, recorder = adopter
+    await executor.start(make_spec(tmp_path, "old1", sh("echo first")))
+    assert (await recorder.exited("old1")).exit_code == 0
+    (runner_dir(data_dir) / "protocol").unlink()
+    await executor.aclose()
+    later = RunnerExecutor(recorder, data_dir)
+    try:
+        await later.start(make_spec(tmp_path, "old2", sh("echo second")))
+        assert (await recorder.exited("old2")).exit_code == 0
+    finally:
+        await later.aclose()
+    assert (tmp_path / "logs" / "old2.log").read_text() == "second\n"

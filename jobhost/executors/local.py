@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -71,15 +72,16 @@ class _Run:
 
 
 _Launched = tuple[OutputLog, ChildProcess] | str
-_Launch = Callable[[asyncio.AbstractEventLoop, LaunchSpec], _Launched]
-_Request = tuple[asyncio.AbstractEventLoop, _Launch, LaunchSpec, "asyncio.Future[_Launched]"]
+_Launch = Callable[[LaunchSpec], _Launched]
+_Done = Callable[[LaunchSpec, "_Launched | BaseException"], None]
+_Request = tuple[asyncio.AbstractEventLoop, _Launch, LaunchSpec, _Done]
 
 
 class _SpawnThreads:
-    """A fixed set of threads that run launches; each answer comes back as a loop future.
+    """A fixed set of threads that run launches; each answer comes back as one loop callback.
 
     Leaner than ``run_in_executor`` (one queue put, one ``call_soon_threadsafe``, no
-    concurrent future chained to an asyncio one): dispatch does this once per start.
+    future): dispatch does this once per start.
     """
 
     def __init__(self, count: int) -> None:
@@ -88,11 +90,9 @@ class _SpawnThreads:
         self._threads: list[threading.Thread] = []
 
     def run(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fn: _Launch,
-        spec: LaunchSpec,
-    ) -> asyncio.Future[_Launched]:
+        self, loop: asyncio.AbstractEventLoop, fn: _Launch, spec: LaunchSpec, done: _Done
+    ) -> None:
+        """``fn(spec)`` on a spawner thread, then ``done(spec, result)`` on ``loop``."""
         if not self._threads:
             for index in range(self._count):
                 thread = threading.Thread(
@@ -100,19 +100,17 @@ class _SpawnThreads:
                 )
                 thread.start()
                 self._threads.append(thread)
-        future: asyncio.Future[_Launched] = loop.create_future()
-        self._requests.put((loop, fn, spec, future))
-        return future
+        self._requests.put((loop, fn, spec, done))
 
     def _serve(self) -> None:
         while (request := self._requests.get()) is not None:
-            loop, fn, spec, future = request
+            loop, fn, spec, done = request
             try:
-                result: _Launched | BaseException = fn(loop, spec)
-            except BaseException as exc:  # handed to the awaiting coroutine
+                result: _Launched | BaseException = fn(spec)
+            except BaseException as exc:  # handed to the loop's callback
                 result = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, future, result)
+                loop.call_soon_threadsafe(done, spec, result)
 
     def close(self) -> None:
         for _ in self._threads:
@@ -122,13 +120,9 @@ class _SpawnThreads:
         self._threads.clear()
 
 
-def _settle(future: asyncio.Future[_Launched], result: _Launched | BaseException) -> None:
-    if future.done():  # the start was cancelled meanwhile
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():  # the start was cancelled meanwhile
+        done.set_result(None)
 
 
 def _unwatch(run: _Run, fd: int) -> None:
@@ -157,6 +151,7 @@ class LocalExecutor:
         # Executions being spawned right now → the grace of a stop asked for meanwhile.
         self._spawning: dict[str, float] = {}
         self._spawner = _SpawnThreads(SPAWN_THREADS)
+        self._then: dict[str, Callable[[], object]] = {}  # after a spawn (``launch``)
         self._devnull = -1  # shared stdin of every child, opened on first use
         raise_fd_limit()
 
@@ -178,7 +173,16 @@ class LocalExecutor:
         return None if run is None else (run.process.pid, run.output.total_bytes)
 
     async def start(self, spec: LaunchSpec) -> None:
-        """Spawn ``spec``; ``on_started`` (or ``on_exited`` with an error) follows."""
+        """Spawn ``spec``; ``on_started`` (or ``on_exited`` with an error) follows.
+
+        Returns once the process is spawned and watched (``launch`` does not wait)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.launch(spec, functools.partial(_settle, done))
+        await done
+
+    def launch(self, spec: LaunchSpec, then: Callable[[], object] | None = None) -> None:
+        """Start spawning ``spec`` and return at once; ``on_started`` (or ``on_exited`` with
+        an error) follows, then ``then()``. Raises ``Conflict`` for an ID already here."""
         loop = asyncio.get_running_loop()
         execution_id = spec.execution_id
         if execution_id in self._runs or execution_id in self._spawning:
@@ -186,12 +190,34 @@ class LocalExecutor:
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._spawning[execution_id] = _NO_STOP
-        launched = await self._spawner.run(loop, self._launch, spec)
+        if then is not None:
+            self._then[execution_id] = then
+        self._spawner.run(loop, self._launch, spec, self._launched)
+
+    def _launched(self, spec: LaunchSpec, launched: _Launched | BaseException) -> None:
+        """On the loop, after the spawn: announce, watch, or report the failure."""
+        loop = asyncio.get_running_loop()
+        execution_id = spec.execution_id
+        then = self._then.pop(execution_id, None)
+        try:
+            self._watch(loop, spec, launched)
+        finally:
+            if then is not None:
+                then()
+
+    def _watch(
+        self, loop: asyncio.AbstractEventLoop, spec: LaunchSpec, launched: _Launched | BaseException
+    ) -> None:
+        execution_id = spec.execution_id
+        if isinstance(launched, BaseException):  # a bug in the launch: fail the run, loudly
+            log.error("Launching %s failed", execution_id, exc_info=launched)
+            launched = f"Cannot start the job: {launched}"
         if isinstance(launched, str):
             self._spawning.pop(execution_id, None)
             self._fail(loop, execution_id, launched)
             return
         output, process = launched
+        self._events.on_started(execution_id, process.pid, self._host)
         run = _Run(spec=spec, process=process, output=output)
         self._runs[execution_id] = run
         loop.add_reader(process.output_fd, self._read_output, run)
@@ -242,11 +268,9 @@ class LocalExecutor:
             os.close(self._devnull)
             self._devnull = -1
 
-    def _launch(
-        self, loop: asyncio.AbstractEventLoop, spec: LaunchSpec
-    ) -> tuple[OutputLog, ChildProcess] | str:
-        """Open the run's log, spawn the process and announce it (on a spawner thread);
-        the message to report when a step fails.
+    def _launch(self, spec: LaunchSpec) -> tuple[OutputLog, ChildProcess] | str:
+        """Open the run's log and spawn the process (on a spawner thread); the message to
+        report when a step fails.
 
         The log comes first although creating a file is the slowest step of a launch
         (0.2-0.4 ms on a busy ext4): a job whose output cannot be kept never starts, rather
@@ -273,10 +297,6 @@ class LocalExecutor:
             output.close()
             # The program only: arguments and environment may hold secret values.
             return f"Cannot start {shlex.quote(spec.argv[0]) if spec.argv else 'job'}: {exc}"
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody to tell
-            loop.call_soon_threadsafe(
-                self._events.on_started, spec.execution_id, process.pid, self._host
-            )
         return output, process
 
     # -- loop callbacks ---------------------------------------------------------------

@@ -40,10 +40,12 @@ from jobhost.runner.protocol import (
     READY,
     SOCKET_NAME,
     Message,
+    Outbox,
     decode,
-    encode,
     exit_from_wire,
+    read_lines,
     runner_dir,
+    runner_protocol,
     short_path,
     spec_to_wire,
 )
@@ -73,6 +75,8 @@ class RunnerExecutor:
         self._host = host or socket.gethostname()
         self._dir = runner_dir(data_dir)
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: Outbox | None = None  # the writer's, batched per loop iteration
+        self._protocol = 1  # the runner's (``runner_protocol``), read at connect
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
         self._runs: set[str] = set()  # started or adopted here, end not heard yet
@@ -109,25 +113,24 @@ class RunnerExecutor:
         execution_id = spec.execution_id
         if execution_id in self._runs:
             raise Conflict(f"Execution {execution_id!r} is already running on {self._host}")
-        writer = self._writer
-        if writer is None:
+        outbox = self._outbox
+        if outbox is None:
             try:
-                writer = await self._connect(spawn=True)
+                await self._connect(spawn=True)
             except RunnerUnavailable as exc:
                 info = ExitInfo(exit_code=None, exit_signal=None, error=str(exc))
                 asyncio.get_running_loop().call_soon(self._events.on_exited, execution_id, info)
                 return
-            assert writer is not None
+            outbox = self._outbox
+            assert outbox is not None
         self._runs.add(execution_id)
-        writer.write(encode({"op": "start", "spec": spec_to_wire(spec)}))
+        outbox.send({"op": "start", "spec": spec_to_wire(spec, self._protocol)})
 
     async def stop(self, execution_id: str, grace_seconds: float) -> None:
         """SIGTERM the group now, SIGKILL after ``grace_seconds`` (in the runner); no-op
         when the run is not running here."""
-        if execution_id in self._runs and self._writer is not None:
-            self._writer.write(
-                encode({"op": "stop", "i": execution_id, "grace": max(0.0, grace_seconds)})
-            )
+        if execution_id in self._runs and self._outbox is not None:
+            self._outbox.send({"op": "stop", "i": execution_id, "grace": max(0.0, grace_seconds)})
 
     async def adopt(self, execution: Execution) -> bool:
         """Become the owner of a run the runner holds (running, or ended with its exit
@@ -174,6 +177,9 @@ class RunnerExecutor:
         self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:
+            if self._outbox is not None:
+                self._outbox.flush()  # an ack or a stop sent just before
+            self._outbox = None
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
@@ -189,10 +195,11 @@ class RunnerExecutor:
     async def _request(self, message: Message, *, hold: str | None = None) -> Message | None:
         """Send a request and await its reply; None when no runner is there."""
         try:
-            writer = await self._connect(spawn=False)
+            await self._connect(spawn=False)
         except RunnerUnavailable:
             return None
-        if writer is None:
+        outbox = self._outbox
+        if outbox is None:
             return None
         self._next_request += 1
         number = self._next_request
@@ -200,7 +207,7 @@ class RunnerExecutor:
         self._requests[number] = future
         if hold is not None:
             self._held[hold] = []
-        writer.write(encode({**message, "req": number}))
+        outbox.send({**message, "req": number})
         try:
             return await future
         except RunnerUnavailable:
@@ -208,11 +215,11 @@ class RunnerExecutor:
         finally:
             self._requests.pop(number, None)
 
-    async def _connect(self, *, spawn: bool) -> asyncio.StreamWriter | None:
-        """The connection, made (and the runner started, with ``spawn``) when missing."""
+    async def _connect(self, *, spawn: bool) -> None:
+        """Make the connection (and start the runner, with ``spawn``) when missing."""
         async with self._connecting:
             if self._writer is not None:
-                return self._writer
+                return
             if self._closed:
                 raise RunnerUnavailable("The executor is closed")
             error: OSError | None = None
@@ -222,14 +229,16 @@ class RunnerExecutor:
                 except OSError as exc:
                     error = exc
                     if not spawn:
-                        return None
+                        return
                     await asyncio.to_thread(self._spawn_runner)
                     continue
+                self._protocol = runner_protocol(self._dir)
                 self._writer = writer
+                self._outbox = Outbox(writer)
                 self._reader_task = asyncio.get_running_loop().create_task(
                     self._read(reader, writer), name="jobhost-runner-events"
                 )
-                return writer
+                return
             raise RunnerUnavailable(
                 f"Cannot reach the runner in {self._dir} ({error}); see {self._dir / LOG_NAME}"
             )
@@ -278,16 +287,18 @@ class RunnerExecutor:
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while line := await reader.readline():
-                try:
-                    self._dispatch(decode(line))
-                except Exception:  # one bad event must not end the stream
-                    log.exception("Cannot handle runner event %r", line[:200])
-        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            async for lines in read_lines(reader):
+                for line in lines:
+                    try:
+                        self._dispatch(decode(line))
+                    except Exception:  # one bad event must not end the stream
+                        log.exception("Cannot handle runner event %r", line[:200])
+        except (OSError, ValueError) as exc:
             log.warning("Lost the connection to the runner in %s: %s", self._dir, exc)
         finally:
             if self._writer is writer:
                 self._writer = None
+                self._outbox = None
             writer.close()
             if not self._closed:
                 self._runner_gone()
@@ -333,8 +344,8 @@ class RunnerExecutor:
                 return  # not ours any more (adopted elsewhere): not acknowledged either
             self._runs.discard(execution_id)
             self._events.on_exited(execution_id, exit_from_wire(message["info"]))
-            if self._writer is not None:
-                self._writer.write(encode({"op": "ack", "i": execution_id}))
+            if self._outbox is not None:
+                self._outbox.send({"op": "ack", "i": execution_id})
 
     def _release(self, execution_id: str) -> None:
         for message in self._held.pop(execution_id, []):

@@ -36,12 +36,15 @@ from jobhost.models import ExitInfo, LaunchSpec
 from jobhost.runner.protocol import (
     LOCK_NAME,
     MAX_LINE,
+    PROTOCOL,
+    PROTOCOL_NAME,
     READY,
     SOCKET_NAME,
     Message,
+    Outbox,
     decode,
-    encode,
     exit_to_wire,
+    read_lines,
     short_path,
     spec_from_wire,
 )
@@ -59,27 +62,25 @@ class _Client:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.closed = False
-        self._output: dict[str, int] = {}  # output totals not sent yet, coalesced
-        self._flushing = False
+        self._outbox = Outbox(writer)
+        self._output: dict[str, int] = {}  # output totals not queued yet, coalesced
 
     def send(self, message: Message) -> None:
         if not self.closed:
-            self.flush()
-            self.writer.write(encode(message))
+            if self._output:  # totals read before this event go before it
+                self._queue_output()
+            self._outbox.send(message)
 
     def output(self, execution_id: str, total: int) -> None:
         """Output totals are sent once per loop iteration, however many reads happened."""
+        if not self._output:
+            asyncio.get_running_loop().call_soon(self._queue_output)
         self._output[execution_id] = total
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self.flush)
 
-    def flush(self) -> None:
-        self._flushing = False
-        if self._output and not self.closed:
-            self.writer.write(
-                b"".join(encode({"e": "o", "i": i, "t": t}) for i, t in self._output.items())
-            )
+    def _queue_output(self) -> None:
+        if not self.closed:
+            for execution_id, total in self._output.items():
+                self._outbox.send({"e": "o", "i": execution_id, "t": total})
         self._output.clear()
 
 
@@ -155,12 +156,13 @@ class Runner:
         self._clients.add(client)
         self._check_idle()
         try:
-            while line := await reader.readline():
-                try:
-                    self._handle(client, decode(line))
-                except Exception:  # one bad message must not end the connection
-                    log.exception("Cannot handle %r", line[:200])
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            async for lines in read_lines(reader):
+                for line in lines:
+                    try:
+                        self._handle(client, decode(line))
+                    except Exception:  # one bad message must not end the connection
+                        log.exception("Cannot handle %r", line[:200])
+        except (ConnectionError, ValueError) as exc:
             log.warning("Connection ended: %s", exc)
         finally:
             client.closed = True
@@ -179,7 +181,7 @@ class Runner:
             self._starting.add(spec.execution_id)
             if spec.secrets:
                 self._secrets[spec.execution_id] = spec.secrets
-            asyncio.get_running_loop().create_task(self._start(spec.execution_id, spec))
+            self._start(spec)
         elif op == "stop":
             grace = float(message.get("grace", 0.0))
             asyncio.get_running_loop().create_task(self.executor.stop(message["i"], grace))
@@ -202,12 +204,13 @@ class Runner:
         else:
             log.warning("Unknown operation %r", op)
 
-    async def _start(self, execution_id: str, spec: LaunchSpec) -> None:
+    def _start(self, spec: LaunchSpec) -> None:
+        """Spawn on a spawner thread; no task per start (``LocalExecutor.launch``)."""
+        execution_id = spec.execution_id
         try:
-            await self.executor.start(spec)
+            self.executor.launch(spec, lambda: self._starting.discard(execution_id))
         except Conflict as exc:
             log.warning("%s", exc)
-        finally:
             self._starting.discard(execution_id)
 
     def _held(self, execution_id: str) -> bool:
@@ -325,6 +328,7 @@ async def serve(directory: Path, ready_fd: int, idle_seconds: float = IDLE_SECON
     runner = Runner(idle_seconds)
     # For /healthz: how this runner confines runs (the server asks the file, not the socket).
     (directory / ISOLATION_NAME).write_text(runner.executor.isolation.describe() + "\n")
+    (directory / PROTOCOL_NAME).write_text(f"{PROTOCOL}\n")
     old_umask = os.umask(0o177)
     try:
         server = await asyncio.start_unix_server(runner.serve_client, path, limit=MAX_LINE)
