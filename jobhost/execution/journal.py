@@ -10,6 +10,13 @@ The writes run on one dedicated thread fed under a lock, not on the shared datab
 pool: a transition then costs one thread wake-up and one loop callback (which settles
 every waiter of the batch), instead of a hop through a journal task and an executor
 future. Reads keep using the bounded pool (``call``).
+
+A run's first record (``starting``) may be *folded* (``record(..., fold=True)``): it waits,
+for at most ``FOLD_SECONDS``, for the run's next record (``running`` with the pid, which
+a local spawn reports within a millisecond or two) and goes in the same commit, so a
+start costs one commit instead of two. Its caller's future resolves with that commit. The
+process may exist before either is durable, as it already could while the first commit
+was in flight: a run the runner holds that no store knows is ended at reconciliation.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ from jobhost.redact import mask_execution
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FOLD_SECONDS = 0.005  # how long a folded first record waits for the next one
+# Folded at once, at most: in a burst the later spawns wait behind the earlier ones and
+# would not report within FOLD_SECONDS, so their records go straight to the next batch.
+FOLD_MAX = 4
 
 
 class Journal:
@@ -47,11 +58,15 @@ class Journal:
         self._waiters: list[_Waiter] = []
         self._closing = False
         self._kick_scheduled = False
+        # Folded first records (loop thread only): execution ID → the row and its waiter.
+        self._folded: dict[str, tuple[Execution, _Waiter]] = {}
+        self._fold_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # redact: the clear secret values of a live run (set by the supervisor); every
         # stored text (error, result, progress message) is masked with them.
         self.secrets_of: Callable[[str], Sequence[str]] = lambda _execution_id: ()
+        self.fold_seconds = FOLD_SECONDS  # 0: never fold
         self.batches = 0  # for metrics and benchmarks
         self.rows = 0
 
@@ -64,19 +79,62 @@ class Journal:
         """Run a blocking store call on the bounded database pool (reads use this too)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def record(self, execution: Execution, *audit: AuditEvent) -> asyncio.Future[None]:
+    def record(
+        self, execution: Execution, *audit: AuditEvent, fold: bool = False
+    ) -> asyncio.Future[None]:
         """Make ``execution`` (and the audit events that explain it) durable in one
         transaction; the returned future resolves once the batch holding them is committed.
 
+        ``fold``: a run's first record, which may wait for its next one (module docstring).
+
         A plain function rather than a coroutine, so that callers can chain the
         announcement to the commit without a task per transition."""
+        if (
+            fold
+            and self.fold_seconds > 0
+            and len(self._folded) < FOLD_MAX
+            and self._loop is not None
+            and not self._closing
+        ):
+            return self._fold(execution, audit)
         return self._submit(execution, audit)
 
     def record_soon(self, execution: Execution) -> None:
         """Queue a write nobody waits for (progress updates): coalesced with the next batch."""
         execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
+        folded = self._folded.pop(execution.id, None) if self._folded else None
         with self._lock:
+            if folded is not None:
+                self._unfold(folded[1])
             self._executions[execution.id] = execution
+            self._pending.notify()
+
+    def _fold(self, execution: Execution, audit: Sequence[AuditEvent]) -> asyncio.Future[None]:
+        loop = self._loop
+        assert loop is not None
+        execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
+        future = loop.create_future()
+        self._folded[execution.id] = (execution, _Waiter(future, execution.id, tuple(audit)))
+        if self._fold_timer is None:
+            self._fold_timer = loop.call_later(self.fold_seconds, self._unfold_all)
+        return future
+
+    def _unfold(self, waiter: _Waiter) -> None:
+        """Queue a folded record's audit and waiter (under the lock); its row is superseded
+        by the newer record of the same run being queued with it."""
+        self._audit.extend(waiter.audit)
+        self._waiters.append(waiter)
+
+    def _unfold_all(self) -> None:
+        """Time is up: folded records go in the next batch as they are."""
+        self._fold_timer = None
+        folded, self._folded = self._folded, {}
+        if not folded:
+            return
+        with self._lock:
+            for execution, waiter in folded.values():
+                self._executions[execution.id] = execution
+                self._unfold(waiter)
             self._pending.notify()
 
     def audit(self, event: AuditEvent) -> asyncio.Future[None]:
@@ -84,6 +142,9 @@ class Journal:
 
     async def flush(self) -> None:
         """Return once everything recorded so far is committed."""
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._unfold_all()
         with self._lock:
             idle = not (self._executions or self._audit or self._waiters)
         if not idle:
@@ -105,9 +166,14 @@ class Journal:
         if loop is None or self._thread is None or self._closing:
             raise RuntimeError("the journal is not running (JobHost.open() was not awaited)")
         future = loop.create_future()
+        folded = None
         if execution is not None:
             execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
+            if self._folded:
+                folded = self._folded.pop(execution.id, None)
         with self._lock:
+            if folded is not None:  # the run's first record: this newer one replaces it
+                self._unfold(folded[1])
             if execution is not None:
                 self._executions[execution.id] = execution
             self._audit.extend(audit)

@@ -170,7 +170,10 @@ class Supervisor:
             self._lineage[execution.id] = lineage
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
-        write = self.journal.record(execution, *([audit(execution)] if audit else []))
+        # A start the executor reports at once (a local spawn) folds its first record into
+        # the next one, ``running`` with the pid: one commit (``Journal`` docstring).
+        fold = status is ExecutionStatus.STARTING and getattr(self.executor, "fold_start", False)
+        write = self.journal.record(execution, *([audit(execution)] if audit else []), fold=fold)
         if status is ExecutionStatus.STARTING:
             # The spawn overlaps the commit of the first record: nothing is announced
             # before that commit, and a failed commit ends the process it described.

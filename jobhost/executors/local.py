@@ -135,6 +135,10 @@ def _unwatch(run: _Run, fd: int) -> None:
 class LocalExecutor:
     """Runs each execution as a local process in its own session (see the module docstring)."""
 
+    # The spawn is reported within a few milliseconds: the journal may fold a run's first
+    # record into its ``running`` one (``Journal.record(fold=True)``).
+    fold_start = True
+
     def __init__(
         self,
         events: ExecutionEvents,

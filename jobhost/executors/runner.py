@@ -62,6 +62,10 @@ class RunnerUnavailable(OSError):
 class RunnerExecutor:
     """Runs each execution as a child of the data dir's runner (see the module docstring)."""
 
+    # The spawn is reported within a few milliseconds: the journal may fold a run's first
+    # record into its ``running`` one (``Journal.record(fold=True)``).
+    fold_start = True
+
     def __init__(
         self,
         events: ExecutionEvents,
