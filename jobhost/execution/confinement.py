@@ -225,7 +225,7 @@ class Confinement:
         group = self.group
         group.kill_all()
         usage = group.usage()
-        group.remove()
+        group.remove(killed=True)
         changes: dict[str, Any] = {}
         if usage.peak_bytes is not None:
             changes["peak_rss_bytes"] = usage.peak_bytes
