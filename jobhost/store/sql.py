@@ -13,19 +13,17 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import functools
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.sql.expression import UnaryExpression
@@ -47,6 +45,9 @@ from jobhost.models import (
 from jobhost.store import tables as t
 from jobhost.store.connection import Checkpointer, Prepared, create_engine
 from jobhost.store.finished import FinishedRuns, Key
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
@@ -72,17 +73,34 @@ def normalize_url(url: str) -> str:
 
 def _alembic_config() -> Config:
     """Alembic's configuration, built in code: the package carries no alembic.ini."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
 
 
+_REVISION = re.compile(r"""^(down_)?revision\s*(?::[^=]*)?=\s*(?:["']([^"']+)["']|None)""", re.M)
+
+
+@functools.cache
 def head_revision() -> str:
-    """The newest schema revision this version of JobHost knows."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no Alembic revisions found in {MIGRATIONS_DIR}")
-    return head
+    """The newest schema revision this version of JobHost knows: the one no migration
+    names as its ``down_revision``.
+
+    Read from the migration files' two assignments rather than through Alembic: every
+    engine open (each local CLI command) asks, and importing Alembic costs more than the
+    command's own work."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for down, value in _REVISION.findall(path.read_text()):
+            if value:
+                (parents if down else revisions).add(value)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one Alembic head in {MIGRATIONS_DIR}, found {heads}")
+    return heads.pop()
 
 
 def encode_cursor(at: datetime, row_id: str) -> str:
@@ -191,6 +209,10 @@ class SqlStore:
         in one transaction that first takes the database's migration lock (PostgreSQL
         advisory lock; SQLite's write lock via ``BEGIN IMMEDIATE`` and busy_timeout).
         """
+        if self._at_head():
+            return
+        from alembic import command
+
         config = _alembic_config()
         with self._sqlite_file_lock(), self.write() as conn:
             if self._dialect == "postgresql":
@@ -216,8 +238,15 @@ class SqlStore:
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at (None before the first ``migrate()``)."""
-        with self.read() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        try:
+            with self.read() as conn:
+                return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            return None  # no schema yet
+
+    def _at_head(self) -> bool:
+        """Already migrated: one read, and Alembic is not even imported."""
+        return self.current_revision() == head_revision()
 
     def close(self) -> None:
         self._checkpointer.close()
