@@ -11,7 +11,8 @@
   ``history`` (50 rows); ``<route>_cpu_us_<n>_clients`` is the server's CPU time per
   request, the figure to compare on a busy machine;
 - ``running_rps_1000_live`` / ``running_cpu_us_1000_live``: ``GET /running`` while
-  1,000 executions are live;
+  1,000 executions are live, and ``status_read_p50/p99_ms_1000_live``: one client's
+  status reads of 500 of them, one after another (target p99 ≤ 2 ms);
 - ``sse_output_delay_p50/p99_ms``: a job prints a line holding ``time.time()`` when sent
   SIGUSR1; the delay is until that line arrives on the output stream (target p50 ≤ 5 ms);
 - ``server_rss_mib_idle`` and ``server_rss_mib_1000_running_100_sse``: the server
@@ -293,6 +294,18 @@ async def _sse_delay(client: httpx.AsyncClient, events: Events, ticks: int) -> l
     return delays
 
 
+async def _read_latency(conn: RawClient, paths: list[str]) -> tuple[float, float]:
+    """p50 and p99 milliseconds of one client's GETs of ``paths``, one after another."""
+    samples = []
+    for path in paths:
+        begun = time.perf_counter()
+        code, payload = await conn.request("GET", path)
+        samples.append((time.perf_counter() - begun) * 1000)
+        if code != 200:
+            raise RuntimeError(f"GET {path} answered {code}: {payload[:200]!r}")
+    return statistics.median(samples), _percentile(samples, 99)
+
+
 async def _many_running(
     port: int,
     token: str,
@@ -332,6 +345,10 @@ async def _many_running(
             figures["running_rps_1000_live"],
             figures["running_cpu_us_1000_live"],
         ) = await _rate(port, token, "/api/v1/jobs/running", 1, server, most=100)
+        (
+            figures["status_read_p50_ms_1000_live"],
+            figures["status_read_p99_ms_1000_live"],
+        ) = await _read_latency(conns[0], [f"/api/v1/jobs/status/{i}" for i in ids[:500]])
     finally:
         for conn in conns:
             await conn.close()
