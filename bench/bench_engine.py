@@ -7,7 +7,6 @@ Run: ``python -m bench.bench_engine`` (or ``make bench`` for every benchmark).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import statistics
 import tempfile
@@ -64,25 +63,30 @@ def _host_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def _cpu(processes: list[psutil.Process]) -> tuple[float, float]:
-    """CPU seconds of ``processes`` themselves, and of their reaped children."""
-    own = jobs = 0.0
+def _cpu(processes: list[psutil.Process]) -> tuple[list[float], float]:
+    """CPU seconds of each of ``processes`` itself, and of their reaped children."""
+    own: list[float] = []
+    jobs = 0.0
     for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
+        try:
             times = process.cpu_times()
-            own += times.user + times.system
-            jobs += times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            own.append(0.0)
+            continue
+        own.append(times.user + times.system)
+        jobs += times.children_user + times.children_system
     return own, jobs
 
 
 async def _throughput(
-    engine: JobHost, job_id: str, count: int, data_dir: Path
+    engine: JobHost, job_id: str, count: int, data_dir: Path, split: list[float] | None = None
 ) -> tuple[float, float, float]:
     """``count`` starts submitted at once (as a burst of API calls would), all awaited.
 
     Returns executions per second, then the host's (this process and the runner's) and the
     jobs' CPU milliseconds per execution: the CPU figures hardly move with other load on
-    the machine, the rate does.
+    the machine, the rate does. ``split`` gets the host's share of each process (this one,
+    then the runner).
     """
     processes = _host_processes(data_dir)
     host_before, jobs_before = _cpu(processes)
@@ -95,8 +99,14 @@ async def _throughput(
     elapsed = time.perf_counter() - begun
     host_after, jobs_after = _cpu(processes)
     assert all(f.status is ExecutionStatus.SUCCEEDED for f in finals)
-    host, jobs = host_after - host_before, jobs_after - jobs_before
-    return count / elapsed, host * 1000 / count, jobs * 1000 / count
+    shares = [
+        (after - before) * 1000 / count
+        for before, after in zip(host_before, host_after, strict=True)
+    ]
+    if split is not None:
+        split[:] = shares
+    jobs = jobs_after - jobs_before
+    return count / elapsed, sum(shares), jobs * 1000 / count
 
 
 async def _memory(engine: JobHost, job_id: str, count: int) -> float:
@@ -129,11 +139,15 @@ async def _run(root: Path) -> dict[str, float]:
             figures["start_to_running_python_p50_ms"],
             figures["start_to_running_python_p99_ms"],
         ) = await _latency(engine, "Bench/Python", 100)
+        split: list[float] = []
         (
             figures["completed_per_second_1000_true"],
             figures["host_cpu_ms_per_execution_1000_true"],
             figures["job_cpu_ms_per_execution_1000_true"],
-        ) = await _throughput(engine, "Bench/True", 1000, settings.data_dir)
+        ) = await _throughput(engine, "Bench/True", 1000, settings.data_dir, split)
+        # The host's CPU per run, the server's and the runner's apart.
+        for name, share in zip(("server", "runner"), split, strict=False):
+            figures[f"{name}_cpu_ms_per_execution_1000_true"] = share
         figures["host_rss_mb_1000_running_sleep"] = await _memory(engine, "Bench/Sleep", 1000)
         figures["journal_rows_per_batch"] = engine.journal.rows / max(1, engine.journal.batches)
         return figures
