@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobhost.catalog.limits import format_bytes
 from jobhost.execution.cgroups import Isolation, RunGroup
+from jobhost.execution.trampoline import ExecSetup
 from jobhost.models import LaunchSpec, ResourceLimits, RunAs
 
 if TYPE_CHECKING:
@@ -180,6 +181,23 @@ class Confinement:
 
             kwargs["preexec_fn"] = preexec
         return kwargs
+
+    def exec_setup(self) -> ExecSetup | None:
+        """The same steps for the spawn trampoline (``jobhost.execution.trampoline``);
+        None when the run has a cgroup (the child must be born in it: spawned directly)."""
+        if self.group is not None:
+            return None
+        account = self.account
+        if account is None:
+            return ExecSetup(rlimits=tuple(self._rlimits()), nice=self.limits.nice)
+        return ExecSetup(
+            rlimits=tuple(self._rlimits()),
+            nice=self.limits.nice,
+            uid=account.uid,
+            gid=account.gid,
+            groups=account.groups,
+            umask=account.umask,
+        )
 
     def spawn(self, start: Callable[[], T]) -> T:
         """``start()`` (the spawn itself) such that the child is born in the run's cgroup."""
