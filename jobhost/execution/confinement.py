@@ -183,20 +183,23 @@ class Confinement:
         return kwargs
 
     def exec_setup(self) -> ExecSetup | None:
-        """The same steps for the spawn trampoline (``jobhost.execution.trampoline``);
-        None when the run has a cgroup (the child must be born in it: spawned directly)."""
+        """The same steps for the spawn trampoline (``jobhost.execution.trampoline``); None
+        on cgroup v1, where the child must be born from a thread inside the run's cgroups
+        (spawned directly)."""
+        join = None
         if self.group is not None:
-            return None
+            join = self.group.join_file()
+            if join is None:
+                return None
         account = self.account
-        if account is None:
-            return ExecSetup(rlimits=tuple(self._rlimits()), nice=self.limits.nice)
         return ExecSetup(
             rlimits=tuple(self._rlimits()),
             nice=self.limits.nice,
-            uid=account.uid,
-            gid=account.gid,
-            groups=account.groups,
-            umask=account.umask,
+            uid=None if account is None else account.uid,
+            gid=None if account is None else account.gid,
+            groups=() if account is None else account.groups,
+            umask=None if account is None else account.umask,
+            cgroup_procs=join,
         )
 
     def spawn(self, start: Callable[[], T]) -> T:

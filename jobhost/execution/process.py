@@ -140,8 +140,8 @@ class ChildProcess:
                     **extra,
                 )
 
-            # Through the trampoline where no cgroup counts the run's memory, so that its
-            # peak is its own and not the spawner's size; directly otherwise.
+            # Through the trampoline (without a cgroup, or on cgroup v2), so that the run's
+            # ru_maxrss is its own and not the spawner's size; directly on cgroup v1.
             popen: subprocess.Popen[bytes] | Spawned | None = None
             setup = ExecSetup() if confinement is None else confinement.exec_setup()
             if setup is not None:

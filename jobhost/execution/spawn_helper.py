@@ -83,8 +83,13 @@ def child(
     request: dict[str, Any], fds: list[int], report: int, env: dict[str, str], paths: list[str]
 ) -> NoReturn:
     """In the new process: set it up as the job, then exec; on failure, say which step."""
-    step = "setup"
+    step = "cgroup"
     try:
+        if request["cgroup"] is not None:  # cgroup v2: join the run's cgroup first
+            joined = os.open(request["cgroup"], os.O_WRONLY)
+            os.write(joined, b"0")
+            os.close(joined)
+        step = "setup"
         os.setsid()
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, FIRST_FREE) for fd in (*fds, report)]
         os.dup2(moved[0], 0)

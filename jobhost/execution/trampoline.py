@@ -5,8 +5,10 @@ address space the process had when it called ``exec``: the spawner's (the runner
 20-40 MB for a ``sleep``). ``jobhost/execution/spawn_helper.py`` is a small process (about
 5 MB) that creates each job with ``clone(CLONE_PARENT)``: the job is still a child of the
 process that asked (pidfd, ``wait4`` and rusage work as before), but starts from the
-helper's small address space. With a cgroup the cgroup's peak is read instead, and jobs
-are spawned directly (the cgroup join happens in the spawner).
+helper's small address space. With a cgroup v2 the child joins the run's cgroup before
+its ``exec`` (and the cgroup's ``memory.peak`` is read where the kernel has it); with
+cgroup v1 jobs are spawned directly, from a thread that joined the run's cgroups, and the
+peak is the cgroup's ``memory.max_usage_in_bytes``.
 
 One helper per process, started on first use and again after a fork or if it died; a
 spawn that cannot use it (an architecture without a known ``clone`` number, a helper
@@ -49,6 +51,7 @@ class ExecSetup:
     gid: int | None = None
     groups: tuple[int, ...] = ()
     umask: int | None = None
+    cgroup_procs: str | None = None  # cgroup v2: the run's cgroup.procs, joined first
 
 
 class Spawned:
@@ -108,6 +111,7 @@ class Trampoline:
             if setup.uid is None
             else {"uid": setup.uid, "gid": setup.gid, "groups": list(setup.groups)},
             "umask": setup.umask,
+            "cgroup": setup.cgroup_procs,
         }
         body = marshal.dumps(request)
         with self._lock:
