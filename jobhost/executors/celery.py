@@ -188,9 +188,8 @@ class CeleryExecutor:
         return held
 
     def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
-        """Not known here: the worker masks output itself, but a Celery run's secret values
-        never come back from the broker, so an adopted run's result and error are stored
-        as the worker reports them."""
+        """Not known here (the values never come back from the broker), and not needed:
+        the worker masks output, progress messages, the result and the error itself."""
         return ()
 
     async def adopt(self, execution: Execution) -> bool:
