@@ -396,6 +396,8 @@ class Supervisor:
             # wait() returns and its slot frees) and keep trying to store the end.
             log.exception("recording the end of %s failed; retrying in the background", final.id)
             self._spawn(self._record_until_stored(final))
+        else:
+            self.executor.exit_recorded(final.id)  # not before: see Executor.exit_recorded
         self.live.pop(final.id, None)
         self.remember(final)
         of_job = self._by_job.get(final.job_id)
@@ -432,6 +434,7 @@ class Supervisor:
             except Exception as exc:
                 log.warning("recording the end of %s failed again: %s", final.id, exc)
             else:
+                self.executor.exit_recorded(final.id)
                 return
         log.error("gave up recording the end of %s; the next server will reconcile it", final.id)
 

@@ -192,6 +192,9 @@ class CeleryExecutor:
         the worker masks output, progress messages, the result and the error itself."""
         return ()
 
+    def exit_recorded(self, execution_id: str) -> None:
+        pass  # the exit stays in the run's stream until the stream is trimmed
+
     async def adopt(self, execution: Execution) -> bool:
         """Re-attach to a run an earlier server started on a worker (from any host).
 
