@@ -46,7 +46,7 @@ LONG = (
 )
 TICK = "echo fired\n"
 VARIABLES = {"Code": "exit code", "Ticks": "lines to print, one every 0.1 s"}
-TERMINAL = {"succeeded", "failed", "stopped", "timed_out", "lost", "rejected", "skipped"}
+STARTERS = 3  # clients starting runs at once, each with a pause of 0-0.1 s between starts
 
 
 def write_site(apps: Path) -> None:
@@ -145,12 +145,19 @@ class Counts:
 class Starter(threading.Thread):
     """Starts runs on one server until told to stop (or the server is gone)."""
 
-    def __init__(self, server: ServeProcess, rng: random.Random, wanted: dict[str, Wanted]) -> None:
+    def __init__(
+        self,
+        server: ServeProcess,
+        rng: random.Random,
+        wanted: dict[str, Wanted],
+        halt: threading.Event,
+    ) -> None:
         super().__init__(daemon=True)
         self.server = server
         self.rng = rng
         self.wanted = wanted
-        self.halt = threading.Event()
+        self.halt = halt
+        self.gone = False  # the server went away under this starter
         self.in_flight = 0
         self.client = httpx.Client(
             base_url=server.url,
@@ -161,9 +168,9 @@ class Starter(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.halt.is_set():
+            while not self.halt.is_set() and not self.gone:
                 self._one()
-                self.halt.wait(self.rng.uniform(0.02, 0.25))
+                self.halt.wait(self.rng.uniform(0.0, 0.1))
         finally:
             self.client.close()
 
@@ -184,7 +191,7 @@ class Starter(threading.Thread):
                 "/api/v1/jobs/start", json=body, headers={"Idempotency-Key": key}
             )
         except httpx.HTTPError:
-            self.halt.set()  # the server is gone: this start was never acknowledged
+            self.gone = True  # the server is gone: this start was never acknowledged
             return
         self.in_flight -= 1
         if response.status_code == 202:
@@ -229,14 +236,18 @@ def run_rounds(
                 early.kill(signal.SIGKILL)
             server = ServeProcess(apps, data_dir)
             _check_ghosts(data_dir, alive_at_kill, counts, number)
-            starter = Starter(server, rng, wanted)
-            starter.start()
-            server_up = rng.uniform(0.3, 2.5)
-            starter.halt.wait(server_up)
+            halt = threading.Event()
+            starters = [
+                Starter(server, random.Random(rng.random()), wanted, halt) for _ in range(STARTERS)
+            ]
+            for starter in starters:
+                starter.start()
+            halt.wait(rng.uniform(0.3, 2.5))  # the server's time up: a random moment
             server.kill(signal.SIGKILL)
-            starter.halt.set()
-            starter.join(timeout=60)
-            counts.unacknowledged += starter.in_flight
+            halt.set()
+            for starter in starters:
+                starter.join(timeout=60)
+                counts.unacknowledged += starter.in_flight
             for execution_id in job_processes(data_dir):
                 alive_at_kill.setdefault(execution_id, number)
             counts.rounds = number
