@@ -23,6 +23,7 @@ durability --rounds N``, which prints the counts.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import sqlite3
@@ -309,7 +310,9 @@ def _count(
     counts.acknowledged = len(wanted)
     rows = {
         row[0]: row[1:]
-        for row in _rows(db, "SELECT id, job_id, status, exit_code, trigger FROM executions")
+        for row in _rows(
+            db, "SELECT id, job_id, status, exit_code, trigger, variables FROM executions"
+        )
     }
     counts.scheduled = sum(1 for row in rows.values() if row[3] == "schedule")
     for execution_id, want in wanted.items():
@@ -330,8 +333,8 @@ def _count(
         if row is None:
             continue  # never recorded: ended at reconcile (ghosts are counted above)
         counts.surviving += 1
-        want = wanted.get(execution_id)
-        code = want.code if want is not None else 0
+        # The exit code it was started for (also for a start whose 202 never arrived).
+        code = int(json.loads(row[4] or "{}").get("Code", 0))
         if row[1] in ("succeeded", "failed") and row[2] == code:
             counts.readopted += 1
         else:
