@@ -10,11 +10,9 @@ its ``exec`` (and the cgroup's ``memory.peak`` is read where the kernel has it);
 cgroup v1 jobs are spawned directly, from a thread that joined the run's cgroups, and the
 peak is the cgroup's ``memory.max_usage_in_bytes``.
 
-One helper per process, started on first use and again after a fork or if it died; a
-spawn that cannot use it (an architecture without a known ``clone`` number, a helper
-that will not start) falls back to ``subprocess``. Spawns through it are serialised (one
-request at a time), which is what the kernel does with concurrent forks of one process
-anyway.
+Helpers are started on first use, one per concurrent spawn (two in the runner), and again
+after a fork or if one died; a spawn that cannot use one (an architecture without a known
+``clone`` number, a helper that will not start) falls back to ``subprocess``.
 """
 
 from __future__ import annotations
@@ -72,21 +70,62 @@ class Spawned:
         return self.returncode
 
 
+class _Helper:
+    """One helper process and our end of its socket; used by one spawn at a time."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", HELPER, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                cwd="/",
+                env={},
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.owner = os.getpid()  # a forked copy of this process must not share it
+
+    def usable(self) -> bool:
+        return self.owner == os.getpid() and self.process.poll() is None
+
+    def request(self, body: bytes, fds: tuple[int, int, int]) -> dict[str, Any]:
+        self.sock.sendmsg(
+            [HEADER.pack(len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))]
+        )
+        return _read_reply(self.sock)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.owner == os.getpid():
+            self.process.kill()
+            self.process.wait()
+
+
 class Trampoline:
-    """The process's helper; ``spawn`` is thread-safe."""
+    """The process's helpers; ``spawn`` is thread-safe.
+
+    A spawn takes an idle helper (or starts one) and gives it back after: concurrent
+    spawns (the runner's two spawner threads) each have a helper of their own.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._helper: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        self._owner = 0  # the pid that started the helper (a forked copy starts its own)
+        self._idle: list[_Helper] = []
         self.usable = os.uname().machine in SYS_CLONE
 
     @property
     def helper_pid(self) -> int | None:
-        """The helper process's pid while one is running (started on first use)."""
-        helper = self._helper
-        return None if helper is None or helper.poll() is not None else helper.pid
+        """The pid of an idle helper process, if one is running."""
+        with self._lock:
+            alive = [helper for helper in self._idle if helper.usable()]
+        return alive[-1].process.pid if alive else None
 
     def spawn(
         self,
@@ -101,6 +140,9 @@ class Trampoline:
         ``OSError`` as ``subprocess`` raises it when the program cannot start; None when
         the helper is not available (the caller spawns the usual way).
         """
+        helper = self._take()
+        if helper is None:
+            return None
         request = {
             "argv": list(argv),
             "cwd": cwd,
@@ -113,20 +155,13 @@ class Trampoline:
             "umask": setup.umask,
             "cgroup": setup.cgroup_procs,
         }
-        body = marshal.dumps(request)
+        try:
+            reply = helper.request(marshal.dumps(request), fds)
+        except OSError:
+            helper.close()  # it died: the next spawn starts a new one
+            raise
         with self._lock:
-            sock = self._connected()
-            if sock is None:
-                return None
-            try:
-                sock.sendmsg(
-                    [HEADER.pack(len(body)), body],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))],
-                )
-                reply = _read_reply(sock)
-            except OSError:
-                self._close()  # the helper died: the next spawn starts a new one
-                raise
+            self._idle.append(helper)
         pid = reply.get("pid")
         errno = reply.get("errno")
         if errno is None and isinstance(pid, int):
@@ -140,45 +175,22 @@ class Trampoline:
             raise OSError(errno, os.strerror(errno or 0), cwd)
         raise OSError(errno, f"{os.strerror(errno or 0)} (while setting up the job: {step})")
 
-    def _connected(self) -> socket.socket | None:
+    def _take(self) -> _Helper | None:
+        """An idle, living helper of this process, or a new one; None if none can start."""
         if not self.usable:
             return None
-        helper = self._helper
-        if self._sock is not None and self._owner == os.getpid():
-            if helper is not None and helper.poll() is None:
-                return self._sock
-            self._close()
-        elif self._sock is not None:  # a forked copy of the process: not ours to use
-            self._sock.close()
-            self._sock, self._helper = None, None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            while self._idle:
+                helper = self._idle.pop()
+                if helper.usable():
+                    return helper
+                helper.close()
         try:
-            self._helper = subprocess.Popen(
-                [sys.executable, "-I", "-S", HELPER, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                cwd="/",
-                env={},
-            )
+            return _Helper()
         except OSError as exc:
-            ours.close()
             log.warning("spawn helper unavailable, spawning directly: %s", exc)
             self.usable = False
             return None
-        finally:
-            theirs.close()
-        self._sock, self._owner = ours, os.getpid()
-        return ours
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-        helper = self._helper
-        if helper is not None:
-            helper.kill()
-            helper.wait()
-        self._sock, self._helper = None, None
 
 
 def _ints(values: tuple[int, ...]) -> bytes:
