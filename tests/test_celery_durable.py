@@ -268,3 +268,31 @@ async def test_a_readopted_run_keeps_its_secret_masked_in_result_progress_and_ou
         "said": ["token ***"],
     }
     assert secret not in (info.error or "")
+
+
+async def test_an_exit_its_server_heard_but_never_recorded_is_there_for_the_next_server(
+    tmp_path: Path, worker: Worker
+) -> None:
+    """The saved stream position never passes an exit that is not committed yet
+    (``exit_recorded``): a server that dies in between leaves it to the next one."""
+    first_events = contract.Recorder()
+    first = CeleryExecutor(first_events, settings(tmp_path))
+    spec = spec_for(tmp_path, uuid.uuid4().hex, "echo done; exit 6", worker.queue)
+    later = spec_for(tmp_path, uuid.uuid4().hex, "echo later", worker.queue)
+    await first.start(spec)
+    await first_events.exited(spec.execution_id)  # heard; the commit never comes
+    # A later entry read by the same reader: the position of the batch before it is saved.
+    await first.start(later)
+    await first_events.exited(later.execution_id)
+    first.exit_recorded(later.execution_id)
+    await first.aclose()  # the server dies before committing the first run's end
+
+    events = contract.Recorder()
+    second = CeleryExecutor(events, settings(tmp_path))
+    try:
+        assert await second.adopt(record(spec))
+        info = await events.exited(spec.execution_id)
+    finally:
+        await second.aclose()
+    assert info.exit_code == 6
+    assert Path(spec.log_path).read_text() == "done\n"
