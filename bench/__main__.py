@@ -2,7 +2,8 @@
 
 Each module has ``run() -> dict[str, float]`` and prints its own lines; a module can be
 run alone with ``python -m bench.bench_<name>``. Pass names to run a subset:
-``python -m bench engine spawn``.
+``python -m bench engine spawn``. Options after one name go to that module's ``run``
+(``python -m bench durability --rounds 30``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import sys
 from pathlib import Path
 
 
-def main(selected: list[str]) -> int:
+def main(arguments: list[str]) -> int:
+    first_option = next((i for i, arg in enumerate(arguments) if arg.startswith("-")), None)
+    selected = arguments if first_option is None else arguments[:first_option]
+    options = [] if first_option is None else arguments[first_option:]
+    if options and len(selected) != 1:
+        print("options go to one benchmark: python -m bench <name> --option ...")
+        return 2
     names = sorted(
         info.name.removeprefix("bench_")
         for info in pkgutil.iter_modules([str(Path(__file__).parent)])
@@ -25,7 +32,11 @@ def main(selected: list[str]) -> int:
         return 2
     for name in selected or names:
         print(f"== {name}", flush=True)
-        importlib.import_module(f"bench.bench_{name}").run()
+        module = importlib.import_module(f"bench.bench_{name}")
+        if options:
+            module.run(options)
+        else:
+            module.run()
     return 0
 
 

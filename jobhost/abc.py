@@ -67,6 +67,11 @@ class Executor(Protocol):
         (result, error, progress) is masked like a run started here; () when not known.
         Asked once, right after ``adopt`` returned True."""
 
+    def exit_recorded(self, execution_id: str) -> None:
+        """The run's end is durably recorded: an executor that keeps exits for adoption
+        (the runner) may forget this one now. Called after the commit, never before: a
+        server that dies in between leaves the exit for the next one to adopt."""
+
     async def aclose(self) -> None:
         """Release resources; running processes are left as they are."""
 

@@ -81,6 +81,18 @@ def mask_execution(execution: Execution, secrets: Sequence[str]) -> Execution:
     return execution.evolve(error=error, result=result, progress_message=message)
 
 
+def mask_result(raw: bytes | None, secrets: Sequence[str]) -> bytes | None:
+    """A result file's bytes with every secret masked: JSON is masked value by value (and
+    stays JSON); anything else, which the server will refuse, as text."""
+    if raw is None or not secrets:
+        return raw
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return mask_text(raw.decode("utf-8", "replace"), secrets).encode()
+    return json.dumps(mask_value(parsed, secrets), ensure_ascii=False).encode()
+
+
 class OutputMasker:
     """Masks secrets in a byte stream fed in pieces (see the module docstring)."""
 

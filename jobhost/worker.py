@@ -54,7 +54,7 @@ from jobhost.execution.output import CHUNK
 from jobhost.execution.process import MAX_CONTROL_LINE, ChildProcess, Exit, ProgressLines
 from jobhost.execution.termination import DRAIN_CHUNKS, MAX_RESULT_BYTES, Termination
 from jobhost.models import LaunchSpec
-from jobhost.redact import OutputMasker
+from jobhost.redact import OutputMasker, mask_result, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,20 @@ class WorkerRun:
         self.output_bytes = 0
         self._termination: Termination | None = None  # once the process exists
         self._progress = ProgressLines()
-        # redact: masked here already, so that neither the broker nor a server that
-        # re-adopts the run (and has no secrets to mask with) ever holds a clear value.
+        # redact: output, progress messages, the result and the error are masked here
+        # already, so that neither the broker nor a server that re-adopts the run (and has
+        # no secrets to mask with) ever holds a clear value.
         self._masker = OutputMasker(spec.secrets) if spec.secrets else None
+
+    def _result(self, path: str) -> bytes | None:
+        raw = _read_result(path)
+        if raw is not None and len(raw) > MAX_RESULT_BYTES:
+            # Refused by the server for its size alone; masking could shrink it below.
+            return b" " * (MAX_RESULT_BYTES + 1)
+        return mask_result(raw, self.spec.secrets)
+
+    def _masked(self, text: str | None) -> str | None:
+        return mask_text(text, self.spec.secrets) if text and self.spec.secrets else text
 
     async def _emit(self, kind: str, **fields: str | bytes | int | None) -> None:
         entry: dict[Any, Any] = {"type": kind, "id": self.spec.execution_id}
@@ -178,7 +189,7 @@ class WorkerRun:
             except (OSError, ValueError) as exc:
                 # The program only: arguments and environment may hold secret values.
                 program = shlex.quote(spec.argv[0]) if spec.argv else "job"
-                error = f"Cannot start {program}: {exc}"
+                error = self._masked(f"Cannot start {program}: {exc}")
                 await self._emit("exited", error=error, output_bytes=0)
                 return
             try:
@@ -200,8 +211,8 @@ class WorkerRun:
                 output_bytes=self.output_bytes,
                 stopped=int(self._termination.stopped),
                 timed_out=int(self._termination.timed_out),
-                result=_read_result(result_file),
-                error=exit.error,
+                result=self._result(result_file),
+                error=self._masked(exit.error),
             )
         finally:
             shutil.rmtree(result_dir, ignore_errors=True)
@@ -326,7 +337,7 @@ class WorkerRun:
             await self._emit(
                 "progress",
                 fraction=None if fraction is None else repr(fraction),
-                message=message,
+                message=self._masked(message),
             )
 
 

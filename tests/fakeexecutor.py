@@ -49,6 +49,9 @@ class FakeExecutor:
     def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
         return ()
 
+    def exit_recorded(self, execution_id: str) -> None:
+        pass
+
     async def terminate_orphan(self, execution: Execution) -> bool:
         return False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -223,3 +224,75 @@ async def test_a_second_stop_with_a_shorter_grace_ends_a_worker_run_sooner(
         await executor.aclose()
     assert info.stopped
     assert info.exit_signal == signal.SIGKILL
+
+
+async def test_a_readopted_run_keeps_its_secret_masked_in_result_progress_and_output(
+    tmp_path: Path, worker: Worker
+) -> None:
+    """The server that re-adopts a Celery run has no secret values to mask with: the
+    worker masks what it reports (the result and progress message too, not only output)."""
+    secret = f"tok-{uuid.uuid4().hex[:12]}"
+    gate = tmp_path / "gate"
+    script = (
+        'echo "token $TOK"\n'
+        f"while [ ! -e {gate} ]; do sleep 0.05; done\n"  # until the first server is gone
+        'printf \'{"progress": 0.5, "message": "using %s"}\\n\' "$TOK"'
+        ' > "/proc/self/fd/$JOBHOST_CONTROL_FD"\n'
+        'printf \'{"token": "%s", "said": ["token %s"]}\' "$TOK" "$TOK" > "$JOBHOST_RESULT_PATH"\n'
+        "exit 2\n"
+    )
+    spec = spec_for(tmp_path, uuid.uuid4().hex, script, worker.queue)
+    env = {**spec.env, "TOK": secret, "JOBHOST_RESULT_PATH": spec.result_path}
+    spec = dataclasses.replace(spec, env=env, secrets=(secret,))
+    first_events = contract.Recorder()
+    first = CeleryExecutor(first_events, settings(tmp_path))
+    await first.start(spec)
+    await first_events.until(lambda: first_events.outputs[spec.execution_id])
+    await first.aclose()  # the server stops; the run goes on on its worker
+
+    events = contract.Recorder()
+    second = CeleryExecutor(events, settings(tmp_path))
+    try:
+        assert await second.adopt(record(spec))
+        assert second.adopted_secrets(spec.execution_id) == ()  # nothing to mask with here
+        gate.touch()
+        info = await events.exited(spec.execution_id)
+    finally:
+        await second.aclose()
+    assert info.exit_code == 2
+    assert Path(spec.log_path).read_text() == "token ***\n"
+    assert events.progress[spec.execution_id] == [(0.5, "using ***")]
+    # What the supervisor reads back and stores as the run's result.
+    assert json.loads(Path(spec.result_path).read_text()) == {
+        "token": "***",
+        "said": ["token ***"],
+    }
+    assert secret not in (info.error or "")
+
+
+async def test_an_exit_its_server_heard_but_never_recorded_is_there_for_the_next_server(
+    tmp_path: Path, worker: Worker
+) -> None:
+    """The saved stream position never passes an exit that is not committed yet
+    (``exit_recorded``): a server that dies in between leaves it to the next one."""
+    first_events = contract.Recorder()
+    first = CeleryExecutor(first_events, settings(tmp_path))
+    spec = spec_for(tmp_path, uuid.uuid4().hex, "echo done; exit 6", worker.queue)
+    later = spec_for(tmp_path, uuid.uuid4().hex, "echo later", worker.queue)
+    await first.start(spec)
+    await first_events.exited(spec.execution_id)  # heard; the commit never comes
+    # A later entry read by the same reader: the position of the batch before it is saved.
+    await first.start(later)
+    await first_events.exited(later.execution_id)
+    first.exit_recorded(later.execution_id)
+    await first.aclose()  # the server dies before committing the first run's end
+
+    events = contract.Recorder()
+    second = CeleryExecutor(events, settings(tmp_path))
+    try:
+        assert await second.adopt(record(spec))
+        info = await events.exited(spec.execution_id)
+    finally:
+        await second.aclose()
+    assert info.exit_code == 6
+    assert Path(spec.log_path).read_text() == "done\n"

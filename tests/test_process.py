@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from jobhost.execution.process import ChildProcess, kill_orphan_group, raise_fd_limit
+from jobhost.execution.trampoline import TRAMPOLINE, ExecSetup
 
 
 def _settle(done: asyncio.Future[None]) -> None:
@@ -32,6 +34,18 @@ async def reaped(child: ChildProcess) -> None:
     finally:
         loop.remove_reader(child.pidfd)
     assert child.reap() is not None
+
+
+def wait_for_exit(pid: int) -> bool:
+    """Await the exit of a process through its pidfd (it may be a zombie after)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], 60)[0])
+    finally:
+        os.close(pidfd)
 
 
 def read_all(fd: int) -> bytes:
@@ -119,3 +133,65 @@ def test_kill_orphan_group_checks_the_create_time() -> None:
         if orphan.poll() is None:
             orphan.kill()
             orphan.wait()
+
+
+# ---------------------------------------------------------------- the spawn trampoline
+
+
+async def test_a_job_spawned_without_a_cgroup_records_its_own_peak_not_the_spawners(
+    tmp_path: Path,
+) -> None:
+    ballast = bytes(range(256)) * (240 * 1024)  # this process is now 60 MB bigger
+    child = ChildProcess.spawn(["sleep", "0.1"], str(tmp_path), {"PATH": os.environ["PATH"]})
+    assert psutil.Process(child.pid).ppid() == os.getpid()  # our child, for wait4 and pidfd
+    await reaped(child)
+    child.close()
+    assert child.exit is not None
+    assert child.exit.exit_code == 0
+    # Spawned from this process it would record at least this process's size.
+    assert child.exit.peak_rss_bytes < 16 * 1024 * 1024 < len(ballast)
+
+
+async def test_the_trampoline_applies_limits_and_the_account_before_exec(tmp_path: Path) -> None:
+    setup = ExecSetup(rlimits=((resource.RLIMIT_NOFILE, 64),), nice=5, umask=0o077)
+    output_r, output_w = os.pipe()
+    control_r, control_w = os.pipe()
+    script = "ulimit -n; nice; umask; echo $JOBHOST_CONTROL_FD; ls /proc/self/fd | wc -l"
+    try:
+        with open(os.devnull, "rb") as stdin:
+            spawned = TRAMPOLINE.spawn(
+                ["sh", "-c", script],
+                str(tmp_path),
+                {"PATH": os.environ["PATH"], "JOBHOST_CONTROL_FD": "99"},
+                (stdin.fileno(), output_w, control_w),
+                setup,
+            )
+    finally:
+        os.close(output_w)
+        os.close(control_w)
+    assert spawned is not None
+    assert spawned.wait() == 0
+    lines = read_all(output_r).decode().split()
+    os.close(output_r)
+    os.close(control_r)
+    # 0, 1, 2, the control pipe (3) and the one ls reads: nothing else leaked in.
+    assert lines == ["64", "5", "0077", "3", "5"]
+
+
+def test_the_trampoline_reports_spawn_errors_and_survives_its_helpers_death(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(FileNotFoundError, match=r"No such file or directory: '/no/such/prog'"):
+        ChildProcess.spawn(["/no/such/prog"], str(tmp_path), {})
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "gone")):
+        ChildProcess.spawn(["true"], str(tmp_path / "gone"), {"PATH": os.environ["PATH"]})
+    with pytest.raises(PermissionError):
+        ChildProcess.spawn([str(tmp_path)], str(tmp_path), {})
+    helper = TRAMPOLINE.helper_pid
+    assert helper is not None
+    os.kill(helper, signal.SIGKILL)
+    assert wait_for_exit(helper)
+    child = ChildProcess.spawn(["true"], str(tmp_path), {"PATH": os.environ["PATH"]})
+    assert TRAMPOLINE.helper_pid not in (None, helper)  # a new helper took over
+    os.waitpid(child.pid, 0)
+    child.detach()

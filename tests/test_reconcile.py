@@ -120,3 +120,54 @@ async def test_a_run_whose_pid_was_never_recorded_is_found_by_its_marker(
         finally:
             if orphan.poll() is None:
                 orphan.kill()
+
+
+# A host that hears its run end and dies before the end is committed (its store stalls on
+# that write): the exit and the result file must still be there for the next server.
+HEARS_THE_END_AND_DIES = """
+import asyncio, json, sys, threading
+from jobhost.config import Settings
+from jobhost.engine import JobHost
+
+async def main():
+    settings = Settings(apps_roots=[sys.argv[1]], data_dir=sys.argv[2], watch=False,
+                        scheduler_enabled=False)
+    engine = await JobHost(settings).open()
+    save_batch = engine.store.save_batch
+    def stalled(executions, audit):
+        if any(execution.status.terminal for execution in executions):
+            print(json.dumps({"id": executions[0].id}), flush=True)
+            threading.Event().wait()  # the commit of the end never lands
+        return save_batch(executions, audit)
+    engine.store.save_batch = stalled
+    await engine.start("Demo/Answer")
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_run_whose_end_was_heard_but_not_committed_is_finished_by_the_next_server(
+    tmp_path: Path, apps: Path, engine_factory: EngineFactory
+) -> None:
+    script = (
+        "import json, os\njson.dump({'answer': 42}, open(os.environ['JOBHOST_RESULT_PATH'], 'w'))\n"
+    )
+    write_job(apps, "Demo", "Answer", {"Name": "Answer"}, script_text=script)
+    with subprocess.Popen(
+        [sys.executable, "-c", HEARS_THE_END_AND_DIES, str(apps), str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as host:
+        try:
+            assert host.stdout is not None
+            heard = json.loads(host.stdout.readline())
+        finally:
+            os.kill(host.pid, signal.SIGKILL)
+            host.wait()
+    async with engine_factory() as engine:
+        final = await asyncio.wait_for(engine.wait(heard["id"]), 60)
+    # Not lost: the runner kept the exit until a commit, and the result file was kept too.
+    assert final.status is ExecutionStatus.SUCCEEDED
+    assert final.exit_code == 0
+    assert final.result == {"answer": 42}

@@ -184,12 +184,66 @@ async def test_a_run_that_ended_while_no_server_was_up_is_reported_on_adoption(
     info = await recorder.exited("run2")
     assert info.exit_code == 3
     assert (tmp_path / "logs" / "run2.log").read_text() == "first\nlast\n"
-    # Acknowledged: a second adoption finds nothing left.
+    # Recorded and acknowledged (as the supervisor does once its commit is done): a second
+    # adoption finds nothing left. A request on the same connection orders it after the ack.
+    executor.exit_recorded("run2")
+    await executor.unclaimed()
     second = RunnerExecutor(Recorder(), data_dir)
     try:
         assert not await second.adopt(record("run2"))
     finally:
         await second.aclose()
+
+
+# A previous server that hears a run's exit and dies before recording it.
+HEARD_THE_EXIT = """
+import asyncio, json, sys
+from jobhost.executors.runner import RunnerExecutor
+from jobhost.models import LaunchSpec
+
+class Events:
+    def __init__(self):
+        self.exited = asyncio.Event()
+    def on_started(self, execution_id, pid, host):
+        pass
+    def on_output(self, execution_id, total):
+        pass
+    def on_progress(self, execution_id, fraction, message):
+        pass
+    def on_exited(self, execution_id, info):
+        self.exited.set()  # and its commit never happens: the process is killed now
+
+async def main():
+    events = Events()
+    executor = RunnerExecutor(events, sys.argv[1])
+    await executor.start(LaunchSpec(**json.loads(sys.argv[2])))
+    await events.exited.wait()
+    print("heard", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_exit_its_server_heard_but_never_recorded_is_adopted_by_the_next(
+    tmp_path: Path, data_dir: Path, adopter: tuple[RunnerExecutor, Recorder]
+) -> None:
+    spec = spec_dict(tmp_path, "run8", sh("echo done; exit 5"))
+    previous = subprocess.Popen(
+        [sys.executable, "-c", HEARD_THE_EXIT, str(data_dir), json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert previous.stdout is not None
+    assert previous.stdout.readline() == "heard\n"
+    previous.kill()  # between hearing the exit and committing it
+    previous.wait()
+    previous.stdout.close()
+    executor, recorder = adopter
+    assert await executor.adopt(record("run8"))  # the runner kept the exit: not acknowledged
+    info = await recorder.exited("run8")
+    assert info.exit_code == 5
+    assert (tmp_path / "logs" / "run8.log").read_text() == "done\n"
 
 
 async def test_a_stop_after_adoption_ends_the_whole_process_group(

@@ -411,11 +411,15 @@ class RunGroup:
                 files.append((os.path.join(cpu, "cpu.shares"), str(shares)))
         return files
 
+    def join_file(self) -> str | None:
+        """v2: the file a child writes ``0`` to between fork and exec to join the cgroup."""
+        return os.path.join(self.paths[""], "cgroup.procs") if self.v2 else None
+
     def preexec(self) -> Callable[[], None] | None:
         """v2: what the child runs between fork and exec to join the cgroup."""
-        if not self.v2:
+        procs = self.join_file()
+        if procs is None:
             return None
-        procs = os.path.join(self.paths[""], "cgroup.procs")
 
         def join() -> None:
             _write(procs, "0")

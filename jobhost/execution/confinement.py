@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobhost.catalog.limits import format_bytes
 from jobhost.execution.cgroups import Isolation, RunGroup
+from jobhost.execution.trampoline import ExecSetup
 from jobhost.models import LaunchSpec, ResourceLimits, RunAs
 
 if TYPE_CHECKING:
@@ -180,6 +181,26 @@ class Confinement:
 
             kwargs["preexec_fn"] = preexec
         return kwargs
+
+    def exec_setup(self) -> ExecSetup | None:
+        """The same steps for the spawn trampoline (``jobhost.execution.trampoline``); None
+        on cgroup v1, where the child must be born from a thread inside the run's cgroups
+        (spawned directly)."""
+        join = None
+        if self.group is not None:
+            join = self.group.join_file()
+            if join is None:
+                return None
+        account = self.account
+        return ExecSetup(
+            rlimits=tuple(self._rlimits()),
+            nice=self.limits.nice,
+            uid=None if account is None else account.uid,
+            gid=None if account is None else account.gid,
+            groups=() if account is None else account.groups,
+            umask=None if account is None else account.umask,
+            cgroup_procs=join,
+        )
 
     def spawn(self, start: Callable[[], T]) -> T:
         """``start()`` (the spawn itself) such that the child is born in the run's cgroup."""

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from jobhost.execution.trampoline import TRAMPOLINE, ExecSetup, Spawned
+
 if TYPE_CHECKING:
     from jobhost.execution.confinement import Confinement
 
@@ -78,7 +80,7 @@ class ChildProcess:
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        popen: subprocess.Popen[bytes] | Spawned,
         output_fd: int,
         control_fd: int,
         pidfd: int,
@@ -138,7 +140,14 @@ class ChildProcess:
                     **extra,
                 )
 
-            popen = start() if confinement is None else confinement.spawn(start)
+            # Through the trampoline (without a cgroup, or on cgroup v2), so that the run's
+            # ru_maxrss is its own and not the spawner's size; directly on cgroup v1.
+            popen: subprocess.Popen[bytes] | Spawned | None = None
+            setup = ExecSetup() if confinement is None else confinement.exec_setup()
+            if setup is not None:
+                popen = _through_trampoline(argv, cwd, child_env, stdin, output_w, control_w, setup)
+            if popen is None:
+                popen = start() if confinement is None else confinement.spawn(start)
             if confinement is not None:
                 confinement.started(popen.pid)
         except BaseException:
@@ -209,8 +218,9 @@ class ChildProcess:
             exit_signal=-code if code < 0 else None,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
             # Kilobytes on Linux. The kernel counts the spawner's memory at exec time in a
-            # child's high-water mark, so small jobs show at least the server's size: the
-            # run's cgroup, where there is one, gives the true peak instead.
+            # child's high-water mark: jobs come from the small spawn trampoline (about
+            # 5 MB) for that reason, and the run's cgroup, where there is one, gives the
+            # true peak instead.
             peak_rss_bytes=usage.ru_maxrss * 1024,
         )
         if self.confinement is not None:  # descendants killed, cgroup accounting, removed
@@ -235,6 +245,24 @@ class ChildProcess:
         if self.exit is None:
             self._popen.returncode = 0
         self.close()
+
+
+def _through_trampoline(
+    argv: Sequence[str],
+    cwd: str,
+    env: Mapping[str, str],
+    stdin: int | None,
+    output_w: int,
+    control_w: int,
+    setup: ExecSetup,
+) -> Spawned | None:
+    if stdin is not None:
+        return TRAMPOLINE.spawn(argv, cwd, env, (stdin, output_w, control_w), setup)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return TRAMPOLINE.spawn(argv, cwd, env, (devnull, output_w, control_w), setup)
+    finally:
+        os.close(devnull)
 
 
 def kill_orphan_group(pid: int, started_at: datetime) -> bool:

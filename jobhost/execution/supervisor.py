@@ -93,6 +93,7 @@ class Supervisor:
         # two runs of one job that crash each get their own restart and brake.
         self._lineage: dict[str, str] = {}  # live execution ID → its lineage's first ID
         self._trackers: dict[str, RestartTracker] = {}  # by lineage
+        self._results_read: set[str] = set()  # result files removed once the end commits
         self._restart_timers: dict[str, tuple[str, asyncio.TimerHandle]] = {}  # lineage → job
         self.last_finished: dict[str, Execution] = {}
         # Recently ended runs as stored: an ended run no longer changes, so status reads of
@@ -399,6 +400,8 @@ class Supervisor:
             # wait() returns and its slot frees) and keep trying to store the end.
             log.exception("recording the end of %s failed; retrying in the background", final.id)
             self._spawn(self._record_until_stored(final))
+        else:
+            self._forget_exit(final.id)
         self.live.pop(final.id, None)
         self.remember(final)
         of_job = self._by_job.get(final.job_id)
@@ -435,6 +438,7 @@ class Supervisor:
             except Exception as exc:
                 log.warning("recording the end of %s failed again: %s", final.id, exc)
             else:
+                self._forget_exit(final.id)
                 return
         log.error("gave up recording the end of %s; the next server will reconcile it", final.id)
 
@@ -600,6 +604,15 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("supervisor task failed", exc_info=task.exception())
 
+    def _forget_exit(self, execution_id: str) -> None:
+        """The end is committed: the executor's exit record and the result file can go
+        (not before: see ``Executor.exit_recorded``)."""
+        self.executor.exit_recorded(execution_id)
+        if execution_id in self._results_read:
+            self._results_read.discard(execution_id)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._launcher.result_path(execution_id))
+
     def _read_result(self, execution_id: str) -> tuple[Any, str | None]:
         path = self._launcher.result_path(execution_id)
         try:
@@ -610,14 +623,14 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             return None, f"Could not read the result file: {exc}"
+        # Removed once the run's end is committed (_forget_exit), not now: a server that
+        # dies before that leaves the file to the server that re-adopts the exit.
+        self._results_read.add(execution_id)
         try:
             with open(fd, "rb") as handle:
                 raw = handle.read(MAX_RESULT_BYTES + 1)
         except OSError as exc:
             return None, f"Could not read the result file: {exc}"
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
         if len(raw) > MAX_RESULT_BYTES:
             return None, f"Result ignored: larger than {MAX_RESULT_BYTES} bytes"
         if not raw:  # a run_as job's result file is made for it beforehand: empty is none

@@ -25,8 +25,9 @@ stop is published in case the worker was only cut off.
 Restarts: the server ID is kept in Redis per host and data dir
 (``jobhost:server-id:<host>:<data dir>``), so a restarted server reads the same stream,
 and how far it has read is kept too (``jobhost:events-pos:<server id>``, after each
-batch). ``adopt`` re-attaches to a run a previous server started, from any host: the
-worker names the run's stream in ``jobhost:route:<id>``; the entries since that
+batch, and never past an exit that is not committed yet). ``adopt`` re-attaches to a
+run a previous server started, from any host: the worker names the run's stream in
+``jobhost:route:<id>``; the entries since that
 stream's saved position are replayed, then followed live. Output entries carry their
 stream offset, so the log is continued from its size with no byte written twice.
 
@@ -97,6 +98,9 @@ def _raw(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
+LAST_SEQUENCE = 2**64 - 1  # the largest sequence part of a stream entry ID
+
+
 def _entry_key(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
@@ -132,6 +136,9 @@ class CeleryExecutor:
         self._reader: aioredis.Redis | None = None
         self._closing = False
         self._runs: dict[str, _Remote] = {}
+        # Exits read from this server's stream and not committed yet (exit_recorded): the
+        # saved position stays before the first, so a next server reads them again.
+        self._unrecorded: dict[str, bytes] = {}
         # One thread: kombu's publish is blocking, and one at a time keeps the order.
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="jobhost-celery-send")
         self._redis: aioredis.Redis | None = None
@@ -188,10 +195,13 @@ class CeleryExecutor:
         return held
 
     def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
-        """Not known here: the worker masks output itself, but a Celery run's secret values
-        never come back from the broker, so an adopted run's result and error are stored
-        as the worker reports them."""
+        """Not known here (the values never come back from the broker), and not needed:
+        the worker masks output, progress messages, the result and the error itself."""
         return ()
+
+    def exit_recorded(self, execution_id: str) -> None:
+        """The saved position may pass this run's exit now (at the next batch)."""
+        self._unrecorded.pop(execution_id, None)
 
     async def adopt(self, execution: Execution) -> bool:
         """Re-attach to a run an earlier server started on a worker (from any host).
@@ -264,7 +274,9 @@ class CeleryExecutor:
                 start = entry_id
                 if fields.get(b"id") == execution_id:
                     run.held.append((entry_id, fields))
-                    ended = ended or fields.get(b"type") == b"exited"
+                    if fields.get(b"type") == b"exited":
+                        ended = True
+                        self._note_exit(stream, run.spec.execution_id, entry_id)
         self._streams.setdefault(stream, start)  # followed live from here on
         return ended
 
@@ -414,6 +426,8 @@ class CeleryExecutor:
                 stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
                 for entry_id, fields in entries:
                     self._streams[stream] = entry_id
+                    if fields.get(b"type") == b"exited":
+                        self._note_exit(stream, _text(fields, "id") or "", entry_id)
                     try:
                         self._handle(fields, entry_id)
                     except Exception:  # one bad entry must not end the listener
@@ -421,10 +435,26 @@ class CeleryExecutor:
             if reply:
                 with contextlib.suppress(OSError, aioredis.RedisError):
                     await client.set(
-                        position_key(self._server_id),
-                        self._streams[self._stream],
-                        ex=ROUTE_TTL_SECONDS,
+                        position_key(self._server_id), self._saved_position(), ex=ROUTE_TTL_SECONDS
                     )
+
+    def _note_exit(self, stream: str, execution_id: str, entry_id: bytes) -> None:
+        """An exit on this server's own stream, of a run it follows, until committed."""
+        if stream == self._stream and execution_id in self._runs:
+            self._unrecorded.setdefault(execution_id, entry_id)
+
+    def _saved_position(self) -> bytes:
+        """How far the next server may skip: the read position, or just before the first
+        exit not committed yet."""
+        position = self._streams[self._stream]
+        if not self._unrecorded:
+            return position
+        first = min(self._unrecorded.values(), key=_entry_key)
+        if _entry_key(first) > _entry_key(position):
+            return position
+        ms, seq = _entry_key(first)
+        before = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{LAST_SEQUENCE}"
+        return before.encode()
 
     def _handle(self, fields: dict[bytes, bytes], entry_id: bytes, *, replay: bool = False) -> None:
         execution_id = _text(fields, "id") or ""

@@ -260,6 +260,9 @@ class LocalExecutor:
     def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
         return ()  # nothing is ever adopted here
 
+    def exit_recorded(self, execution_id: str) -> None:
+        pass  # no exit is kept for anyone else
+
     async def aclose(self) -> None:
         """Forget every run without signalling it; its output stops being captured."""
         loop = asyncio.get_running_loop()

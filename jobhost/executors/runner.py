@@ -151,6 +151,11 @@ class RunnerExecutor:
         asyncio.get_running_loop().call_soon(self._release, execution_id)
         return True
 
+    def exit_recorded(self, execution_id: str) -> None:
+        """Acknowledge the exit: the runner forgets its record of the run."""
+        if self._outbox is not None:
+            self._outbox.send({"op": "ack", "i": execution_id})
+
     def adopted_secrets(self, execution_id: str) -> tuple[str, ...]:
         """The runner keeps each run's secret values (in memory, never on disk) and hands
         them to the server that adopts it."""
@@ -347,9 +352,9 @@ class RunnerExecutor:
             if execution_id not in self._runs:
                 return  # not ours any more (adopted elsewhere): not acknowledged either
             self._runs.discard(execution_id)
+            # Acknowledged once the end is committed (exit_recorded), not now: a server
+            # that dies before its commit leaves the exit record to the next server.
             self._events.on_exited(execution_id, exit_from_wire(message["info"]))
-            if self._outbox is not None:
-                self._outbox.send({"op": "ack", "i": execution_id})
 
     def _release(self, execution_id: str) -> None:
         for message in self._held.pop(execution_id, []):
