@@ -52,6 +52,7 @@ from jobhost.execution.cgroups import Isolation
 from jobhost.execution.confinement import Confinement
 from jobhost.execution.output import CHUNK
 from jobhost.execution.process import MAX_CONTROL_LINE, ChildProcess, Exit, ProgressLines
+from jobhost.execution.results import read_result_bytes
 from jobhost.execution.termination import DRAIN_CHUNKS, MAX_RESULT_BYTES, Termination
 from jobhost.models import LaunchSpec
 from jobhost.redact import OutputMasker, mask_result, mask_text
@@ -360,14 +361,10 @@ async def _readable_or_done(fd: int, done: asyncio.Future[Any]) -> None:
 
 
 def _read_result(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_RESULT_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        log.warning("Cannot read the result file %s: %s", path, exc)
-        return None
+    raw, error = read_result_bytes(path, remove=False)  # the directory goes as a whole
+    if error is not None:
+        log.warning("%s (%s)", error, path)
+    return raw
 
 
 app = make_app(default_broker_url())

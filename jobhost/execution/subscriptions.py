@@ -48,3 +48,49 @@ class Subscription(AsyncIterator[Execution]):
 
     def __del__(self) -> None:
         self._subscribers.discard(self)
+
+
+class Watchers:
+    """Who waits on live runs: subscribers to every transition, callers waiting for a
+    run's end, and followers waiting for its next output. Runs on the event loop."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscription] = set()
+        self._done: dict[str, list[asyncio.Future[Execution]]] = {}
+        self._output: dict[str, list[asyncio.Future[None]]] = {}
+
+    def changes(self) -> Subscription:
+        return Subscription(self.subscribers)
+
+    def announce(self, execution: Execution) -> None:
+        for subscription in list(self.subscribers):
+            subscription.put(execution)
+
+    async def wait(self, execution_id: str) -> Execution:
+        """The run once ``ended`` is called for it."""
+        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        self._done.setdefault(execution_id, []).append(future)
+        return await future
+
+    async def output_changed(self, execution_id: str) -> None:
+        """Return at the next ``wake_output`` or ``ended`` of the run."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._output.setdefault(execution_id, []).append(future)
+        try:
+            await future
+        finally:
+            waiters = self._output.get(execution_id)
+            if waiters and future in waiters:
+                waiters.remove(future)
+
+    def wake_output(self, execution_id: str) -> None:
+        for future in self._output.pop(execution_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    def ended(self, execution: Execution) -> None:
+        """Release everyone waiting on the run: ``wait`` returns ``execution``."""
+        for waiter in self._done.pop(execution.id, []):
+            if not waiter.done():
+                waiter.set_result(execution)
+        self.wake_output(execution.id)

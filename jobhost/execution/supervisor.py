@@ -1,9 +1,13 @@
-"""Live executions: dispatch, the state machine, concurrency, queueing and restarts.
+"""Live executions: dispatch, the state machine, the queue, and the bookkeeping of an end.
 
 The supervisor owns every execution that is not finished. It is the executor's
 ``ExecutionEvents``: transitions are applied in memory at once (so decisions never
 see stale state), written through the journal, and announced only after the write
 commits. It knows nothing of users or permissions: the engine checks those first.
+
+The decisions are elsewhere, as pure functions over small values: whether a run may
+start (``admission``), what an exit means (``exits``), the result file (``results``),
+when a run is restarted (``restart``, timers per run lineage).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
 import random
@@ -25,10 +28,22 @@ from jobhost.abc import Executor, Hook
 from jobhost.catalog.discovery import Job
 from jobhost.config import Settings
 from jobhost.errors import Conflict, TooManyRequests
+from jobhost.execution.admission import (
+    FREE,
+    Admission,
+    Occupancy,
+    Policy,
+    Queue,
+    Reject,
+    admit,
+    may_leave_queue,
+)
+from jobhost.execution.exits import exit_status, timeout_message
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import Launcher
-from jobhost.execution.restart import RestartTracker, wants_restart
-from jobhost.execution.subscriptions import Subscription
+from jobhost.execution.restart import RestartTimers
+from jobhost.execution.results import parse_result, read_result_bytes
+from jobhost.execution.subscriptions import Subscription, Watchers
 from jobhost.models import (
     AuditEvent,
     Execution,
@@ -42,7 +57,6 @@ from jobhost.redact import mask_execution
 
 log = logging.getLogger(__name__)
 
-MAX_RESULT_BYTES = 1024 * 1024
 RECENT_KEPT = 10_000
 FINAL_WRITE_ATTEMPTS = 8
 
@@ -80,21 +94,14 @@ class Supervisor:
         self.executor = executor_factory(self)
         self._hooks = list(hooks)
         self._clock = clock
-        self._rng = rng or random.Random()
         self.live: dict[str, Execution] = {}
         self._by_job: dict[str, dict[str, None]] = {}  # job ID → its live execution IDs
         self._launches: dict[str, Launch] = {}
         self._queues: dict[str, deque[str]] = {}
-        self._done: dict[str, list[asyncio.Future[Execution]]] = {}
-        self._output: dict[str, list[asyncio.Future[None]]] = {}
-        self._subscribers: set[Subscription] = set()
+        self._watchers = Watchers()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
-        # Restarts belong to a run's lineage (a run and the restarts that followed it), so
-        # two runs of one job that crash each get their own restart and brake.
-        self._lineage: dict[str, str] = {}  # live execution ID → its lineage's first ID
-        self._trackers: dict[str, RestartTracker] = {}  # by lineage
         self._results_read: set[str] = set()  # result files removed once the end commits
-        self._restart_timers: dict[str, tuple[str, asyncio.TimerHandle]] = {}  # lineage → job
+        self._restarts = RestartTimers(rng or random.Random())
         self.last_finished: dict[str, Execution] = {}
         # Recently ended runs as stored: an ended run no longer changes, so status reads of
         # it (a UI or a script polling a run that just finished) need no database trip.
@@ -127,28 +134,17 @@ class Supervisor:
         job = launch.job
         definition = job.definition
         assert definition is not None
+        request = Admission(job.id, Policy.of(definition), test)
+        decision = admit(request, self.occupancy(job.id) if request.limited else FREE)
+        if isinstance(decision, Reject):
+            if decision.full:
+                raise TooManyRequests(decision.reason)
+            raise Conflict(decision.reason, details={"running": list(decision.running)})
         status = ExecutionStatus.STARTING
-        replace: list[Execution] = []
-        limit = definition.max_concurrent
-        if not test and limit:
-            active = self.active_of(job.id)
-            if len(active) + len(self._queues.get(job.id, ())) >= limit:
-                if definition.on_conflict == "reject":
-                    running = ", ".join(e.id for e in active) or "queued runs"
-                    raise Conflict(
-                        f"Job {job.id!r} already has {len(active)} active execution(s) "
-                        f"(max_concurrent={limit}, on_conflict=reject): {running}. "
-                        "Stop it first, or restart it.",
-                        details={"running": [e.id for e in active]},
-                    )
-                if self.queued_total() >= self.settings.max_queue:
-                    raise TooManyRequests(
-                        f"The queue is full ({self.settings.max_queue} waiting executions); "
-                        "try again later"
-                    )
-                status = ExecutionStatus.QUEUED
-                if definition.on_conflict == "replace":
-                    replace = active
+        replace: tuple[str, ...] = ()
+        if isinstance(decision, Queue):
+            status = ExecutionStatus.QUEUED
+            replace = decision.replace
         execution = Execution(
             id=new_id(),
             job_id=job.id,
@@ -168,7 +164,7 @@ class Supervisor:
         self._by_job.setdefault(job.id, {})[execution.id] = None
         self._launches[execution.id] = launch
         if lineage is not None:
-            self._lineage[execution.id] = lineage
+            self._restarts.link(execution.id, lineage)
         if status is ExecutionStatus.QUEUED:
             self._queues.setdefault(job.id, deque()).append(execution.id)
         # A start the executor reports at once (a local spawn) folds its first record into
@@ -191,14 +187,14 @@ class Supervisor:
         self._announce(execution)
         self._tell_hooks(lambda hook: hook.execution_started(execution), execution.id)
         for old in replace:
-            await self.stop(old.id, by="replaced by a newer run")
+            await self.stop(old, by="replaced by a newer run")
         return self.live.get(execution.id, execution)
 
     def _forget(self, execution: Execution) -> None:
         """Drop a run from memory without a record (its first write failed)."""
         self.live.pop(execution.id, None)
         self._launches.pop(execution.id, None)
-        self._lineage.pop(execution.id, None)
+        self._restarts.forget(execution.id)
         queue = self._queues.get(execution.job_id)
         if queue is not None and execution.id in queue:
             queue.remove(execution.id)
@@ -207,10 +203,7 @@ class Supervisor:
             of_job.pop(execution.id, None)
             if not of_job:
                 del self._by_job[execution.job_id]
-        for waiter in self._done.pop(execution.id, []):
-            if not waiter.done():
-                waiter.set_result(execution)
-        self._wake_output(execution.id)
+        self._watchers.ended(execution)
 
     async def _dispatch(self, execution: Execution) -> None:
         launch = self._launches[execution.id]
@@ -270,6 +263,15 @@ class Supervisor:
     def queued_total(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def occupancy(self, job_id: str) -> Occupancy:
+        """What holds or waits for the job's slots now (the input of ``admit``)."""
+        return Occupancy(
+            active=tuple(e.id for e in self.active_of(job_id)),
+            queued=len(self._queues.get(job_id, ())),
+            queued_total=self.queued_total(),
+            max_queue=self.settings.max_queue,
+        )
+
     # ----------------------------------------------------------------- stopping
     async def stop(self, execution_id: str, *, by: str | None = None) -> Execution:
         """Ask a live execution to stop; a queued one ends at once as ``stopped``.
@@ -310,16 +312,11 @@ class Supervisor:
 
     def restart_pending(self) -> list[str]:
         """The jobs with a restart timer set."""
-        return sorted({job_id for job_id, _ in self._restart_timers.values()})
+        return self._restarts.pending()
 
     def cancel_restart(self, job_id: str) -> bool:
         """Cancel every pending restart of the job; True if there was one."""
-        lineages = [k for k, (job, _) in self._restart_timers.items() if job == job_id]
-        for lineage in lineages:
-            _, timer = self._restart_timers.pop(lineage)
-            timer.cancel()
-            self._trackers.pop(lineage, None)
-        return bool(lineages)
+        return self._restarts.cancel(job_id)
 
     # ----------------------------------------------------------------- executor events
     def on_started(self, execution_id: str, pid: int | None, host: str) -> None:
@@ -338,7 +335,7 @@ class Supervisor:
         execution = self.live.get(execution_id)
         if execution is not None:
             self.live[execution_id] = execution.evolve(output_bytes=total_bytes)
-        self._wake_output(execution_id)
+        self._watchers.wake_output(execution_id)
 
     def on_progress(self, execution_id: str, fraction: float | None, message: str | None) -> None:
         execution = self.live.get(execution_id)
@@ -354,25 +351,14 @@ class Supervisor:
         execution = self.live.get(execution_id)
         if execution is None:
             return
-        if info.lost:
-            status = ExecutionStatus.LOST
-        elif info.error:
-            status = ExecutionStatus.FAILED
-        elif info.timed_out:
-            status = ExecutionStatus.TIMED_OUT
-        elif info.stopped:
-            status = ExecutionStatus.STOPPED
-        elif info.exit_code == 0:
-            status = ExecutionStatus.SUCCEEDED
-        else:
-            status = ExecutionStatus.FAILED
+        status = exit_status(info)
         result, result_error = self._read_result(execution_id)
         error = info.error or result_error
         launch = self._launches.get(execution_id)
         if status is ExecutionStatus.TIMED_OUT and error is None and launch is not None:
             definition = launch.job.definition
             limit = self._launcher.timeout(definition) if definition else None
-            error = f"Timed out after {limit} s"
+            error = timeout_message(limit)
         final = execution.evolve(
             status=status,
             ended_at=self._clock(),
@@ -415,10 +401,7 @@ class Supervisor:
         self.finished_counts[final.status.value] = self.finished_counts.get(final.status, 0) + 1
         self.duration_sum += final.duration_seconds or 0.0
         self._announce(final)
-        for waiter in self._done.pop(final.id, []):
-            if not waiter.done():
-                waiter.set_result(final)
-        self._wake_output(final.id)
+        self._watchers.ended(final)
         self._tell_hooks(lambda hook: hook.execution_finished(final, previous), final.id)
         self._launches.pop(final.id, None)
         if launch is not None:
@@ -450,8 +433,8 @@ class Supervisor:
                 queue.popleft()
                 continue
             definition = self._launches[execution.id].job.definition
-            limit = definition.max_concurrent if definition else 1
-            if limit and len(self.active_of(job_id)) >= limit:
+            policy = Policy.of(definition) if definition else Policy(1)
+            if not may_leave_queue(policy, len(self.active_of(job_id))):
                 return
             queue.popleft()
             starting = execution.evolve(status=ExecutionStatus.STARTING)
@@ -462,37 +445,18 @@ class Supervisor:
         self._queues.pop(job_id, None)
 
     def _maybe_restart(self, final: Execution, launch: Launch) -> None:
-        lineage = self._lineage.pop(final.id, final.id)
-        definition = launch.job.definition
-        if definition is None or not wants_restart(definition.restart, final):
-            self._trackers.pop(lineage, None)
-            return
-        tracker = self._trackers.setdefault(
-            lineage,
-            RestartTracker(
-                window_seconds=definition.restart_window_seconds,
-                burst=definition.restart_burst,
-                max_backoff_seconds=definition.restart_max_backoff_seconds,
-            ),
-        )
-        delay = tracker.next_delay(final, self._clock(), self._rng)
-        if delay is None:
+        def fire(lineage: str) -> None:
+            self._spawn(self._restart(final, launch, lineage))
+
+        braked = self._restarts.after_end(final, launch.job.definition, self._clock(), fire)
+        if braked is not None:
             note = (
-                f"Restart given up: {tracker.burst} quick failures within "
-                f"{tracker.window_seconds:g} s"
+                f"Restart given up: {braked.burst} quick failures within "
+                f"{braked.window_seconds:g} s"
             )
             noted = final.evolve(error=note)
             self.remember(noted)
             self._persist_and_announce(noted)
-            self._trackers.pop(lineage, None)
-            return
-
-        def fire() -> None:
-            self._restart_timers.pop(lineage, None)
-            self._spawn(self._restart(final, launch, lineage))
-
-        timer = asyncio.get_running_loop().call_later(delay, fire)
-        self._restart_timers[lineage] = (final.job_id, timer)
 
     async def _restart(self, final: Execution, launch: Launch, lineage: str) -> None:
         try:
@@ -506,7 +470,7 @@ class Supervisor:
                 lineage=lineage,
             )
         except Conflict:
-            self._trackers.pop(lineage, None)
+            self._restarts.give_up(lineage)
             log.info("restart of %s skipped: another execution is active", final.job_id)
 
     def secret_values(self, execution_id: str) -> list[str]:
@@ -527,28 +491,18 @@ class Supervisor:
         """The execution once it has ended; None when it is not live here."""
         if execution_id not in self.live:
             return None
-        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
-        self._done.setdefault(execution_id, []).append(future)
-        return await future
+        return await self._watchers.wait(execution_id)
 
     async def output_changed(self, execution_id: str) -> None:
         """Return when more output arrives or the execution ends."""
-        if execution_id not in self.live:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._output.setdefault(execution_id, []).append(future)
-        try:
-            await future
-        finally:
-            waiters = self._output.get(execution_id)
-            if waiters and future in waiters:
-                waiters.remove(future)
+        if execution_id in self.live:
+            await self._watchers.output_changed(execution_id)
 
     def changes(self) -> Subscription:
         """Every transition announced from this call on (bounded: a slow reader loses the
         oldest); subscribed at once, so nothing between this call and the first read is
         missed."""
-        return Subscription(self._subscribers)
+        return self._watchers.changes()
 
     # ----------------------------------------------------------------- internals
     def _tell_hooks(self, call: Callable[[Hook], None], execution_id: str) -> None:
@@ -586,13 +540,7 @@ class Supervisor:
         self._announce(execution)
 
     def _announce(self, execution: Execution) -> None:
-        for subscription in list(self._subscribers):
-            subscription.put(execution)
-
-    def _wake_output(self, execution_id: str) -> None:
-        for future in self._output.pop(execution_id, []):
-            if not future.done():
-                future.set_result(None)
+        self._watchers.announce(execution)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -614,31 +562,14 @@ class Supervisor:
                 os.unlink(self._launcher.result_path(execution_id))
 
     def _read_result(self, execution_id: str) -> tuple[Any, str | None]:
-        path = self._launcher.result_path(execution_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # most jobs write no result: one syscall, nothing to remove
+        """The run's result, its file left in place: it is removed once the run's end is
+        committed (``_forget_exit``), so a server that dies before that leaves the file
+        to the server that re-adopts the exit."""
+        raw, error = read_result_bytes(self._launcher.result_path(execution_id), remove=False)
+        if raw is None and error is None:  # most jobs write no result
             return None, None
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            return None, f"Could not read the result file: {exc}"
-        # Removed once the run's end is committed (_forget_exit), not now: a server that
-        # dies before that leaves the file to the server that re-adopts the exit.
         self._results_read.add(execution_id)
-        try:
-            with open(fd, "rb") as handle:
-                raw = handle.read(MAX_RESULT_BYTES + 1)
-        except OSError as exc:
-            return None, f"Could not read the result file: {exc}"
-        if len(raw) > MAX_RESULT_BYTES:
-            return None, f"Result ignored: larger than {MAX_RESULT_BYTES} bytes"
-        if not raw:  # a run_as job's result file is made for it beforehand: empty is none
-            return None, None
-        try:
-            return json.loads(raw), None
-        except ValueError as exc:
-            return None, f"Result ignored: not valid JSON ({exc})"
+        return (None, error) if error is not None else parse_result(raw)
 
     async def drain(self) -> None:
         """Wait for every pending bookkeeping task (used at shutdown and by tests)."""
