@@ -19,9 +19,8 @@ import functools
 import logging
 import os
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from jobhost.abc import Executor, Hook
@@ -31,7 +30,6 @@ from jobhost.errors import Conflict, TooManyRequests
 from jobhost.execution.admission import (
     FREE,
     Admission,
-    Occupancy,
     Policy,
     Queue,
     Reject,
@@ -41,6 +39,7 @@ from jobhost.execution.admission import (
 from jobhost.execution.exits import exit_status, timeout_message
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import Launcher
+from jobhost.execution.live import Launch, LiveRuns
 from jobhost.execution.restart import RestartTimers
 from jobhost.execution.results import parse_result, read_result_bytes
 from jobhost.execution.subscriptions import Subscription, Watchers
@@ -55,22 +54,12 @@ from jobhost.models import (
 )
 from jobhost.redact import mask_execution
 
+__all__ = ["Launch", "Supervisor"]  # Launch: imported from here by the engine
+
 log = logging.getLogger(__name__)
 
 RECENT_KEPT = 10_000
 FINAL_WRITE_ATTEMPTS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Launch:
-    """What the engine resolved for one run: the job and its checked variables."""
-
-    job: Job
-    variables: dict[str, Any]  # the real values (secrets included), kept in memory only
-    rendered: Any  # catalog.templates.Rendered
-    roles: frozenset[str]
-    # An adopted run's secret values, as the executor kept them (its variables are redacted).
-    secrets: tuple[str, ...] = ()
 
 
 class Supervisor:
@@ -94,10 +83,9 @@ class Supervisor:
         self.executor = executor_factory(self)
         self._hooks = list(hooks)
         self._clock = clock
-        self.live: dict[str, Execution] = {}
-        self._by_job: dict[str, dict[str, None]] = {}  # job ID → its live execution IDs
-        self._launches: dict[str, Launch] = {}
-        self._queues: dict[str, deque[str]] = {}
+        self.runs = LiveRuns(max_queue=settings.max_queue)
+        self.live = self.runs.runs  # by ID, read by the engine
+        self._launches = self.runs.launches
         self._watchers = Watchers()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
         self._results_read: set[str] = set()  # result files removed once the end commits
@@ -135,7 +123,7 @@ class Supervisor:
         definition = job.definition
         assert definition is not None
         request = Admission(job.id, Policy.of(definition), test)
-        decision = admit(request, self.occupancy(job.id) if request.limited else FREE)
+        decision = admit(request, self.runs.occupancy(job.id) if request.limited else FREE)
         if isinstance(decision, Reject):
             if decision.full:
                 raise TooManyRequests(decision.reason)
@@ -160,13 +148,9 @@ class Supervisor:
             scheduled_for=scheduled_for,
             owner=self.owner,
         )
-        self.live[execution.id] = execution
-        self._by_job.setdefault(job.id, {})[execution.id] = None
-        self._launches[execution.id] = launch
+        self.runs.add(execution, launch, queued=status is ExecutionStatus.QUEUED)
         if lineage is not None:
             self._restarts.link(execution.id, lineage)
-        if status is ExecutionStatus.QUEUED:
-            self._queues.setdefault(job.id, deque()).append(execution.id)
         # A start the executor reports at once (a local spawn) folds its first record into
         # the next one, ``running`` with the pid: one commit (``Journal`` docstring).
         fold = status is ExecutionStatus.STARTING and getattr(self.executor, "fold_start", False)
@@ -192,17 +176,8 @@ class Supervisor:
 
     def _forget(self, execution: Execution) -> None:
         """Drop a run from memory without a record (its first write failed)."""
-        self.live.pop(execution.id, None)
-        self._launches.pop(execution.id, None)
+        self.runs.forget(execution)
         self._restarts.forget(execution.id)
-        queue = self._queues.get(execution.job_id)
-        if queue is not None and execution.id in queue:
-            queue.remove(execution.id)
-        of_job = self._by_job.get(execution.job_id)
-        if of_job is not None:
-            of_job.pop(execution.id, None)
-            if not of_job:
-                del self._by_job[execution.job_id]
         self._watchers.ended(execution)
 
     async def _dispatch(self, execution: Execution) -> None:
@@ -226,12 +201,12 @@ class Supervisor:
         adopted = execution.evolve(owner=self.owner)
         # Live before the executor is asked: it may report the exit at once (a process
         # that ended while no server was up).
-        self.live[adopted.id] = adopted
-        self._by_job.setdefault(adopted.job_id, {})[adopted.id] = None
+        launch = None
         if job is not None:
-            self._launches[adopted.id] = Launch(
+            launch = Launch(
                 job=job, variables=dict(adopted.variables), rendered=None, roles=frozenset()
             )
+        self.runs.add(adopted, launch)
         try:
             attached = await self.executor.adopt(execution)
         except Exception:
@@ -242,13 +217,7 @@ class Supervisor:
             secrets = self.executor.adopted_secrets(adopted.id)
             self._launches[adopted.id] = dataclasses.replace(launch, secrets=secrets)
         if not attached:
-            self.live.pop(adopted.id, None)
-            self._launches.pop(adopted.id, None)
-            of_job = self._by_job.get(adopted.job_id)
-            if of_job is not None:
-                of_job.pop(adopted.id, None)
-                if not of_job:
-                    del self._by_job[adopted.job_id]
+            self.runs.forget(adopted)
             return False
         current = self.live.get(adopted.id)
         if current is not None and not current.status.terminal:
@@ -257,20 +226,10 @@ class Supervisor:
 
     def active_of(self, job_id: str) -> list[Execution]:
         """The job's runs that hold (or are getting) a process; test runs do not count."""
-        live = (self.live[i] for i in self._by_job.get(job_id, ()))
-        return [e for e in live if e.status.active and not e.test]
+        return self.runs.active_of(job_id)
 
     def queued_total(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
-    def occupancy(self, job_id: str) -> Occupancy:
-        """What holds or waits for the job's slots now (the input of ``admit``)."""
-        return Occupancy(
-            active=tuple(e.id for e in self.active_of(job_id)),
-            queued=len(self._queues.get(job_id, ())),
-            queued_total=self.queued_total(),
-            max_queue=self.settings.max_queue,
-        )
+        return self.runs.queued_total()
 
     # ----------------------------------------------------------------- stopping
     async def stop(self, execution_id: str, *, by: str | None = None) -> Execution:
@@ -281,9 +240,7 @@ class Supervisor:
             # Ended meanwhile (its bookkeeping may still be in flight): nothing to stop.
             return execution or await self._stored(execution_id)
         if execution.status is ExecutionStatus.QUEUED:
-            queue = self._queues.get(execution.job_id)
-            if queue and execution_id in queue:
-                queue.remove(execution_id)
+            self.runs.unqueue(execution)
             final = execution.evolve(
                 status=ExecutionStatus.STOPPED,
                 ended_at=self._clock(),
@@ -388,13 +345,8 @@ class Supervisor:
             self._spawn(self._record_until_stored(final))
         else:
             self._forget_exit(final.id)
-        self.live.pop(final.id, None)
+        self.runs.unindex(final)
         self.remember(final)
-        of_job = self._by_job.get(final.job_id)
-        if of_job is not None:
-            of_job.pop(final.id, None)
-            if not of_job:
-                del self._by_job[final.job_id]
         previous = self.last_finished.get(final.job_id)
         if not final.test:
             self.last_finished[final.job_id] = final
@@ -426,7 +378,7 @@ class Supervisor:
         log.error("gave up recording the end of %s; the next server will reconcile it", final.id)
 
     async def _drain_queue(self, job_id: str) -> None:
-        queue = self._queues.get(job_id)
+        queue = self.runs.queues.get(job_id)
         while queue:
             execution = self.live.get(queue[0])
             if execution is None or execution.status is not ExecutionStatus.QUEUED:
@@ -442,7 +394,7 @@ class Supervisor:
             await self.journal.record(starting)
             self._announce(starting)
             await self._dispatch(starting)
-        self._queues.pop(job_id, None)
+        self.runs.queues.pop(job_id, None)
 
     def _maybe_restart(self, final: Execution, launch: Launch) -> None:
         def fire(lineage: str) -> None:
@@ -476,15 +428,7 @@ class Supervisor:
     def secret_values(self, execution_id: str) -> list[str]:
         """The clear values of a live run's secret variables, for scrubbing text that is
         about to leave the host (notifications). Kept in memory only, never stored."""
-        launch = self._launches.get(execution_id)
-        definition = launch.job.definition if launch else None
-        if launch is None or definition is None:
-            return []
-        if launch.secrets:
-            return list(launch.secrets)
-        names = [n for n, spec in definition.template_variables.items() if spec.secret]
-        values = (launch.variables.get(name) for name in names)
-        return [str(v) for v in values if v not in (None, "")]
+        return self.runs.secret_values(execution_id)
 
     # ----------------------------------------------------------------- watching
     async def wait(self, execution_id: str) -> Execution | None:
