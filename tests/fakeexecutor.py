@@ -31,8 +31,12 @@ class FakeExecutor:
         self.started.put_nowait(spec.execution_id)
 
     def exit(self, execution_id: str, code: int) -> None:
+        self.end(execution_id, ExitInfo(exit_code=code, exit_signal=None))
+
+    def end(self, execution_id: str, info: ExitInfo) -> None:
+        """Report the run's end as ``info`` says (a timeout, a signal, a lost worker...)."""
         self.running.discard(execution_id)
-        self._events.on_exited(execution_id, ExitInfo(exit_code=code, exit_signal=None))
+        self._events.on_exited(execution_id, info)
 
     async def stop(self, execution_id: str, grace_seconds: float) -> None:
         if execution_id in self.running:

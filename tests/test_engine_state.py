@@ -1,4 +1,5 @@
-"""Engine state that stays consistent: restarts per run lineage, test restarts, changes()
+"""Engine state that stays consistent: admission (pure, and as the supervisor applies it),
+exit mapping, restarts per run lineage, test restarts, changes()
 subscribed at call time, failed writes visible to their own caller only, idempotency keys
 bound to their request. The state machine runs against an in-memory executor (no
 processes: each test takes milliseconds) over a real SQLite store."""
@@ -6,17 +7,23 @@ processes: each test takes milliseconds) over a real SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from jobhost.catalog.definition import JobDefinition
 from jobhost.config import Settings
 from jobhost.engine import JobHost
-from jobhost.errors import IdempotencyKeyReused
-from jobhost.models import AuditEvent, Execution, ExecutionStatus, Trigger
+from jobhost.errors import Conflict, IdempotencyKeyReused
+from jobhost.execution.admission import Admission, Occupancy, Policy, Queue, Reject, Start, admit
+from jobhost.execution.exits import exit_status
+from jobhost.execution.restart import RestartTimers
+from jobhost.models import AuditEvent, Execution, ExecutionStatus, ExitInfo, Trigger
 from jobhost.store import SqlStore
 from tests.fakeexecutor import FakeExecutor
 from tests.jobfolders import write_job
@@ -38,7 +45,9 @@ class FailingStore(SqlStore):
 async def engine(tmp_path: Path) -> AsyncIterator[JobHost]:
     apps = tmp_path / "apps"
     write_job(apps, "Demo", "Quick", {"Name": "Quick", "template_variables": {"Day": "day"}})
-    write_job(apps, "Demo", "Other", {"Name": "Other"})
+    write_job(apps, "Demo", "Other", {"Name": "Other", "timeout_seconds": 5})
+    write_job(apps, "Demo", "Queued", {"Name": "Queued", "on_conflict": "queue"})
+    write_job(apps, "Demo", "Replaced", {"Name": "Replaced", "on_conflict": "replace"})
     write_job(
         apps,
         "Demo",
@@ -164,3 +173,166 @@ async def test_an_idempotency_key_is_bound_to_its_request(engine: JobHost) -> No
     assert other_job.value.status_code == 422
     with pytest.raises(IdempotencyKeyReused):
         await engine.start("Demo/Quick", {"Day": "tue"}, idempotency_key="k1")
+
+
+# ----------------------------------------------------------------- admission (pure)
+DAEMON = Policy(max_concurrent=2, on_conflict="queue")
+
+
+def test_admission_starts_below_the_limit_and_ignores_it_for_test_runs() -> None:
+    assert admit(Admission("J", DAEMON), Occupancy(active=("a",))) == Start()
+    full = Occupancy(active=("a", "b"), max_queue=10)
+    assert admit(Admission("J", DAEMON, test=True), full) == Start()
+    assert admit(Admission("J", Policy(0, "reject")), full) == Start()  # 0: no limit
+
+
+def test_admission_queues_behind_the_waiting_runs_at_the_next_position() -> None:
+    occupancy = Occupancy(active=("a", "b"), queued=3, queued_total=7, max_queue=10)
+    assert admit(Admission("J", DAEMON), occupancy) == Queue(position=4)
+
+
+def test_admission_replace_queues_and_names_the_runs_to_stop() -> None:
+    policy = Policy(max_concurrent=1, on_conflict="replace")
+    occupancy = Occupancy(active=("a",), max_queue=10)
+    assert admit(Admission("J", policy), occupancy) == Queue(position=1, replace=("a",))
+
+
+def test_admission_rejects_with_the_reason_a_caller_sees() -> None:
+    policy = Policy(max_concurrent=1, on_conflict="reject")
+    decision = admit(Admission("Demo/Quick", policy), Occupancy(active=("e1",), max_queue=10))
+    assert decision == Reject(
+        "Job 'Demo/Quick' already has 1 active execution(s) (max_concurrent=1, "
+        "on_conflict=reject): e1. Stop it first, or restart it.",
+        running=("e1",),
+    )
+    full = admit(Admission("J", DAEMON), Occupancy(active=("a", "b"), queued_total=5, max_queue=5))
+    assert isinstance(full, Reject)
+    assert full.full
+    assert full.reason == "The queue is full (5 waiting executions); try again later"
+
+
+# ----------------------------------------------------------------- exit mapping (pure)
+@pytest.mark.parametrize(
+    ("info", "status"),
+    [
+        (ExitInfo(0, None), ExecutionStatus.SUCCEEDED),
+        (ExitInfo(3, None), ExecutionStatus.FAILED),
+        (ExitInfo(None, 9), ExecutionStatus.FAILED),
+        (ExitInfo(None, 15, stopped=True), ExecutionStatus.STOPPED),
+        (ExitInfo(None, 9, stopped=True, timed_out=True), ExecutionStatus.TIMED_OUT),
+        (ExitInfo(None, None, error="Cannot start x", timed_out=True), ExecutionStatus.FAILED),
+        (ExitInfo(None, None, error="worker gone", lost=True), ExecutionStatus.LOST),
+    ],
+)
+def test_an_exit_maps_to_one_status_first_match_wins(info: ExitInfo, status: str) -> None:
+    assert exit_status(info) is status
+
+
+# ----------------------------------------------------------------- the state machine
+async def test_a_queued_run_starts_when_a_slot_frees(engine: JobHost) -> None:
+    one = await engine.start("Demo/Queued")
+    two = await engine.start("Demo/Queued")
+    assert two.status is ExecutionStatus.QUEUED
+    await engine.supervisor.drain()
+    assert two.id not in fake(engine).running
+    fake(engine).exit(one.id, 0)
+    assert await asyncio.wait_for(fake(engine).started.get(), 30) == one.id
+    assert await asyncio.wait_for(fake(engine).started.get(), 30) == two.id
+    await engine.supervisor.drain()
+    assert (await engine.status(two.id)).status is ExecutionStatus.RUNNING
+
+
+async def test_replace_stops_the_active_run_and_starts_the_new_one(engine: JobHost) -> None:
+    old = await engine.start("Demo/Replaced")
+    await engine.supervisor.drain()
+    new = await engine.start("Demo/Replaced")
+    assert (await engine.wait(old.id)).status is ExecutionStatus.STOPPED
+    await engine.supervisor.drain()
+    assert (await engine.status(new.id)).status is ExecutionStatus.RUNNING
+    assert fake(engine).running == {new.id}
+
+
+async def test_reject_refuses_with_409_naming_the_running_one(engine: JobHost) -> None:
+    first = await engine.start("Demo/Quick", {"Day": "mon"})
+    with pytest.raises(Conflict) as refused:
+        await engine.start("Demo/Quick", {"Day": "tue"})
+    assert refused.value.status_code == 409
+    assert first.id in refused.value.message
+    assert [e.id for e in engine.running()] == [first.id]
+
+
+async def test_a_timeout_is_recorded_with_its_limit(engine: JobHost) -> None:
+    execution = await engine.start("Demo/Other")
+    await engine.supervisor.drain()
+    fake(engine).end(execution.id, ExitInfo(None, 9, stopped=True, timed_out=True))
+    final = await engine.wait(execution.id)
+    assert final.status is ExecutionStatus.TIMED_OUT
+    assert final.error == "Timed out after 5.0 s"
+    assert final.exit_signal == 9
+
+
+async def test_a_malformed_result_file_is_named_in_the_error(engine: JobHost) -> None:
+    execution = await engine.start("Demo/Other")
+    await engine.supervisor.drain()
+    spec = fake(engine).specs[execution.id]
+    assert spec.result_path is not None
+    Path(spec.result_path).write_text("{not json")
+    fake(engine).exit(execution.id, 0)
+    final = await engine.wait(execution.id)
+    assert final.status is ExecutionStatus.SUCCEEDED
+    assert final.error is not None
+    assert final.error.startswith("Result ignored: not valid JSON")
+    assert not Path(spec.result_path).exists()
+
+
+# ----------------------------------------------------------------- restart lineage
+def crashed(execution_id: str) -> Execution:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return Execution(
+        id=execution_id,
+        job_id="Demo/Daemon",
+        status=ExecutionStatus.FAILED,
+        trigger=Trigger.USER,
+        user=None,
+        variables={},
+        created_at=start,
+        started_at=start,
+        ended_at=start + timedelta(seconds=1),
+        exit_code=1,
+    )
+
+
+async def test_the_brake_counts_quick_failures_per_lineage_not_per_job() -> None:
+    definition = JobDefinition.model_validate(
+        {"ScriptRelativePath": "d.sh", "restart": "always", "restart_burst": 3}
+    )
+    timers = RestartTimers(random.Random(1))
+    now = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    fired: list[str] = []  # no await below: no timer can fire during the test
+
+    def end(execution_id: str, lineage: str | None = None) -> bool:
+        """True when the brake gave up on the run's lineage."""
+        if lineage is not None:
+            timers.link(execution_id, lineage)
+        return timers.after_end(crashed(execution_id), definition, now, fired.append) is not None
+
+    # Lineage "a" crashes three times quickly (a, its restart a2, then a3): braked at 3.
+    assert not end("a")
+    assert not end("a2", "a")
+    # Lineage "b" of the same job crashes twice meanwhile: counted apart, never braked.
+    assert not end("b")
+    assert not end("b2", "b")
+    assert end("a3", "a")
+    assert timers.pending() == ["Demo/Daemon"]
+    assert timers.cancel("Demo/Daemon") is True
+    assert timers.pending() == []
+    assert timers.cancel("Demo/Daemon") is False
+    assert fired == []
+
+
+async def test_a_stopped_run_is_not_restarted(engine: JobHost) -> None:
+    execution = await engine.start("Demo/Daemon")
+    await engine.supervisor.drain()
+    await engine.stop(execution_id=execution.id)
+    assert (await engine.wait(execution.id)).status is ExecutionStatus.STOPPED
+    assert engine.supervisor.restart_pending() == []
