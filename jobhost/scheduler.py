@@ -34,7 +34,7 @@ import contextlib
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,9 +43,9 @@ from jobhost import cron
 from jobhost.catalog.discovery import Catalog
 from jobhost.clock import Clock, SystemClock
 from jobhost.errors import Conflict, Draining, JobHostError, TooManyRequests
-from jobhost.models import ExecutionStatus, Fire, FireOutcome, Principal, Trigger, iso
+from jobhost.models import ExecutionStatus, FireOutcome, Trigger, iso
 from jobhost.schedule_plan import MISSED_KEPT, Entry, due_from, due_since, settle_due
-from jobhost.schedules import UNSET, Schedules, Unset, sql_store
+from jobhost.schedules import UNSET, Schedules, sql_store
 from jobhost.store import schedules as db
 
 if TYPE_CHECKING:
@@ -404,48 +404,3 @@ class Scheduler:
     def _catalog_changed(self, catalog: Catalog) -> None:
         if not self._closed:
             self.service.catalog_changed(catalog)
-
-    # ------------------------------------------------- the service, for callers of old
-    def next_fire(self, job_id: str) -> datetime | None:
-        return self.service.next_fire(job_id)
-
-    def schedule_of(self, job_id: str) -> cron.CronSchedule | None:
-        return self.service.schedule_of(job_id)
-
-    def preview(self, expr: str, tz: str | None = None, count: int = 5) -> list[datetime]:
-        return self.service.preview(expr, tz, count)
-
-    async def list_schedules(self, principal: Principal) -> list[dict[str, Any]]:
-        return await self.service.list_schedules(principal)
-
-    async def get(self, job_id: str, principal: Principal) -> dict[str, Any]:
-        return await self.service.get(job_id, principal)
-
-    async def fires(self, job_id: str, principal: Principal, limit: int = 20) -> list[Fire]:
-        return await self.service.fires(job_id, principal, limit)
-
-    async def set_override(
-        self,
-        job_id: str,
-        principal: Principal,
-        *,
-        schedule: str | Unset | None = UNSET,
-        enabled: bool | Unset | None = UNSET,
-        variables: Mapping[str, Any] | Unset | None = UNSET,
-        timezone: str | Unset | None = UNSET,
-        address: str | None = None,
-    ) -> dict[str, Any]:
-        return await self.service.set_override(
-            job_id,
-            principal,
-            schedule=schedule,
-            enabled=enabled,
-            variables=variables,
-            timezone=timezone,
-            address=address,
-        )
-
-    async def clear_override(
-        self, job_id: str, principal: Principal, *, address: str | None = None
-    ) -> dict[str, Any]:
-        return await self.service.clear_override(job_id, principal, address=address)

@@ -52,7 +52,7 @@ async def test_fires_when_due_with_trigger_and_scheduled_for(apps: Path, engine:
     clock = ManualClock(T0 + timedelta(minutes=1))
     scheduler = await started(engine, clock)
     try:
-        assert scheduler.next_fire("Lab/Tick") == T0 + timedelta(minutes=5)
+        assert scheduler.service.next_fire("Lab/Tick") == T0 + timedelta(minutes=5)
         clock.advance(timedelta(minutes=3, seconds=59))
         await scheduler.settle()
         assert await runs(engine, "Lab/Tick") == []
@@ -64,7 +64,7 @@ async def test_fires_when_due_with_trigger_and_scheduled_for(apps: Path, engine:
         assert execution.user == "jobhost"
         finished = await engine.wait(execution.id)
         assert finished.status.value == "succeeded"
-        assert scheduler.next_fire("Lab/Tick") == T0 + timedelta(minutes=10)
+        assert scheduler.service.next_fire("Lab/Tick") == T0 + timedelta(minutes=10)
         [fire] = await engine.journal.call(db.fires, engine.store, "Lab/Tick", 10)
         assert (fire.outcome, fire.execution_id) == ("started", execution.id)
     finally:
@@ -80,7 +80,7 @@ async def test_disabled_and_invalid_jobs_do_not_fire(apps: Path, engine: JobHost
     try:
         clock.advance(timedelta(minutes=3))
         await scheduler.settle()
-        assert scheduler.next_fire("Lab/Off") is None
+        assert scheduler.service.next_fire("Lab/Off") is None
         assert await runs(engine, "Lab/Off") == []
         assert await runs(engine, "Lab/Bad") == []
     finally:
@@ -96,26 +96,26 @@ async def test_an_override_changes_the_schedule_live_and_is_audited(
     clock = ManualClock(T0)
     scheduler = await started(engine, clock)
     try:
-        assert scheduler.next_fire("Lab/Daily") == datetime(2024, 6, 2, 3, tzinfo=UTC)
-        shown = await scheduler.set_override(
+        assert scheduler.service.next_fire("Lab/Daily") == datetime(2024, 6, 2, 3, tzinfo=UTC)
+        shown = await scheduler.service.set_override(
             "Lab/Daily", ALICE, schedule="30 12 * * *", timezone="Europe/Berlin"
         )
         assert shown["source"] == "override"
         assert shown["schedule"] == "30 12 * * *"
         assert shown["next_fires"][0] == "2024-06-02T10:30:00Z"
-        assert scheduler.next_fire("Lab/Daily") == datetime(2024, 6, 2, 10, 30, tzinfo=UTC)
+        assert scheduler.service.next_fire("Lab/Daily") == datetime(2024, 6, 2, 10, 30, tzinfo=UTC)
         clock.set(datetime(2024, 6, 2, 10, 30, tzinfo=UTC))
         await scheduler.settle()
         assert len(await runs(engine, "Lab/Daily")) == 1
 
-        disabled = await scheduler.set_override("Lab/Daily", ALICE, enabled=False)
+        disabled = await scheduler.service.set_override("Lab/Daily", ALICE, enabled=False)
         assert (disabled["enabled"], disabled["next_fires"]) == (False, [])
-        assert scheduler.next_fire("Lab/Daily") is None
+        assert scheduler.service.next_fire("Lab/Daily") is None
         clock.advance(timedelta(days=2))
         await scheduler.settle()
         assert len(await runs(engine, "Lab/Daily")) == 1
 
-        cleared = await scheduler.clear_override("Lab/Daily", ALICE)
+        cleared = await scheduler.service.clear_override("Lab/Daily", ALICE)
         assert (cleared["source"], cleared["schedule"], cleared["timezone"]) == (
             "job.json",
             "0 3 * * *",
@@ -139,19 +139,19 @@ async def test_changing_a_schedule_needs_roles_schedule(apps: Path, engine: JobH
     scheduler = await started(engine, ManualClock(T0))
     try:
         with pytest.raises(PermissionDenied) as caught:
-            await scheduler.set_override("Lab/Guarded", BOB, schedule="@hourly")
+            await scheduler.service.set_override("Lab/Guarded", BOB, schedule="@hourly")
         assert caught.value.message == (
             "'bob' may not change the schedule of 'Lab/Guarded': requires one of the roles ops"
         )
         with pytest.raises(PermissionDenied) as caught:
-            await scheduler.clear_override("Lab/AdminsOnly", ALICE)
+            await scheduler.service.clear_override("Lab/AdminsOnly", ALICE)
         assert caught.value.message.endswith("requires a superuser role")
         page = await engine.audit_log(AuditQuery(action="schedule.update"))
         assert [(e.user, e.target, e.outcome) for e in reversed(page.items)] == [
             ("bob", "Lab/Guarded", "denied"),
             ("alice", "Lab/AdminsOnly", "denied"),
         ]
-        listed = {s["job_id"]: s["can_edit"] for s in await scheduler.list_schedules(ALICE)}
+        listed = {s["job_id"]: s["can_edit"] for s in await scheduler.service.list_schedules(ALICE)}
         assert listed == {"Lab/AdminsOnly": False, "Lab/Guarded": True}
     finally:
         await scheduler.aclose()
@@ -172,17 +172,17 @@ async def test_bad_overrides_are_refused_with_the_reason(apps: Path, engine: Job
     root = Principal("root", superuser=True)
     try:
         with pytest.raises(InvalidSchedule, match=r"has 4 fields; expected 5"):
-            await scheduler.set_override("Lab/Vars", root, schedule="* * * *")
+            await scheduler.service.set_override("Lab/Vars", root, schedule="* * * *")
         with pytest.raises(InvalidSchedule, match=r"Unknown time zone 'Moon/Base'"):
-            await scheduler.set_override("Lab/Vars", root, timezone="Moon/Base")
+            await scheduler.service.set_override("Lab/Vars", root, timezone="Moon/Base")
         with pytest.raises(VariableError) as caught:
-            await scheduler.set_override("Lab/Vars", root, variables={"Cuont": 3})
+            await scheduler.service.set_override("Lab/Vars", root, variables={"Cuont": 3})
         assert "Unknown variable 'Cuont' (did you mean 'Count'?)" in caught.value.message
         with pytest.raises(VariableError, match=r"Count must be an integer, got 'many'"):
-            await scheduler.set_override("Lab/Vars", root, variables={"Count": "many"})
+            await scheduler.service.set_override("Lab/Vars", root, variables={"Count": "many"})
         with pytest.raises(VariableError, match=r"Token is secret"):
-            await scheduler.set_override("Lab/Vars", root, variables={"Token": "y"})
-        ok = await scheduler.set_override("Lab/Vars", root, variables={"Count": "7"})
+            await scheduler.service.set_override("Lab/Vars", root, variables={"Token": "y"})
+        ok = await scheduler.service.set_override("Lab/Vars", root, variables={"Count": "7"})
         assert ok["variables"] == {"Count": 7}
     finally:
         await scheduler.aclose()
@@ -213,7 +213,9 @@ async def test_override_variables_reach_the_scheduled_run(apps: Path, engine: Jo
         )
         assert rejected.error == "Variables rejected: Missing required variables: Who"
         assert (await engine.wait(rejected.id)).status.value == "rejected"
-        await scheduler.set_override("Lab/Greet", Principal.local(), variables={"Who": "world"})
+        await scheduler.service.set_override(
+            "Lab/Greet", Principal.local(), variables={"Who": "world"}
+        )
         clock.advance(timedelta(hours=1))
         await scheduler.settle()
         [_, execution] = await runs(engine, "Lab/Greet")
@@ -256,7 +258,7 @@ async def test_a_stall_coalesces_into_one_run(apps: Path, engine: JobHost) -> No
         fires = await engine.journal.call(db.fires, engine.store, "Lab/Often", 20)
         assert [f.outcome for f in fires] == ["started"] + ["missed"] * 9
         assert (fires[1].reason or "").startswith("coalesced: only the newest missed fire")
-        assert scheduler.next_fire("Lab/Often") == T0 + timedelta(seconds=55)
+        assert scheduler.service.next_fire("Lab/Often") == T0 + timedelta(seconds=55)
     finally:
         await scheduler.aclose()
 
@@ -266,28 +268,28 @@ async def test_a_catalog_reload_reschedules(apps: Path, engine: JobHost) -> None
     await engine.reload()
     scheduler = await started(engine, ManualClock(T0))
     try:
-        assert scheduler.next_fire("Lab/Moving") == datetime(2024, 6, 2, 6, tzinfo=UTC)
+        assert scheduler.service.next_fire("Lab/Moving") == datetime(2024, 6, 2, 6, tzinfo=UTC)
         spec = json.loads((folder / "job.json").read_text())
         spec["default_schedule"] = "15 12 * * *"
         (folder / "job.json").write_text(json.dumps(spec))
         touch_later(folder / "job.json")
         await engine.reload()
-        assert scheduler.next_fire("Lab/Moving") == datetime(2024, 6, 1, 12, 15, tzinfo=UTC)
+        assert scheduler.service.next_fire("Lab/Moving") == datetime(2024, 6, 1, 12, 15, tzinfo=UTC)
         (folder / "job.json").unlink()
         await engine.reload()
-        assert scheduler.next_fire("Lab/Moving") is None
+        assert scheduler.service.next_fire("Lab/Moving") is None
     finally:
         await scheduler.aclose()
 
 
 async def test_preview_lists_the_next_fires_or_says_what_is_wrong(engine: JobHost) -> None:
     scheduler = Scheduler(engine, clock=ManualClock(T0))
-    assert scheduler.preview("0 9 * * 1-5", "America/New_York", 2) == [
+    assert scheduler.service.preview("0 9 * * 1-5", "America/New_York", 2) == [
         datetime(2024, 6, 3, 13, tzinfo=UTC),
         datetime(2024, 6, 4, 13, tzinfo=UTC),
     ]
     with pytest.raises(InvalidSchedule, match="never fires"):
-        scheduler.preview("0 0 30 2 *")
+        scheduler.service.preview("0 0 30 2 *")
 
 
 async def test_an_every_second_schedule_fires_in_real_time(
@@ -348,7 +350,7 @@ async def test_a_rare_override_with_a_recorded_fire_does_not_stop_the_scheduler(
     root = Principal("root", superuser=True)
     first = await started(engine, ManualClock(T0))
     try:
-        await first.set_override("Lab/Rare", root, schedule="0 0 * 2 MON#5")
+        await first.service.set_override("Lab/Rare", root, schedule="0 0 * 2 MON#5")
     finally:
         await first.aclose()
     await engine.journal.call(
@@ -357,8 +359,8 @@ async def test_a_rare_override_with_a_recorded_fire_does_not_stop_the_scheduler(
     clock = ManualClock(T0 + timedelta(minutes=1))
     scheduler = await started(engine, clock)
     try:
-        assert scheduler.next_fire("Lab/Rare") == datetime(2044, 2, 29, tzinfo=UTC)
-        shown = await scheduler.get("Lab/Rare", root)
+        assert scheduler.service.next_fire("Lab/Rare") == datetime(2044, 2, 29, tzinfo=UTC)
+        shown = await scheduler.service.get("Lab/Rare", root)
         assert shown["description"] == (
             "At 00:00, on the fifth Monday of the month, only in February, UTC"
         )
@@ -389,9 +391,9 @@ async def test_an_override_is_refused_exactly_where_preview_refuses_it(
     root = Principal("root", superuser=True)
     try:
         with pytest.raises(InvalidSchedule) as on_preview:
-            scheduler.preview(expr)
+            scheduler.service.preview(expr)
         with pytest.raises(InvalidSchedule) as on_put:
-            await scheduler.set_override("Lab/Daily", root, schedule=expr)
+            await scheduler.service.set_override("Lab/Daily", root, schedule=expr)
         assert message in on_put.value.message
         assert on_put.value.message == on_preview.value.message
     finally:

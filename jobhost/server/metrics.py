@@ -279,7 +279,7 @@ class EngineCollector(Collector):
             labels=["job"],
         )
         for job in catalog if scheduler is not None else ():
-            schedule = scheduler.schedule_of(job) if scheduler is not None else None
+            schedule = scheduler.service.schedule_of(job) if scheduler is not None else None
             seconds = self.interval(schedule) if schedule is not None else None
             if seconds is not None:
                 interval.add_metric([job], seconds)
