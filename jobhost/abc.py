@@ -4,13 +4,15 @@
 - ``ExecutionEvents`` is what an executor reports back to; the engine implements it.
 - ``Store`` keeps executions, audit, users, tokens and sessions (SQLite or PostgreSQL).
 - ``Hook`` is the one typed seam for cross-cutting work (notifications, metrics).
+- ``Records``, ``CatalogView``, ``SecretValues`` and ``JobStarter`` are the narrow views
+  of the engine that the scheduler and the notifier are given (``jobhost.host`` wires them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from jobhost.models import (
     ApiToken,
@@ -21,9 +23,16 @@ from jobhost.models import (
     HistoryQuery,
     LaunchSpec,
     Page,
+    Principal,
     Session,
+    Trigger,
     User,
 )
+
+if TYPE_CHECKING:
+    from jobhost.catalog.discovery import Catalog
+
+T = TypeVar("T")
 
 
 class ExecutionEvents(Protocol):
@@ -173,3 +182,41 @@ class Hook(Protocol):
     def notification_attempted(self, channel: str, outcome: str) -> None:
         """A notification delivery ended an attempt: ``sent``, ``retrying`` or ``failed``."""
         return None
+
+
+class Records(Protocol):
+    """The one bounded path to the store (``Journal.call``)."""
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call off the event loop."""
+        ...
+
+
+class CatalogView(Protocol):
+    """The current catalog (replaced whole on every reload)."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+
+class SecretValues(Protocol):
+    def secret_values(self, execution_id: str) -> list[str]:
+        """The clear values of a live run's secret variables, for scrubbing what leaves
+        the host; [] once the run is forgotten."""
+        ...
+
+
+class JobStarter(Protocol):
+    """Starts a job (what the scheduler fires through: permission, variables, admission)."""
+
+    async def start(
+        self,
+        job_id: str,
+        variables: Mapping[str, Any] | None = None,
+        principal: Principal = ...,
+        *,
+        trigger: Trigger | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> Execution:
+        """The run as recorded; raises ``Conflict``, ``Draining``... when refused."""
+        ...

@@ -17,16 +17,13 @@ import contextlib
 import dataclasses
 import logging
 import random
-import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobhost.abc import Executor, Hook, Store
-from jobhost.catalog.discovery import Catalog, Job, rescan, scan
+from jobhost.catalog.discovery import Catalog, Job, rescan
 from jobhost.catalog.templates import apply_defaults, check_variables, redact, render
-from jobhost.catalog.watch import watch_catalog
 from jobhost.config import Settings
 from jobhost.errors import (
     BadRequest,
@@ -43,11 +40,11 @@ from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import base_env, log_path
-from jobhost.execution.lease import Lease
 from jobhost.execution.output import read_text, remove_logs, text_spans
 from jobhost.execution.reconcile import reconcile
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
+from jobhost.host import Parts
 from jobhost.models import (
     Action,
     AuditEvent,
@@ -77,21 +74,6 @@ MAX_READ = 1024 * 1024
 SYSTEM = Principal(username="jobhost", roles=frozenset(), superuser=True)
 
 
-def default_executor(events: Supervisor) -> Executor:
-    if events.settings.executor == "celery":
-        from jobhost.executors.celery import CeleryExecutor
-
-        return CeleryExecutor(events, events.settings)
-    from jobhost.executors.runner import RunnerExecutor
-
-    return RunnerExecutor(
-        events,
-        events.settings.data_dir,
-        host=socket.gethostname(),
-        isolation=events.settings.isolation,
-    )
-
-
 class JobHost:
     """Start, stop, restart, test and watch jobs; the one façade over catalog, store and runs."""
 
@@ -100,14 +82,15 @@ class JobHost:
         settings: Settings,
         *,
         store: Store | None = None,
-        executor_factory: Callable[[Supervisor], Executor] = default_executor,
+        executor_factory: Callable[[Supervisor], Executor] | None = None,
         hooks: Sequence[Hook] = (),
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         kind: str = "server",
     ) -> None:
         """``kind`` "server" reconciles the runs of expired instances (at start-up and on
-        every heartbeat); "cli" (a local ``jobhost run``) owns only its own runs."""
+        every heartbeat); "cli" (a local ``jobhost run``) owns only its own runs.
+        ``executor_factory`` defaults to the one ``settings.executor`` names."""
         if store is None:
             from jobhost.store import make_store
 
@@ -115,21 +98,15 @@ class JobHost:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobhost-db")
-        self._executor_factory = executor_factory
+        self.rng = rng
+        self.kind = kind
+        self._parts = Parts(executor_factory)
         self._hooks = list(hooks)
-        self._rng = rng
         self._catalog = Catalog({})
-        self._watch_stop = asyncio.Event()
-        self._watch_task: asyncio.Task[None] | None = None
         self._idempotency = IdempotencyKeys(
             lambda user, key: self.journal.call(self.store.find_by_idempotency_key, user, key)
         )
-        self._journal: Journal | None = None
-        self._supervisor: Supervisor | None = None
-        self._kind = kind
-        self._lease: Lease | None = None
-        self._instance_id: str | None = None
+        self._opened = False
         self._reconciling = asyncio.Lock()
         self._draining = False
         self._leave_on_exit = False
@@ -137,88 +114,20 @@ class JobHost:
         # Set when a drain is over: ``jobhost serve`` then exits (0).
         self.exit_requested = asyncio.Event()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
-        self.scheduler: Scheduler | None = None
-        self.notifier: Notifier | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> JobHost:
         """Migrate the store, scan the catalog, reconcile orphans, start the watcher and
-        the scheduler (each per settings: ``watch``, ``scheduler_enabled``)."""
-        try:
-            return await self._open()
-        except BaseException:
-            # Undo the part that did start: no heartbeat, thread or task outlives a failure.
-            with contextlib.suppress(Exception):
-                await self.aclose()
-            raise
-
-    async def _open(self) -> JobHost:
-        self._journal = Journal(self.store, self._pool)
-        self._journal.start()
-        await self._journal.call(self.store.migrate)
-        settings = self.settings
-        self._lease = Lease(
-            self._journal,
-            kind=self._kind,
-            heartbeat_seconds=settings.lease_heartbeat_seconds,
-            ttl_seconds=settings.lease_ttl_seconds,
-            clock=self.clock,
-            on_tick=self.reconcile if self._kind == "server" else None,
-        )
-        if self.settings.notifications_enabled:
-            from jobhost.notify import Notifier
-
-            self.notifier = Notifier(self)
-            await self.notifier.start()
-            self._hooks.append(self.notifier)
-        self._supervisor = Supervisor(
-            self.settings,
-            self._journal,
-            self._executor_factory,
-            hooks=self._hooks,
-            clock=self.clock,
-            rng=self._rng,
-        )
-        await self._lease.acquire()
-        self._instance_id = self._lease.id
-        self._supervisor.owner = self._lease.id
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._catalog = await asyncio.to_thread(scan, self.settings.apps_roots)
-        if self._kind == "server":
-            await self.reconcile()
-        last = await self._journal.call(self.store.last_executions, list(self._catalog))
-        self._supervisor.last_finished.update(last)
-        if self.settings.scheduler_enabled and self._kind == "server":
-            released = await self._journal.call(
-                instances.release_abandoned_claims,
-                self.store,
-                self._lease.id,
-                self.clock(),
-                "claimed by a server that stopped before the fire was due",
-            )
-            if released:
-                log.warning("%d schedule fire(s) claimed by a dead server recovered", len(released))
-        if self.settings.scheduler_enabled:
-            from jobhost.scheduler import Scheduler
-
-            self.scheduler = Scheduler(self)
-            await self.scheduler.start()
-        if self.settings.watch:
-            self._watch_task = asyncio.create_task(
-                watch_catalog(
-                    self.settings.apps_roots,
-                    lambda: self._catalog,
-                    self._catalog_changed,
-                    self._watch_stop,
-                ),
-                name="jobhost-catalog-watch",
-            )
+        the scheduler (each per settings: ``watch``, ``scheduler_enabled``); on failure,
+        what did start is closed again (``jobhost.host.Parts``)."""
+        await self._parts.start(self)
+        self._opened = True
         return self
 
     async def reconcile(self) -> list[Execution]:
         """Re-adopt or resolve the runs of instances whose lease expired (see
         ``jobhost.execution.reconcile``); returns the runs recorded ``lost``."""
-        supervisor, lease = self.supervisor, self._lease
+        supervisor, lease = self.supervisor, self._parts.lease
         assert lease is not None
         async with self._reconciling:
             return await reconcile(
@@ -234,39 +143,24 @@ class JobHost:
     @property
     def instance_id(self) -> str:
         """This process's instance (the owner recorded on the runs it starts)."""
-        if self._instance_id is None:
+        if self._parts.lease is None:
             raise RuntimeError("JobHost.open() was not awaited")
-        return self._instance_id
+        return self._parts.lease.id
+
+    @property
+    def stops_runs_on_close(self) -> bool:
+        """Whether closing stops the running runs (``shutdown_policy = "stop"``, unless a
+        drain said leave); a start-up that failed leaves them for the next server."""
+        return self._opened and self.settings.shutdown_policy == "stop" and not self._leave_on_exit
 
     async def aclose(self) -> None:
         """Stop (or leave, per ``shutdown_policy``) running jobs, flush, end the lease,
         release everything. Left runs are re-adopted by the next server on this host."""
-        self._watch_stop.set()
-        if self._lease is not None:
-            await self._lease.stop_heartbeat()
         if self._drain_task is not None:
             self._drain_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain_task
-        if self.scheduler is not None:
-            await self.scheduler.aclose()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-        if self._supervisor is not None:
-            stop = self.settings.shutdown_policy == "stop" and not self._leave_on_exit
-            by = "server drain (shutdown_policy stop)" if self._draining else "server shutdown"
-            await self._supervisor.aclose(stop_running=stop, stopped_by=by)
-        if self.notifier is not None:
-            await self.notifier.aclose()
-        if self._lease is not None:
-            await self._lease.release()
-            self._lease = None
-        if self._journal is not None:
-            await self._journal.aclose()
-        await asyncio.to_thread(self.store.close)
-        self._pool.shutdown(wait=True)
+        await self._parts.aclose()
 
     async def __aenter__(self) -> JobHost:
         return await self.open()
@@ -276,15 +170,25 @@ class JobHost:
 
     @property
     def supervisor(self) -> Supervisor:
-        if self._supervisor is None:
+        if self._parts.supervisor is None:
             raise RuntimeError("JobHost.open() was not awaited")
-        return self._supervisor
+        return self._parts.supervisor
 
     @property
     def journal(self) -> Journal:
-        if self._journal is None:
+        if self._parts.journal is None:
             raise RuntimeError("JobHost.open() was not awaited")
-        return self._journal
+        return self._parts.journal
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The cron loop, when ``scheduler_enabled``."""
+        return self._parts.scheduler
+
+    @property
+    def notifier(self) -> Notifier | None:
+        """The notifications hook, when ``notifications_enabled``."""
+        return self._parts.notifier
 
     # ----------------------------------------------------------------- ownership, drain
     async def instances(self) -> list[Instance]:
@@ -317,9 +221,9 @@ class JobHost:
         supervisor = self.supervisor
         for job_id in list(supervisor.restart_pending()):
             supervisor.cancel_restart(job_id)
-        if self._lease is not None:
-            self._lease.draining = True
-            await self._lease.renew()
+        if self._parts.lease is not None:
+            self._parts.lease.draining = True
+            await self._parts.lease.renew()
         await self.audit(
             "server.drain",
             principal,
@@ -355,9 +259,9 @@ class JobHost:
             self._drain_task = None
         self._draining = False
         self._leave_on_exit = False
-        if self._lease is not None:
-            self._lease.draining = False
-            await self._lease.renew()
+        if self._parts.lease is not None:
+            self._parts.lease.draining = False
+            await self._parts.lease.renew()
         await self.audit("server.resume", principal, None, address=address)
 
     # ----------------------------------------------------------------- catalog
@@ -365,7 +269,8 @@ class JobHost:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    def _catalog_changed(self, catalog: Catalog) -> None:
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Make ``catalog`` the current one and tell the listeners."""
         self._catalog = catalog
         for listener in self._catalog_listeners:
             listener(catalog)
@@ -376,9 +281,7 @@ class JobHost:
 
     async def reload(self, principal: Principal = SYSTEM, *, address: str | None = None) -> Catalog:
         """Rescan the apps roots now (the watcher does this by itself on changes)."""
-        self._catalog_changed(
-            await asyncio.to_thread(rescan, self._catalog, self.settings.apps_roots)
-        )
+        self.use_catalog(await asyncio.to_thread(rescan, self._catalog, self.settings.apps_roots))
         await self.audit("catalog.reload", principal, None, address=address)
         return self._catalog
 
@@ -598,7 +501,7 @@ class JobHost:
                     f"of {execution.job_id!r}"
                 )
             if execution.id not in self.supervisor.live:
-                if not execution.status.terminal and execution.owner != self._instance_id:
+                if not execution.status.terminal and execution.owner != self.instance_id:
                     raise Conflict(
                         f"Execution {execution.id!r} is {execution.status.value} under another "
                         f"JobHost instance ({(execution.owner or 'unknown')[:8]}, host "

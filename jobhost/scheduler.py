@@ -18,7 +18,7 @@ the newest recorded one coalesce into one run when the newest is within the job'
 ``misfire_grace_seconds``; the others (at most ``MISSED_KEPT`` per job) are recorded as
 ``missed``. A job seen for the first time starts from now. Overlap is the engine's
 business (``max_concurrent``/``on_conflict``); a refusal is recorded as ``skipped``.
-Every hook in ``engine.hooks`` (the notifier's ``missed`` rules) hears of fires that did
+Every hook in ``hooks`` (the notifier's ``missed`` rules) hears of fires that did
 not run: once per recorded batch of missed fires, and once per skipped fire or fire that
 could not start (that one has no execution, so no run notification would tell of it).
 
@@ -34,22 +34,20 @@ import contextlib
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobhost import cron
+from jobhost.abc import Hook, JobStarter, Records
 from jobhost.catalog.discovery import Catalog
-from jobhost.clock import Clock, SystemClock
+from jobhost.clock import Clock
 from jobhost.errors import Conflict, Draining, JobHostError, TooManyRequests
 from jobhost.models import ExecutionStatus, FireOutcome, Trigger, iso
 from jobhost.schedule_plan import MISSED_KEPT, Entry, due_from, due_since, settle_due
-from jobhost.schedules import UNSET, Schedules, sql_store
+from jobhost.schedules import UNSET, Schedules
 from jobhost.store import schedules as db
-
-if TYPE_CHECKING:
-    from jobhost.engine import JobHost
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +83,27 @@ class _Fire:
 
 
 class Scheduler:
-    """Fires cron schedules through ``engine.start``; ``service`` holds the schedules."""
+    """Fires cron schedules through ``starter.start``; ``service`` holds the schedules.
+
+    Built by ``jobhost.host.scheduler_for``, which also gives it catalog reloads."""
 
     def __init__(
         self,
-        engine: JobHost,
+        starter: JobStarter,
+        service: Schedules,
+        records: Records,
         *,
-        clock: Clock | None = None,
+        hooks: Sequence[Hook],
+        clock: Clock,
         claim_ahead: timedelta = CLAIM_AHEAD,
     ) -> None:
-        self.engine = engine
-        self.clock: Clock = clock if clock is not None else SystemClock(engine.clock)
+        self._starter = starter
+        self._records = records
+        self._hooks = hooks  # the engine's list: told of fires that did not run, and more
+        self.clock = clock
         self._claim_ahead = claim_ahead
-        self._store = sql_store(engine)
-        self.service = Schedules(engine, clock=self.clock)
+        self._store = service.store
+        self.service = service
         self.service.listen(self._replan)
         self._heap: list[tuple[datetime, str]] = []
         self._wake = asyncio.Event()
@@ -111,7 +116,7 @@ class Scheduler:
         self._inflight: dict[asyncio.Task[None], tuple[datetime, asyncio.Event]] = {}
         self._closed = False
         self.fired = 0  # claims won, for metrics and benchmarks
-        # (due time, seconds from it to the ``engine.start`` call): the scheduler's own
+        # (due time, seconds from it to the ``starter.start`` call): the scheduler's own
         # share of each fire's lateness, newest last; for metrics and benchmarks.
         self.lateness: deque[tuple[datetime, float]] = deque(maxlen=LATENESS_KEPT)
 
@@ -128,7 +133,7 @@ class Scheduler:
         """Load, catch up on fires missed while down, then run the loop."""
         await self.load()
         now = self.clock.now()
-        last = await self.engine.journal.call(db.last_fires, self._store)
+        last = await self._records.call(db.last_fires, self._store)
         fires: list[_Fire] = []
         memo: _Memo = {}
         for entry in self._entries.values():
@@ -144,7 +149,6 @@ class Scheduler:
                 self._unusable(entry, exc)
         if fires:
             self._spawn_batch(fires)
-        self.engine.on_catalog_change(self._catalog_changed)
         self._task = asyncio.create_task(self._run(), name="jobhost-scheduler")
 
     async def aclose(self) -> None:
@@ -263,7 +267,7 @@ class Scheduler:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> bool:
         """A schedule store call; False (and logged) when it failed."""
         try:
-            await self.engine.journal.call(fn, self._store, *args)
+            await self._records.call(fn, self._store, *args)
         except Exception:  # the loop goes on; the log says what was not recorded
             log.exception("schedule store call %s failed", getattr(fn, "__name__", fn))
             return False
@@ -271,7 +275,7 @@ class Scheduler:
 
     def _tell_hooks(self, job_id: str, when: datetime, reason: str) -> None:
         """A fire did not run: every hook (notifications) hears it once it is recorded."""
-        for hook in self.engine.hooks:
+        for hook in self._hooks:
             try:
                 hook.fire_missed(job_id, when, reason)
             except Exception:  # an observer's bug must not stop the schedule
@@ -279,7 +283,7 @@ class Scheduler:
 
     def _tell_settled(self, job_id: str, when: datetime, outcome: str, count: int = 1) -> None:
         """Every hook (metrics) hears what became of each fire."""
-        for hook in self.engine.hooks:
+        for hook in self._hooks:
             try:
                 hook.fire_settled(job_id, when, outcome, count)
             except Exception:  # an observer's bug must not stop the schedule
@@ -323,7 +327,7 @@ class Scheduler:
         """The fires this process won, soonest first."""
         due = [(f.job_id, f.when) for f in fires]
         try:
-            won = await self.engine.journal.call(db.claim_fires, self._store, due, self.clock.now())
+            won = await self._records.call(db.claim_fires, self._store, due, self.clock.now())
         except Exception:
             log.exception("could not claim %d fire(s); not running them", len(fires))
             return []
@@ -368,7 +372,7 @@ class Scheduler:
         job_id, when = fire.job_id, fire.when
         self.lateness.append((when, (self.clock.now() - when).total_seconds()))
         try:
-            execution = await self.engine.start(
+            execution = await self._starter.start(
                 job_id, fire.variables, trigger=Trigger.SCHEDULE, scheduled_for=when
             )
         except Draining:
@@ -401,6 +405,7 @@ class Scheduler:
                 self._unusable(new, exc)
         self.wake()
 
-    def _catalog_changed(self, catalog: Catalog) -> None:
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Rebuild the entries of a reloaded catalog (changed timings are replanned)."""
         if not self._closed:
             self.service.catalog_changed(catalog)

@@ -58,14 +58,14 @@ class Schedules:
     def __init__(self, engine: JobHost, *, clock: Clock | None = None) -> None:
         self.engine = engine
         self.clock: Clock = clock if clock is not None else SystemClock(engine.clock)
-        self._store = sql_store(engine)
+        self.store = sql_store(engine)
         self.entries: dict[str, Entry] = {}
         self.overrides: dict[str, Override] = {}
         self._listeners: list[Listener] = []
 
     async def load(self) -> None:
         """Read the overrides and build every job's entry."""
-        self.overrides = await self.engine.journal.call(db.load_overrides, self._store)
+        self.overrides = await self.engine.journal.call(db.load_overrides, self.store)
         for job in self.engine.catalog.values():
             self.entries[job.id] = self.entry(job)
 
@@ -119,20 +119,20 @@ class Schedules:
 
     async def list_schedules(self, principal: Principal) -> list[dict[str, Any]]:
         """Every job the principal may view, with its schedule (``source: none`` if unset)."""
-        last = await self.engine.journal.call(db.last_fires, self._store)
+        last = await self.engine.journal.call(db.last_fires, self.store)
         jobs = self.engine.visible_jobs(principal)
         return [self._describe(job, principal, last.get(job.id)) for job in jobs]
 
     async def get(self, job_id: str, principal: Principal) -> dict[str, Any]:
         """One job's schedule; JobNotFound when it is not visible."""
         job = self.engine.job(job_id, principal)
-        recent = await self.engine.journal.call(db.fires, self._store, job.id, 1)
+        recent = await self.engine.journal.call(db.fires, self.store, job.id, 1)
         return self._describe(job, principal, recent[0] if recent else None)
 
     async def fires(self, job_id: str, principal: Principal, limit: int = 20) -> list[Fire]:
         """The job's newest fires, newest first."""
         job = self.engine.job(job_id, principal)
-        return await self.engine.journal.call(db.fires, self._store, job.id, limit)
+        return await self.engine.journal.call(db.fires, self.store, job.id, limit)
 
     async def set_override(
         self,
@@ -170,7 +170,7 @@ class Schedules:
         cron.zone(tz)
         if expr:
             cron.parse(expr, tz)
-        await self.engine.journal.call(db.save_override, self._store, override)
+        await self.engine.journal.call(db.save_override, self.store, override)
         self.overrides[job.id] = override
         self.refresh(job)
         # Secrets are refused in overrides, so the changes can be audited as given.
@@ -184,7 +184,7 @@ class Schedules:
     ) -> dict[str, Any]:
         """Drop the override: job.json's schedule applies again; audited."""
         job = await self._editable(job_id, principal, address)
-        removed = await self.engine.journal.call(db.delete_override, self._store, job.id)
+        removed = await self.engine.journal.call(db.delete_override, self.store, job.id)
         self.overrides.pop(job.id, None)
         self.refresh(job)
         await self.engine.audit(

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobhost.clock import ManualClock
 from jobhost.config import Settings
 from jobhost.engine import JobHost
+from jobhost.host import scheduler_for
 from jobhost.models import Execution, ExecutionStatus, Trigger
-from jobhost.scheduler import Scheduler
 from jobhost.server.metrics import Metrics, RunMetrics
 from tests.jobfolders import write_job
 from tests.notifyfixtures import SmtpServer
@@ -256,7 +256,7 @@ async def test_fires_that_fell_behind_count_as_coalesced_and_missed(tmp_path: Pa
     t0 = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
     async with measured_engine(tmp_path) as (engine, metrics):
         clock = ManualClock(t0)
-        scheduler = Scheduler(engine, clock=clock)
+        scheduler = scheduler_for(engine, clock=clock)
         await scheduler.start()
         try:
             clock.advance(52)  # ten fires due at once, the newest 2 s ago

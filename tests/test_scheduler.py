@@ -13,6 +13,7 @@ import pytest
 from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
 from jobhost.errors import InvalidSchedule, PermissionDenied, VariableError
+from jobhost.host import scheduler_for
 from jobhost.models import AuditQuery, Execution, HistoryQuery, Principal, Trigger
 from jobhost.scheduler import Scheduler
 from jobhost.store import schedules as db
@@ -36,7 +37,7 @@ async def engine(engine_factory: EngineFactory) -> AsyncIterator[JobHost]:
 
 
 async def started(engine: JobHost, clock: ManualClock) -> Scheduler:
-    scheduler = Scheduler(engine, clock=clock)
+    scheduler = scheduler_for(engine, clock=clock)
     await scheduler.start()
     return scheduler
 
@@ -283,7 +284,7 @@ async def test_a_catalog_reload_reschedules(apps: Path, engine: JobHost) -> None
 
 
 async def test_preview_lists_the_next_fires_or_says_what_is_wrong(engine: JobHost) -> None:
-    scheduler = Scheduler(engine, clock=ManualClock(T0))
+    scheduler = scheduler_for(engine, clock=ManualClock(T0))
     assert scheduler.service.preview("0 9 * * 1-5", "America/New_York", 2) == [
         datetime(2024, 6, 3, 13, tzinfo=UTC),
         datetime(2024, 6, 4, 13, tzinfo=UTC),

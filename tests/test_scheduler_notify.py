@@ -15,6 +15,7 @@ import pytest
 
 from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
+from jobhost.host import scheduler_for
 from jobhost.scheduler import Scheduler
 from jobhost.store import deliveries
 from jobhost.store import schedules as db
@@ -77,7 +78,7 @@ async def mailbox(smtp_server: SmtpServer) -> Mailbox:
 @asynccontextmanager
 async def scheduling(host: JobHost, at: datetime) -> AsyncIterator[tuple[Scheduler, ManualClock]]:
     clock = ManualClock(at)
-    scheduler = Scheduler(host, clock=clock)
+    scheduler = scheduler_for(host, clock=clock)
     await scheduler.start()
     try:
         await scheduler.settle()

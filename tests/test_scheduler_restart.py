@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from jobhost.clock import ManualClock
 from jobhost.engine import JobHost
+from jobhost.host import scheduler_for
 from jobhost.models import HistoryQuery
 from jobhost.scheduler import Scheduler
 from jobhost.store import schedules as db
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 async def life(host: JobHost, at: datetime, advance: float = 0) -> Scheduler:
     """One life of a scheduler: start at ``at``, optionally let time pass, settle, close."""
     clock = ManualClock(at)
-    scheduler = Scheduler(host, clock=clock)
+    scheduler = scheduler_for(host, clock=clock)
     await scheduler.start()
     await scheduler.settle()
     if advance:
@@ -109,7 +110,7 @@ async def test_two_schedulers_on_one_store_run_a_fire_once(
     write_job(apps, "Lab", "Tick", {"default_schedule": "* * * * *", "max_concurrent": 0})
     async with engine_factory() as one, engine_factory() as two:
         clocks = [ManualClock(T0), ManualClock(T0)]
-        schedulers = [Scheduler(h, clock=c) for h, c in zip((one, two), clocks, strict=True)]
+        schedulers = [scheduler_for(h, clock=c) for h, c in zip((one, two), clocks, strict=True)]
         for scheduler in schedulers:
             await scheduler.start()
         for clock in clocks:

@@ -81,7 +81,7 @@ class Supervisor:
         self.owner: str | None = None  # this instance's id, recorded on every run it starts
         self._launcher = Launcher(settings)
         self.executor = executor_factory(self)
-        self._hooks = list(hooks)
+        self._hooks = hooks  # the engine's list: a hook added after (the notifier) is told too
         self._clock = clock
         self.runs = LiveRuns(max_queue=settings.max_queue)
         self.live = self.runs.runs  # by ID, read by the engine

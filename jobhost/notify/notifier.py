@@ -22,15 +22,16 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from jobhost.abc import Hook
+from jobhost.abc import CatalogView, Hook, Records, SecretValues
 from jobhost.catalog.discovery import Catalog
+from jobhost.config import Settings
 from jobhost.execution.launch import state_dir
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, new_id
 from jobhost.notify.channels import (
@@ -46,9 +47,6 @@ from jobhost.notify.rules import FAILURES, Event, NotifyRule, parse_rules, unkno
 from jobhost.store import deliveries as rows
 from jobhost.store.deliveries import FAILED, PENDING, SENT, Delivery
 from jobhost.store.sql import SqlStore
-
-if TYPE_CHECKING:
-    from jobhost.engine import JobHost
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +73,30 @@ _Missed = tuple[str, datetime, str]
 
 
 class Notifier(Hook):
-    """The notifications hook of one ``JobHost``; ``start()`` after the journal runs."""
+    """The notifications hook of one ``JobHost``; ``start()`` after the journal runs.
 
-    def __init__(self, engine: JobHost) -> None:
-        self._engine = engine
-        self._settings = engine.settings
+    It sees the engine through narrow views: the store through ``records``, job.json's
+    rules through ``catalog``, a finished run's secret values through ``secrets`` (to
+    scrub what leaves the host), and the other ``hooks`` (metrics) it reports to."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        records: Records,
+        *,
+        catalog: CatalogView,
+        secrets: SecretValues,
+        hooks: Sequence[Hook],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._records = records
+        self._catalog = catalog
+        self._secrets = secrets
+        self._hooks = hooks
+        self._clock = clock
         self.channels: dict[str, EmailChannel | WebhookChannel] = {}
         self._intake: asyncio.Queue[_Finished | _Missed] = asyncio.Queue()
         self._due: list[tuple[float, int, str]] = []  # (loop time, sequence, delivery id)
@@ -91,26 +108,18 @@ class Notifier(Hook):
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
 
-    @property
-    def _store(self) -> SqlStore:
-        store = self._engine.store
-        if not isinstance(store, SqlStore):
-            raise TypeError(f"notifications need the SQL store, not {type(store).__name__}")
-        return store
-
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Validate the channels, resume pending deliveries, start the two tasks."""
         self.channels = parse_channels(self._settings.channels)
         self._client = httpx.AsyncClient()
-        for delivery in await self._engine.journal.call(rows.pending_deliveries, self._store):
+        for delivery in await self._records.call(rows.pending_deliveries, self._store):
             self._schedule(delivery)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._plan_loop(), name="jobhost-notify-plan"),
             loop.create_task(self._send_loop(), name="jobhost-notify-send"),
         ]
-        self._engine.on_catalog_change(self._check_catalog)
 
     async def aclose(self) -> None:
         """Plan what was enqueued (so it is durable), then stop; pending rows stay pending."""
@@ -129,7 +138,7 @@ class Notifier(Hook):
         if execution.test:
             return
         # Only the supervisor holds the real secret values, and only until hooks return.
-        secrets = self._engine.supervisor.secret_values(execution.id)
+        secrets = self._secrets.secret_values(execution.id)
         self._intake.put_nowait((execution, previous, secrets))
 
     def fire_missed(self, job_id: str, scheduled_for: datetime, reason: str) -> None:
@@ -138,7 +147,7 @@ class Notifier(Hook):
     # ------------------------------------------------------------- reading
     async def deliveries(self, execution_id: str) -> list[Delivery]:
         """The deliveries an execution caused, as stored."""
-        return await self._engine.journal.call(rows.deliveries_of, self._store, execution_id)
+        return await self._records.call(rows.deliveries_of, self._store, execution_id)
 
     async def flush(self) -> None:
         """Return once every run finished so far has had its deliveries planned and stored."""
@@ -175,7 +184,7 @@ class Notifier(Hook):
                 self._intake.task_done()
 
     def _rules_of(self, job_id: str) -> list[NotifyRule]:
-        job = self._engine.catalog.get(job_id)
+        job = self._catalog.catalog.get(job_id)
         if job is None or job.definition is None or not job.definition.notify:
             return []
         return parse_rules(job.definition.notify)
@@ -205,7 +214,7 @@ class Notifier(Hook):
         if not fired:
             return
         tail = await asyncio.to_thread(output_tail, self._settings, execution, secrets)
-        job = self._engine.catalog.get(execution.job_id)
+        job = self._catalog.catalog.get(execution.job_id)
         name = job.definition.Name if job is not None and job.definition is not None else ""
         planned: list[Delivery] = []
         for index, rule, event in fired:
@@ -233,7 +242,7 @@ class Notifier(Hook):
     async def _failure_streak(self, job_id: str, enough: int) -> int:
         """How many of the job's newest finished runs failed in a row (up to ``enough``);
         stopped runs neither count nor break the streak, test runs are ignored."""
-        page = await self._engine.journal.call(
+        page = await self._records.call(
             self._store.history, HistoryQuery(job_id=job_id, limit=min(1000, enough * 4 + 20))
         )
         streak = 0
@@ -258,7 +267,7 @@ class Notifier(Hook):
     ) -> list[Delivery]:
         """One row per recipient; a rule that cannot be sent becomes one ``failed`` row
         saying why, so the operator sees it next to the run."""
-        now = self._engine.clock()
+        now = self._clock()
         base = Delivery(
             id="",
             execution_id=execution_id,
@@ -295,7 +304,7 @@ class Notifier(Hook):
         return [replace(base, id=new_id(), recipient=to) for to in recipients]
 
     async def _store_new(self, planned: list[Delivery]) -> None:
-        await self._engine.journal.call(rows.add_deliveries, self._store, planned)
+        await self._records.call(rows.add_deliveries, self._store, planned)
         for delivery in planned:
             if delivery.status == PENDING:
                 self._schedule(delivery)
@@ -308,7 +317,7 @@ class Notifier(Hook):
         loop = asyncio.get_running_loop()
         wait = 0.0
         if delivery.next_attempt_at is not None:
-            wait = max(0.0, (delivery.next_attempt_at - self._engine.clock()).total_seconds())
+            wait = max(0.0, (delivery.next_attempt_at - self._clock()).total_seconds())
         self._sequence += 1
         self._pending[delivery.id] = delivery
         heapq.heappush(self._due, (loop.time() + wait, self._sequence, delivery.id))
@@ -352,7 +361,7 @@ class Notifier(Hook):
             log.exception("delivery %s failed unexpectedly", delivery.id)
             error = f"{type(exc).__name__}: {exc}"
         attempts = delivery.attempts + 1
-        now = self._engine.clock()
+        now = self._clock()
         if error is None:
             done = replace(delivery, status=SENT, attempts=attempts, next_attempt_at=None)
         elif channel is None or attempts >= channel.retries:
@@ -371,7 +380,7 @@ class Notifier(Hook):
             later = now + timedelta(seconds=channel.delay(attempts))
             done = replace(delivery, attempts=attempts, last_error=error, next_attempt_at=later)
         done = replace(done, updated_at=now)
-        await self._engine.journal.call(rows.update_delivery, self._store, done)
+        await self._records.call(rows.update_delivery, self._store, done)
         outcome = {SENT: "sent", FAILED: "failed"}.get(done.status, "retrying")
         self._tell_attempted(delivery.channel, outcome)
         if done.status == PENDING:
@@ -382,14 +391,15 @@ class Notifier(Hook):
         """Every hook (metrics) hears how a delivery attempt ended; an unconfigured
         channel's name (from a job.json) is reported as ``unknown``."""
         name = channel if channel in self.channels else "unknown"
-        for hook in self._engine.hooks:
+        for hook in self._hooks:
             try:
                 hook.notification_attempted(name, outcome)
             except Exception:  # an observer's bug must not stop deliveries
                 log.exception("hook %r failed on a delivery via %s", hook, name)
 
     # ------------------------------------------------------------- catalog
-    def _check_catalog(self, catalog: Catalog) -> None:
+    def check_catalog(self, catalog: Catalog) -> None:
+        """Warn (once each) about notify rules naming a channel not configured."""
         for job in catalog.values():
             if job.definition is not None:
                 for warning in unknown_channels(job.definition.notify, self.channels):
