@@ -4,16 +4,15 @@ A request becomes a run in one direction: permission check → variables (defaul
 init hook → checks → substitution) → record → dispatch. Permission is checked here,
 for every caller, with the one rule in ``jobhost.security``.
 
-The class is the public API, so it stays one piece even past the usual module size:
-each method is a permission check and a few lines over the parts that do the work
-(``Supervisor`` for live runs, the ``Journal`` and the store for records, the catalog,
-``reconcile``, ``IdempotencyKeys``).
+The class is the public API, so it stays one piece: each method is a permission check
+and a few lines over the parts that do the work (``Supervisor`` for live runs, the
+``Journal`` and the store for records, the catalog, ``reconcile``, ``IdempotencyKeys``,
+``Drain``, ``variables``). ``jobhost.host`` starts and closes those parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobhost.abc import Executor, Hook, Store
 from jobhost.catalog.discovery import Catalog, Job, rescan
-from jobhost.catalog.templates import apply_defaults, check_variables, redact, render
+from jobhost.catalog.templates import redact, render
 from jobhost.config import Settings
 from jobhost.errors import (
     BadRequest,
@@ -36,14 +35,15 @@ from jobhost.errors import (
     PermissionDenied,
     VariableError,
 )
+from jobhost.execution.drain import Drain
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
-from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.journal import Journal
-from jobhost.execution.launch import base_env, log_path
+from jobhost.execution.launch import log_path
 from jobhost.execution.output import read_text, remove_logs, text_spans
 from jobhost.execution.reconcile import reconcile
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
+from jobhost.execution.variables import resolve_variables, reusable_variables, secret_names
 from jobhost.host import Parts
 from jobhost.models import (
     Action,
@@ -108,11 +108,7 @@ class JobHost:
         )
         self._opened = False
         self._reconciling = asyncio.Lock()
-        self._draining = False
-        self._leave_on_exit = False
-        self._drain_task: asyncio.Task[None] | None = None
-        # Set when a drain is over: ``jobhost serve`` then exits (0).
-        self.exit_requested = asyncio.Event()
+        self._drain = Drain()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
@@ -151,15 +147,12 @@ class JobHost:
     def stops_runs_on_close(self) -> bool:
         """Whether closing stops the running runs (``shutdown_policy = "stop"``, unless a
         drain said leave); a start-up that failed leaves them for the next server."""
-        return self._opened and self.settings.shutdown_policy == "stop" and not self._leave_on_exit
+        return self._opened and self.settings.shutdown_policy == "stop" and not self._drain.leave
 
     async def aclose(self) -> None:
         """Stop (or leave, per ``shutdown_policy``) running jobs, flush, end the lease,
         release everything. Left runs are re-adopted by the next server on this host."""
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain_task
+        await self._drain.aclose()
         await self._parts.aclose()
 
     async def __aenter__(self) -> JobHost:
@@ -197,7 +190,12 @@ class JobHost:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._drain.active
+
+    @property
+    def exit_requested(self) -> asyncio.Event:
+        """Set when a drain is over: ``jobhost serve`` then exits (0)."""
+        return self._drain.exit_requested
 
     async def drain(
         self,
@@ -216,37 +214,10 @@ class JobHost:
             raise PermissionDenied(
                 f"{principal.username!r} may not drain the server: superusers only"
             )
-        self._draining = True
-        self._leave_on_exit = leave
-        supervisor = self.supervisor
-        for job_id in list(supervisor.restart_pending()):
-            supervisor.cancel_restart(job_id)
-        if self._parts.lease is not None:
-            self._parts.lease.draining = True
-            await self._parts.lease.renew()
-        await self.audit(
-            "server.drain",
-            principal,
-            None,
-            address=address,
-            details={"wait_seconds": wait_seconds, "leave": leave, "running": len(supervisor.live)},
-        )
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-        self._drain_task = asyncio.create_task(
-            self._finish_drain(None if leave else wait_seconds, leave), name="jobhost-drain"
-        )
-
-    async def _finish_drain(self, wait_seconds: float | None, leave: bool) -> None:
-        supervisor = self.supervisor
-        if not leave:
-            waits = [asyncio.ensure_future(supervisor.wait(i)) for i in list(supervisor.live)]
-            if waits:
-                _, pending = await asyncio.wait(waits, timeout=wait_seconds)
-                for waiting in pending:
-                    waiting.cancel()
-        log.info("drain complete: exiting (%d runs still live)", len(supervisor.live))
-        self.exit_requested.set()
+        running = len(self.supervisor.live)
+        await self._drain.begin(self.supervisor, self._parts.lease, wait_seconds, leave)
+        details = {"wait_seconds": wait_seconds, "leave": leave, "running": running}
+        await self.audit("server.drain", principal, None, address=address, details=details)
 
     async def resume(self, principal: Principal = SYSTEM, *, address: str | None = None) -> None:
         """End a drain: starts and schedules work again."""
@@ -254,14 +225,7 @@ class JobHost:
             raise PermissionDenied(
                 f"{principal.username!r} may not resume the server: superusers only"
             )
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            self._drain_task = None
-        self._draining = False
-        self._leave_on_exit = False
-        if self._parts.lease is not None:
-            self._parts.lease.draining = False
-            await self._parts.lease.renew()
+        await self._drain.end(self._parts.lease)
         await self.audit("server.resume", principal, None, address=address)
 
     # ----------------------------------------------------------------- catalog
@@ -334,12 +298,7 @@ class JobHost:
             return await self._start(
                 job, variables, principal, trigger, test, scheduled_for, address
             )
-        secret = [
-            name
-            for name, spec in (job.definition.template_variables if job.definition else {}).items()
-            if spec.secret
-        ]
-        request = fingerprint(job.id, test, variables or {}, secret)
+        request = fingerprint(job.id, test, variables or {}, secret_names(job.definition))
         return await self._idempotency.once(
             principal.username,
             idempotency_key,
@@ -372,7 +331,7 @@ class JobHost:
         *,
         request_fingerprint: str | None = None,
     ) -> Execution:
-        if self._draining:
+        if self._drain.active:
             raise Draining(
                 f"This JobHost server is draining for an upgrade and starts nothing new; "
                 f"{job.id!r} was not started. Start it on another server, or here after "
@@ -450,14 +409,7 @@ class JobHost:
 
     async def resolve_variables(self, job: Job, supplied: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults → init hook → required/unknown/type checks (the seed's order)."""
-        definition = job.definition
-        assert definition is not None
-        values = apply_defaults(definition, supplied)
-        if job.init_script is not None:
-            values = await run_init_hook(
-                job, values, timeout=self.settings.init_timeout_seconds, env=base_env()
-            )
-        return check_variables(definition, values)
+        return await resolve_variables(job, supplied, self.settings.init_timeout_seconds)
 
     async def test(
         self,
@@ -565,7 +517,7 @@ class JobHost:
             last = self.supervisor.last_finished.get(job.id)
             previous = last
         if variables is None:
-            variables = self._reusable_variables(job, previous)
+            variables = reusable_variables(job, previous)
         self.supervisor.cancel_restart(job.id)
         targets = [e for e in live if execution_id is None or e.id == execution_id]
         waits = [asyncio.ensure_future(self.supervisor.wait(e.id)) for e in targets]
@@ -590,22 +542,6 @@ class JobHost:
             details={"execution": execution.id, "replaced": [e.id for e in targets]},
         )
         return execution
-
-    def _reusable_variables(self, job: Job, previous: Execution | None) -> dict[str, Any]:
-        if previous is None:
-            return {}
-        secret = [
-            name
-            for name, spec in (job.definition.template_variables if job.definition else {}).items()
-            if spec.secret and name in previous.variables
-        ]
-        if secret:
-            raise VariableError(
-                f"Cannot reuse the variables of {previous.id!r}: {', '.join(secret)} "
-                "are secret and not kept; give them again",
-                details={name: "secret value not kept; give it again" for name in secret},
-            )
-        return dict(previous.variables)
 
     # ----------------------------------------------------------------- reading
     async def status(self, execution_id: str, principal: Principal = SYSTEM) -> Execution:

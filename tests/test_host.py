@@ -30,14 +30,22 @@ def open_files() -> dict[int, str]:
     return found
 
 
-def jobhost_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("jobhost")]
+def threads() -> set[threading.Thread]:
+    """Threads but the event loop's default pool (``asyncio.to_thread``, kept for reuse)."""
+    return {t for t in threading.enumerate() if not t.name.startswith("asyncio_")}
 
 
-async def assert_nothing_left(before: dict[int, str], data: Path) -> None:
-    left = {fd: target for fd, target in open_files().items() if before.get(fd) != target}
+def snapshot() -> tuple[dict[int, str], set[threading.Thread]]:
+    return open_files(), threads()
+
+
+async def assert_nothing_left(
+    before: tuple[dict[int, str], set[threading.Thread]], data: Path
+) -> None:
+    files, running = before
+    left = {fd: target for fd, target in open_files().items() if files.get(fd) != target}
     assert left == {}
-    assert jobhost_threads() == []
+    assert {t.name for t in threads() - running} == set()
     assert not [t for t in open_files().values() if t.startswith(str(data))]
 
 
@@ -45,7 +53,7 @@ async def test_a_notifier_that_fails_at_start_closes_store_journal_and_lease(
     apps: Path, tmp_path: Path, engine_factory: EngineFactory
 ) -> None:
     write_jobs(apps)
-    before = open_files()
+    before = snapshot()
     broken = {"ops": {"type": "pager"}}
     with pytest.raises(BadRequest) as failed:
         async with engine_factory(notifications_enabled=True, channels=broken):
@@ -67,7 +75,7 @@ async def test_a_scheduler_that_fails_at_start_closes_the_runner_connection_and_
     async with engine_factory() as first:  # leaves its run running when it closes
         execution = await started_and_printing(first, "Demo/Sleeper")
     assert execution.pid is not None
-    before = open_files()
+    before = snapshot()
 
     async def broken(self: Scheduler) -> None:
         raise OSError("the schedule store is unreadable")

@@ -9,6 +9,7 @@ from typing import Any
 
 from jobhost.catalog.discovery import Job
 from jobhost.execution.admission import Occupancy
+from jobhost.execution.variables import secret_names
 from jobhost.models import Execution
 
 
@@ -25,13 +26,11 @@ class Launch:
 
     def secret_values(self) -> list[str]:
         """The clear values of the run's secret variables; kept in memory only."""
-        definition = self.job.definition
-        if definition is None:
+        if self.job.definition is None:
             return []
         if self.secrets:
             return list(self.secrets)
-        names = [n for n, spec in definition.template_variables.items() if spec.secret]
-        values = (self.variables.get(name) for name in names)
+        values = (self.variables.get(name) for name in secret_names(self.job.definition))
         return [str(v) for v in values if v not in (None, "")]
 
 
