@@ -13,6 +13,7 @@ and a few lines over the parts that do the work (``Supervisor`` for live runs, t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -36,10 +37,10 @@ from jobhost.errors import (
     VariableError,
 )
 from jobhost.execution.drain import Drain
+from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, read_chunk
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.journal import Journal
-from jobhost.execution.launch import log_path
-from jobhost.execution.output import read_text, remove_logs, text_spans
+from jobhost.execution.output import remove_logs
 from jobhost.execution.reconcile import reconcile
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
@@ -69,8 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_READ = 64 * 1024
-MAX_READ = 1024 * 1024
 SYSTEM = Principal(username="jobhost", roles=frozenset(), superuser=True)
 
 
@@ -568,41 +567,18 @@ class JobHost:
             raise BadRequest(f"offset must be 0 or more, got {offset}")
         limit = max(1, min(limit, MAX_READ))
         execution = await self.status(execution_id, principal)
-        return await self._read(execution, offset, limit)
-
-    async def _read(self, execution: Execution, offset: int, limit: int) -> OutputChunk:
-        """A read that ends on a UTF-8 character boundary, done off the event loop;
-        ``done`` as soon as an ended run's last byte has been returned."""
-        path = str(log_path(self.settings, execution.id))
         live = execution.id in self.supervisor.live
-        read = await asyncio.to_thread(read_text, path, offset, limit, live=live)
-        spans = text_spans(read.data, read.offset, read.stderr) if read.stderr else ()
-        return OutputChunk(
-            data=read.data,
-            offset=read.offset,
-            next_offset=read.next_offset,
-            done=read.at_end,
-            stderr=spans,
-        )
+        return await read_chunk(self.settings, execution.id, offset, limit, live=live)
 
     async def follow(
         self, execution_id: str, principal: Principal = SYSTEM, *, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Output as it is produced, until the execution ends; the last chunk has ``done``."""
         execution = await self.status(execution_id, principal)
-        while True:
-            live = execution.id in self.supervisor.live
-            chunk = await self._read(execution, offset, DEFAULT_READ)
-            if chunk.data:
-                offset = chunk.next_offset
+        chunks = follow_output(self.settings, self.supervisor, execution.id, offset)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
                 yield chunk
-                if chunk.done:
-                    return
-                continue
-            if not live:
-                yield OutputChunk(data=b"", offset=offset, next_offset=offset, done=True)
-                return
-            await self.supervisor.output_changed(execution.id)
 
     async def wait(self, execution_id: str, principal: Principal = SYSTEM) -> Execution:
         """The execution once it has ended."""
