@@ -61,13 +61,22 @@ def default_executor(events: Supervisor) -> Executor:
     )
 
 
-def scheduler_for(host: JobHost, *, clock: Clock | None = None, **options: timedelta) -> Scheduler:
+def scheduler_for(
+    host: JobHost, *, clock: Clock | None = None, claim_ahead: timedelta | None = None
+) -> Scheduler:
     """A scheduler firing through ``host``, its schedules following the host's catalog."""
-    from jobhost.scheduler import Scheduler
+    from jobhost.scheduler import CLAIM_AHEAD, Scheduler
 
     clock = clock if clock is not None else SystemClock(host.clock)
     service = Schedules(host, clock=clock)
-    scheduler = Scheduler(host, service, host.journal, hooks=host.hooks, clock=clock, **options)
+    scheduler = Scheduler(
+        host,
+        service,
+        host.journal,
+        hooks=host.hooks,
+        clock=clock,
+        claim_ahead=claim_ahead if claim_ahead is not None else CLAIM_AHEAD,
+    )
     host.on_catalog_change(scheduler.catalog_changed)
     return scheduler
 
@@ -122,6 +131,16 @@ class Parts:
         stack.push_async_callback(journal.aclose)
         await journal.call(store.migrate)
 
+        # Made before the lease's heartbeat can tick (a tick reconciles through it); it
+        # holds nothing until it is used, and its close is pushed once the lease's is.
+        supervisor = self.supervisor = Supervisor(
+            settings,
+            journal,
+            self.executor_factory,
+            hooks=host.hooks,
+            clock=host.clock,
+            rng=host.rng,
+        )
         server = host.kind == "server"
         lease = self.lease = Lease(
             journal,
@@ -133,15 +152,6 @@ class Parts:
         )
         await lease.acquire()
         stack.push_async_callback(lease.release)
-
-        supervisor = self.supervisor = Supervisor(
-            settings,
-            journal,
-            self.executor_factory,
-            hooks=host.hooks,
-            clock=host.clock,
-            rng=host.rng,
-        )
         supervisor.owner = lease.id
         stack.push_async_callback(self._close_notifier)  # after the supervisor's runs end
         stack.push_async_callback(self._close_supervisor, host)
