@@ -139,11 +139,8 @@ def catalog_entry(
     run), ``outcomes`` (the newest few, newest first), ``active`` (live runs, oldest
     first) and ``next_fire``."""
     entry = job.to_api(principal)
-    entry["next_fire"] = None
-    next_fire = getattr(engine.scheduler, "next_fire", None) if engine.scheduler else None
-    if callable(next_fire):
-        when = next_fire(job.id)
-        entry["next_fire"] = iso(when) if isinstance(when, datetime) else None
+    when = engine.scheduler.service.next_fire(job.id) if engine.scheduler else None
+    entry["next_fire"] = iso(when) if when is not None else None
     entry["timezone"] = _zone(engine, job)
     outcomes = [_outcome(e) for e in recent or ()]
     entry["last_run"] = outcomes[0] if outcomes else None
