@@ -41,7 +41,6 @@ from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, r
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.journal import Journal
 from jobhost.execution.output import remove_logs
-from jobhost.execution.reconcile import reconcile
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
 from jobhost.execution.variables import resolve_variables, reusable_variables, secret_names
@@ -106,7 +105,6 @@ class JobHost:
             lambda user, key: self.journal.call(self.store.find_by_idempotency_key, user, key)
         )
         self._opened = False
-        self._reconciling = asyncio.Lock()
         self._drain = Drain()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
 
@@ -122,18 +120,7 @@ class JobHost:
     async def reconcile(self) -> list[Execution]:
         """Re-adopt or resolve the runs of instances whose lease expired (see
         ``jobhost.execution.reconcile``); returns the runs recorded ``lost``."""
-        supervisor, lease = self.supervisor, self._parts.lease
-        assert lease is not None
-        async with self._reconciling:
-            return await reconcile(
-                self.journal,
-                supervisor.executor,
-                lease.instance,
-                self.clock,
-                lambda execution: supervisor.adopt(execution, self._catalog.get(execution.job_id)),
-                any_host=self.settings.executor == "celery",
-                announce=supervisor.announce,
-            )
+        return await self._parts.reconcile(self)
 
     @property
     def instance_id(self) -> str:

@@ -33,7 +33,9 @@ from jobhost.catalog.watch import watch_catalog
 from jobhost.clock import Clock, SystemClock
 from jobhost.execution.journal import Journal
 from jobhost.execution.lease import Lease
+from jobhost.execution.reconcile import reconcile
 from jobhost.execution.supervisor import Supervisor
+from jobhost.models import Execution
 from jobhost.schedules import Schedules, sql_store
 from jobhost.store import instances
 
@@ -111,6 +113,7 @@ class Parts:
         self.scheduler: Scheduler | None = None
         self.watching: asyncio.Task[None] | None = None
         self._watch_stop = asyncio.Event()
+        self._reconciling = asyncio.Lock()
         self._stack = contextlib.AsyncExitStack()
 
     async def start(self, host: JobHost) -> None:
@@ -191,6 +194,23 @@ class Parts:
             )
             stack.push_async_callback(self._stop_watching)
         stack.push_async_callback(lease.stop_heartbeat)
+
+    async def reconcile(self, host: JobHost) -> list[Execution]:
+        """Re-adopt or resolve the runs of instances whose lease expired, one pass at a
+        time (at start-up and on the heartbeat). Celery runs may be on any host."""
+        supervisor, lease, journal = self.supervisor, self.lease, self.journal
+        if supervisor is None or lease is None or journal is None:
+            raise RuntimeError("JobHost.open() was not awaited")
+        async with self._reconciling:
+            return await reconcile(
+                journal,
+                supervisor.executor,
+                lease.instance,
+                host.clock,
+                lambda execution: supervisor.adopt(execution, host.catalog.get(execution.job_id)),
+                any_host=host.settings.executor == "celery",
+                announce=supervisor.announce,
+            )
 
     async def _close_supervisor(self, host: JobHost) -> None:
         if self.supervisor is not None:
