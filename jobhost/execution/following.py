@@ -1,6 +1,6 @@
-"""A run's output as callers read it: chunks that end on a character boundary (with the
-character ranges that came from stderr), read off the event loop, and a live run followed until its last byte (woken by new output, never
-polled)."""
+"""A run's output as callers read it: chunks that end on a character boundary (with
+the character ranges that came from stderr), read off the event loop, and a live run
+followed until its last byte (woken by new output, never polled)."""
 
 from __future__ import annotations
 

@@ -120,8 +120,7 @@ def _live(e: Execution) -> dict[str, Any]:
 def _zone(engine: JobHost, job: Job) -> str:
     """The zone the job's times are planned in: its schedule's (an override's zone
     included), else its job.json ``timezone``, else the server's default."""
-    service = getattr(engine.scheduler, "service", None) if engine.scheduler else None
-    planned = getattr(service, "entries", {}).get(job.id) if service is not None else None
+    planned = engine.scheduler.service.entries.get(job.id) if engine.scheduler else None
     if planned is not None:
         return str(planned.tz)
     definition = job.definition
