@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "cgroup", "rlimits"] = "auto"  # cgroup: refuse to start without
     limits: Limits = Field(default_factory=Limits)  # defaults under every job's own ``limits``
 
+    # Concurrency groups: name → how many runs of all jobs naming it (job.json
+    # ``concurrency_group``) may hold a process at once; a group not listed has no limit.
+    groups: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+
     retention_days: int | None = Field(default=None, gt=0)
     retention_per_job: int | None = Field(default=None, gt=0)
 

@@ -61,8 +61,10 @@ def readable(value: Any) -> Any:
 class ExecutionStatus(StrEnum):
     """``queued → starting → running → succeeded | failed | stopped | timed_out``; or ``lost``;
     or ``rejected``: a scheduled start refused before it had a process (variables, init
-    script), recorded so the fire shows in history with its reason."""
+    script), recorded so the fire shows in history with its reason; or ``scheduled``: a run
+    due later (a retry's next attempt, a run-at start), held in the store until ``due_at``."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     STARTING = "starting"
     RUNNING = "running"
@@ -107,6 +109,8 @@ class Trigger(StrEnum):
     CLI = "cli"  # the local CLI, acting as local superuser
     SCHEDULE = "schedule"
     RESTART = "restart"  # the restart policy or the restart action
+    RETRY = "retry"  # the next attempt of a batch run (job.json ``retry``)
+    CHAIN = "chain"  # another run's ``on_success`` / ``on_failure``
 
 
 class Action(StrEnum):
@@ -174,6 +178,14 @@ class Execution:
     # Who or what ended it early: a user ("alice", "alice (token ci)"), "timeout",
     # "server shutdown", "replaced by a newer run"; None when nobody stopped it.
     stopped_by: str | None = None
+    # Run policies (jobhost.execution.retry, .due, .concurrency; jobhost.chains).
+    attempt: int = 1  # 1 for a first run; the retry policy's next attempts count on
+    retry_of: str | None = None  # the first attempt, on every later attempt
+    next_attempt: str | None = None  # on a run that will be retried: the scheduled attempt
+    due_at: datetime | None = None  # when a ``scheduled`` run is due
+    triggered_by: str | None = None  # the run whose on_success / on_failure started this one
+    chained: tuple[str, ...] = ()  # the runs this one's on_success / on_failure started
+    queue_position: int | None = None  # 1 = next to start, while ``queued``
 
     def evolve(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)
@@ -214,6 +226,13 @@ class Execution:
             "scheduled_for": iso(self.scheduled_for),
             "owner": self.owner,
             "stopped_by": self.stopped_by,
+            "attempt": self.attempt,
+            "retry_of": self.retry_of,
+            "next_attempt": self.next_attempt,
+            "due_at": iso(self.due_at),
+            "triggered_by": self.triggered_by,
+            "chained": list(self.chained),
+            "queue_position": self.queue_position,
         }
 
 

@@ -169,7 +169,7 @@ def test_active_executions_are_the_non_terminal_ones(store: SqlStore) -> None:
 
     active = store.active_executions()
 
-    assert {e.status for e in active} == {S.QUEUED, S.STARTING, S.RUNNING, S.STOPPING}
+    assert {e.status for e in active} == {S.SCHEDULED, S.QUEUED, S.STARTING, S.RUNNING, S.STOPPING}
     assert all(not e.status.terminal for e in active)
 
 

@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 
 from jobhost import cron
 from jobhost.catalog.limits import Limits, RunAsDefinition, runtime_problem
+from jobhost.catalog.policies import ChainLink, RetryPolicy, policy_problems
 from jobhost.errors import BadRequest, InvalidDefinition
 from jobhost.models import Action
 
@@ -343,6 +344,13 @@ class JobDefinition(BaseModel):
     notify: list[dict[str, Any]] = Field(default_factory=list)
     limits: Limits | None = None  # over the settings' defaults (jobhost.catalog.limits)
     run_as: RunAsDefinition | None = None  # None: the app's run_as (app.json), else the server's
+    # Run policies (jobhost.catalog.policies): max_concurrent per distinct rendered key, a
+    # settings-wide group semaphore, retries of batch runs, runs started on the outcome.
+    concurrency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    concurrency_group: str | None = None
+    retry: RetryPolicy | None = None
+    on_success: list[ChainLink] = Field(default_factory=list)
+    on_failure: list[ChainLink] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -534,6 +542,7 @@ def _checked(
         from jobhost.notify.rules import notify_problems
 
         problems += notify_problems(definition.notify)
+    problems += policy_problems(definition)
     errors = [f"{source}: {problem}" for problem in problems] if problems else []
     extra = definition.model_extra
     warnings = (

@@ -35,27 +35,32 @@ UNLIMITED = Policy()
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """One request to run a job. Test runs ignore ``max_concurrent``."""
+    """One request to run a job. Test runs ignore ``max_concurrent`` and groups."""
 
     job_id: str
     policy: Policy
     test: bool = False
+    key: str | None = None  # the rendered concurrency_key: max_concurrent counts per key
+    group: str | None = None  # the concurrency_group, a semaphore shared across jobs
 
     @property
     def limited(self) -> bool:
         """Whether the answer depends on what is active (else: start, whatever runs)."""
-        return not self.test and self.policy.max_concurrent > 0
+        return not self.test and (self.policy.max_concurrent > 0 or self.group is not None)
 
 
 @dataclass(frozen=True, slots=True)
 class Occupancy:
-    """What holds a slot now: the IDs of the job's active (non-test) runs, how many of
-    its runs wait in its queue, and the queue length across all jobs against its cap."""
+    """What holds a slot now: the IDs of the job's active (non-test) runs (of the same
+    concurrency key), how many of its runs wait in its queue, and the queue length across
+    all jobs against its cap; for a run in a group, the group's holders and its limit."""
 
     active: tuple[str, ...] = ()
     queued: int = 0
     queued_total: int = 0
     max_queue: int = 0
+    group_active: int = 0
+    group_limit: int = 0  # 0: the group has no limit in settings
 
 
 FREE = Occupancy()
@@ -95,13 +100,17 @@ def admit(request: Admission, occupancy: Occupancy) -> Decision:
         return START
     policy = request.policy
     limit = policy.max_concurrent
-    if len(occupancy.active) + occupancy.queued < limit:
+    job_free = not limit or len(occupancy.active) + occupancy.queued < limit
+    group_free = not occupancy.group_limit or occupancy.group_active < occupancy.group_limit
+    if job_free and group_free:
         return START
-    if policy.on_conflict == "reject":
+    # A full group always queues: on_conflict is about the job's own runs.
+    if not job_free and policy.on_conflict == "reject":
         running = ", ".join(occupancy.active) or "queued runs"
+        key = f" for concurrency_key {request.key!r}" if request.key is not None else ""
         return Reject(
-            f"Job {request.job_id!r} already has {len(occupancy.active)} active execution(s) "
-            f"(max_concurrent={limit}, on_conflict=reject): {running}. "
+            f"Job {request.job_id!r} already has {len(occupancy.active)} active execution(s)"
+            f"{key} (max_concurrent={limit}, on_conflict=reject): {running}. "
             "Stop it first, or restart it.",
             running=occupancy.active,
         )
@@ -110,7 +119,7 @@ def admit(request: Admission, occupancy: Occupancy) -> Decision:
             f"The queue is full ({occupancy.max_queue} waiting executions); try again later",
             full=True,
         )
-    replace = occupancy.active if policy.on_conflict == "replace" else ()
+    replace = occupancy.active if not job_free and policy.on_conflict == "replace" else ()
     return Queue(position=occupancy.queued + 1, replace=replace)
 
 

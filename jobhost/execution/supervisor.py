@@ -34,8 +34,8 @@ from jobhost.execution.admission import (
     Queue,
     Reject,
     admit,
-    may_leave_queue,
 )
+from jobhost.execution.concurrency import Slots, admission_of, slot_of
 from jobhost.execution.exits import exit_status, timeout_message
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import Launcher
@@ -85,6 +85,9 @@ class Supervisor:
         self._clock = clock
         self.runs = LiveRuns(max_queue=settings.max_queue)
         self.live = self.runs.runs  # by ID, read by the engine
+        # Who holds a process and who waits, per job and concurrency key and per group:
+        # the queue (``LiveRuns.queues`` stays unused).
+        self.slots = Slots(lambda: settings.groups)
         self._launches = self.runs.launches
         self._watchers = Watchers()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
@@ -122,8 +125,11 @@ class Supervisor:
         job = launch.job
         definition = job.definition
         assert definition is not None
-        request = Admission(job.id, Policy.of(definition), test)
-        decision = admit(request, self.runs.occupancy(job.id) if request.limited else FREE)
+        slot = None if test else slot_of(job.id, definition, launch.variables)
+        policy = Policy.of(definition)
+        request = Admission(job.id, policy, test) if slot is None else admission_of(slot, policy)
+        occupancy = self.slots.occupancy(slot, self.settings.max_queue) if slot else FREE
+        decision = admit(request, occupancy if request.limited else FREE)
         if isinstance(decision, Reject):
             if decision.full:
                 raise TooManyRequests(decision.reason)
@@ -148,7 +154,13 @@ class Supervisor:
             scheduled_for=scheduled_for,
             owner=self.owner,
         )
-        self.runs.add(execution, launch, queued=status is ExecutionStatus.QUEUED)
+        self.runs.add(execution, launch)
+        if slot is not None and status is ExecutionStatus.QUEUED:
+            self.slots.wait(execution.id, slot)
+            execution = execution.evolve(queue_position=self.slots.position(execution.id))
+            self.live[execution.id] = execution
+        elif slot is not None:
+            self.slots.hold(execution.id, slot)
         if lineage is not None:
             self._restarts.link(execution.id, lineage)
         # A start the executor reports at once (a local spawn) folds its first record into
@@ -177,6 +189,7 @@ class Supervisor:
     def _forget(self, execution: Execution) -> None:
         """Drop a run from memory without a record (its first write failed)."""
         self.runs.forget(execution)
+        self.slots.release(execution.id)
         self._restarts.forget(execution.id)
         self._watchers.ended(execution)
 
@@ -221,6 +234,9 @@ class Supervisor:
             return False
         current = self.live.get(adopted.id)
         if current is not None and not current.status.terminal:
+            definition = job.definition if job is not None else None
+            if definition is not None and not current.test:
+                self.slots.hold(current.id, slot_of(current.job_id, definition, current.variables))
             self._persist_and_announce(current)
         return True
 
@@ -229,7 +245,7 @@ class Supervisor:
         return self.runs.active_of(job_id)
 
     def queued_total(self) -> int:
-        return self.runs.queued_total()
+        return self.slots.waiting()
 
     # ----------------------------------------------------------------- stopping
     async def stop(self, execution_id: str, *, by: str | None = None) -> Execution:
@@ -240,7 +256,7 @@ class Supervisor:
             # Ended meanwhile (its bookkeeping may still be in flight): nothing to stop.
             return execution or await self._stored(execution_id)
         if execution.status is ExecutionStatus.QUEUED:
-            self.runs.unqueue(execution)
+            self.slots.release(execution_id)
             final = execution.evolve(
                 status=ExecutionStatus.STOPPED,
                 ended_at=self._clock(),
@@ -346,6 +362,7 @@ class Supervisor:
         else:
             self._forget_exit(final.id)
         self.runs.unindex(final)
+        freed = self.slots.release(final.id)
         self.remember(final)
         previous = self.last_finished.get(final.job_id)
         if not final.test:
@@ -358,7 +375,8 @@ class Supervisor:
         self._launches.pop(final.id, None)
         if launch is not None:
             self._maybe_restart(final, launch)
-        await self._drain_queue(final.job_id)
+        if freed or final.queue_position is not None:
+            await self._admit_waiting()
 
     async def record_unstarted(self, final: Execution) -> None:
         """A run refused before it had a process (``rejected``): recorded, counted,
@@ -377,24 +395,26 @@ class Supervisor:
                 return
         log.error("gave up recording the end of %s; the next server will reconcile it", final.id)
 
-    async def _drain_queue(self, job_id: str) -> None:
-        queue = self.runs.queues.get(job_id)
-        while queue:
-            execution = self.live.get(queue[0])
+    async def _admit_waiting(self) -> None:
+        """Start the waiting runs that fit now (a slot or a group's share was freed), then
+        tell the others their new place in the queue."""
+        for execution_id in self.slots.ready():
+            execution = self.live.get(execution_id)
             if execution is None or execution.status is not ExecutionStatus.QUEUED:
-                queue.popleft()
+                self.slots.release(execution_id)
                 continue
-            definition = self._launches[execution.id].job.definition
-            policy = Policy.of(definition) if definition else Policy(1)
-            if not may_leave_queue(policy, len(self.active_of(job_id))):
-                return
-            queue.popleft()
-            starting = execution.evolve(status=ExecutionStatus.STARTING)
+            starting = execution.evolve(status=ExecutionStatus.STARTING, queue_position=None)
             self._set(starting)
             await self.journal.record(starting)
             self._announce(starting)
             await self._dispatch(starting)
-        self.runs.queues.pop(job_id, None)
+        for execution_id, position in self.slots.positions():
+            waiting = self.live.get(execution_id)
+            if waiting is not None and waiting.queue_position != position:
+                moved = waiting.evolve(queue_position=position)
+                self._set(moved)
+                self.journal.record_soon(moved)
+                self._announce(moved)
 
     def _maybe_restart(self, final: Execution, launch: Launch) -> None:
         def fire(lineage: str) -> None:

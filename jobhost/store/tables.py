@@ -94,10 +94,19 @@ executions = sa.Table(
     sa.Column("owner", sa.Text),
     sa.Column("request_fingerprint", sa.Text),
     sa.Column("stopped_by", sa.Text),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("retry_of", sa.Text),
+    sa.Column("next_attempt", sa.Text),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("triggered_by", sa.Text),
+    sa.Column("chained", sa.JSON, nullable=False, server_default="[]"),
+    sa.Column("queue_position", sa.Integer),
     sa.Index("ix_executions_job_id_created_at_id", "job_id", "created_at", "id"),
     sa.Index("ix_executions_user_created_at", "user", "created_at"),
     sa.Index("ix_executions_status_created_at", "status", "created_at"),
     sa.Index("ix_executions_created_at_id", "created_at", "id"),
+    sa.Index("ix_executions_retry_of", "retry_of"),
+    sa.Index("ix_executions_triggered_by", "triggered_by"),
     sa.Index(
         "uq_executions_user_idempotency_key",
         "user",
@@ -204,7 +213,12 @@ def from_row(cls: type[V], row: sa.RowMapping, **read: Any) -> V:
 
 
 def execution_to_row(execution: Execution) -> dict[str, Any]:
-    return to_row(execution, status=execution.status.value, trigger=execution.trigger.value)
+    return to_row(
+        execution,
+        status=execution.status.value,
+        trigger=execution.trigger.value,
+        chained=list(execution.chained),
+    )
 
 
 def execution_from_row(row: sa.RowMapping) -> Execution:
@@ -215,6 +229,7 @@ def execution_from_row(row: sa.RowMapping) -> Execution:
         trigger=Trigger(row["trigger"]),
         variables=row["variables"] or {},
         test=bool(row["test"]),
+        chained=tuple(row["chained"] or ()),
     )
 
 
