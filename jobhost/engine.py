@@ -41,6 +41,7 @@ from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, r
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.journal import Journal
 from jobhost.execution.output import remove_logs
+from jobhost.execution.scheduled import ScheduledRuns
 from jobhost.execution.subscriptions import Subscription
 from jobhost.execution.supervisor import Launch, Supervisor
 from jobhost.execution.variables import resolve_variables, reusable_variables, secret_names
@@ -107,6 +108,7 @@ class JobHost:
         self._opened = False
         self._drain = Drain()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
+        self.scheduled_runs = ScheduledRuns(self)  # retries and run-at starts, when due
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> JobHost:
@@ -121,6 +123,13 @@ class JobHost:
         """Re-adopt or resolve the runs of instances whose lease expired (see
         ``jobhost.execution.reconcile``); returns the runs recorded ``lost``."""
         return await self._parts.reconcile(self)
+
+    async def adopt_orphan(self, execution: Execution) -> bool:
+        """Reconciliation's hand-over of an orphan: a ``scheduled`` run waits here for its
+        due time, a run with a process is re-adopted by the supervisor."""
+        if execution.status is ExecutionStatus.SCHEDULED:
+            return self.scheduled_runs.take_over(execution)
+        return await self.supervisor.adopt(execution, self._catalog.get(execution.job_id))
 
     @property
     def instance_id(self) -> str:
@@ -212,6 +221,7 @@ class JobHost:
                 f"{principal.username!r} may not resume the server: superusers only"
             )
         await self._drain.end(self._parts.lease)
+        self.scheduled_runs.resume()
         await self.audit("server.resume", principal, None, address=address)
 
     # ----------------------------------------------------------------- catalog
@@ -438,6 +448,13 @@ class JobHost:
                     f"{principal.username!r} may not stop execution {execution.id!r} "
                     f"of {execution.job_id!r}"
                 )
+            if execution.status is ExecutionStatus.SCHEDULED:
+                stopped = [await self.scheduled_runs.cancel(execution)]
+                details = {"executions": [execution.id], "scheduled": True}
+                await self.audit(
+                    "job.stop", principal, execution.job_id, address=address, details=details
+                )
+                return stopped
             if execution.id not in self.supervisor.live:
                 if not execution.status.terminal and execution.owner != self.instance_id:
                     raise Conflict(
@@ -457,6 +474,11 @@ class JobHost:
             targets = [e for e in self.supervisor.live.values() if e.job_id == job.id]
             target_job = job.id
             cancelled = self.supervisor.cancel_restart(job.id)
+            # A job's stop ends its retries too; its run-at starts are stopped one by one.
+            for retry in self.scheduled_runs.pending():
+                if retry.job_id == job.id and retry.trigger is Trigger.RETRY:
+                    await self.scheduled_runs.cancel(retry)
+                    cancelled = True
             if not targets and not cancelled:
                 raise Conflict(f"Job {job.id!r} has no running execution to stop")
         else:
@@ -572,6 +594,10 @@ class JobHost:
         execution = await self.status(execution_id, principal)
         finished = await self.supervisor.wait(execution.id)
         return finished or await self.status(execution_id, principal)
+
+    def scheduled(self, principal: Principal = SYSTEM) -> list[Execution]:
+        """Runs due later here (retries, run-at starts) the principal may view, soonest first."""
+        return self.scheduled_runs.pending(principal)
 
     def running(self, principal: Principal = SYSTEM) -> list[Execution]:
         """Live executions (queued included) the principal may view, oldest first."""

@@ -144,6 +144,7 @@ class Parts:
             clock=host.clock,
             rng=host.rng,
         )
+        supervisor.later = host.scheduled_runs.add  # a retry's next attempt, until due
         server = host.kind == "server"
         lease = self.lease = Lease(
             journal,
@@ -158,6 +159,7 @@ class Parts:
         supervisor.owner = lease.id
         stack.push_async_callback(self._close_notifier)  # after the supervisor's runs end
         stack.push_async_callback(self._close_supervisor, host)
+        stack.push_async_callback(host.scheduled_runs.aclose)  # no due run starts past here
         if settings.notifications_enabled:
             self.notifier = notifier_for(host, supervisor)
             await self.notifier.start()
@@ -207,7 +209,7 @@ class Parts:
                 supervisor.executor,
                 lease.instance,
                 host.clock,
-                lambda execution: supervisor.adopt(execution, host.catalog.get(execution.job_id)),
+                host.adopt_orphan,
                 any_host=host.settings.executor == "celery",
                 announce=supervisor.announce,
             )

@@ -287,6 +287,42 @@ async def test_a_webhook_post_carries_a_valid_signature(
     assert body["link"].endswith(f"/#/executions/{deliveries[0].execution_id}")
 
 
+async def test_a_retried_run_notifies_its_final_outcome_only(
+    apps: Path, engine_factory: EngineFactory, receiver: Receiver
+) -> None:
+    write_job(
+        apps,
+        "Ops",
+        "Flaky",
+        {
+            "Name": "Flaky",
+            "template_variables": VARIABLES,
+            "retry": {"attempts": 2, "backoff_seconds": 0.1},
+            "notify": [
+                {"on": ["failed"], "channel": "chat"},
+                {"on": ["retrying"], "channel": "chat"},
+            ],
+        },
+        script_text=SCRIPT,
+    )
+    async with engine_factory(**hook_settings(receiver)) as engine:
+        changes = engine.changes()
+        first = await engine.start("Ops/Flaky", {"Code": 3})
+        async for change in changes:
+            if change.retry_of == first.id and change.status.terminal:
+                break
+        notifier = notifier_of(engine)
+        await notifier.flush()
+        retrying = await notifier.wait_for(first.id, settled)
+        final = await notifier.wait_for(change.id, settled)
+    assert [(d.event, d.rule_index) for d in retrying] == [("retrying", 1)]
+    assert [(d.event, d.rule_index) for d in final] == [("failed", 0)]
+    assert sorted(r.headers["X-JobHost-Event"] for r in receiver.requests) == [
+        "failed",
+        "retrying",
+    ]
+
+
 async def test_a_failing_receiver_is_retried_then_recorded_as_failed(
     apps: Path, engine_factory: EngineFactory, receiver: Receiver
 ) -> None:
@@ -380,7 +416,7 @@ def test_a_bad_rule_makes_the_job_invalid_with_a_precise_message() -> None:
     assert definition is None
     assert errors == [
         "apps/X/jobs/Y/job.json: notify[0].on: 'fail' is not one of failed, timed_out, lost, "
-        "succeeded, recovered, missed",
+        "succeeded, recovered, missed, retrying",
         "apps/X/jobs/Y/job.json: notify[1].after_failures must be at least 1, got 0",
         "apps/X/jobs/Y/job.json: notify[1].cc is not a known field "
         "(on, channel, to, after_failures, attach_result)",

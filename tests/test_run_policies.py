@@ -12,7 +12,7 @@ import pytest
 from jobhost.engine import JobHost
 from jobhost.errors import Conflict
 from jobhost.execution.subscriptions import Subscription
-from jobhost.models import Execution, ExecutionStatus
+from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Trigger
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
@@ -72,7 +72,7 @@ async def test_max_concurrent_applies_per_key_value(
         assert (await stop_and_wait(engine, a1.id)).status is ExecutionStatus.STOPPED
         await until(changes, lambda e: e.id == a2.id and e.status is ExecutionStatus.STARTING)
         await until(changes, lambda e: e.id == a3.id and e.queue_position == 1)
-        assert (await engine.status(b1.id)).status is ExecutionStatus.RUNNING
+        assert (await engine.status(b1.id)).status.active  # untouched by the other key
         for run in (a2, a3, b1):
             await stop_and_wait(engine, run.id)
         stored = await engine.journal.call(engine.store.get_execution, a3.id)
@@ -128,3 +128,141 @@ async def test_a_group_is_shared_by_jobs_of_two_apps(
         assert (await stop_and_wait(engine, blog2.id)).started_at is None
         for run in (shop1, shop2, tested):
             await stop_and_wait(engine, run.id)
+
+
+# A job that fails with exit code 75 until its Nth attempt (counted in its state dir).
+FLAKY = """
+import os, sys, time
+path = os.path.join(os.environ["JOBHOST_STATE_DIR"], "count")
+count = int(open(path).read()) + 1 if os.path.exists(path) else 1
+open(path, "w").write(str(count))
+print("attempt", count, flush=True)
+if count == int(os.environ["JOBHOST_VAR_HangAt"]):
+    time.sleep(600)
+sys.exit(0 if count >= int(os.environ["JOBHOST_VAR_SucceedAt"]) else 75)
+"""
+
+
+def flaky_job(apps: Path, **retry: object) -> None:
+    write_job(
+        apps,
+        "Demo",
+        "Flaky",
+        {
+            "Name": "Flaky",
+            "template_variables": {
+                "SucceedAt": {"description": "n", "type": "integer", "default": 3},
+                "HangAt": {"description": "n", "type": "integer", "default": 0},
+            },
+            "retry": {"attempts": 3, "backoff_seconds": 0.2, "on_exit_codes": [75], **retry},
+            "stop_grace_seconds": 1,
+        },
+        script_text=FLAKY,
+    )
+
+
+async def attempts_of(engine: JobHost, first: str) -> list[Execution]:
+    """Every attempt of the run ``first``, oldest first, as stored."""
+    page = await engine.history(HistoryQuery(job_id="Demo/Flaky", limit=100))
+    runs = [e for e in page.items if first in (e.id, e.retry_of)]
+    return sorted(runs, key=lambda e: e.attempt)
+
+
+async def final_attempt(engine: JobHost, changes: Subscription, first: str) -> Execution:
+    """The attempt of ``first`` that ended without a next attempt."""
+    return await until(
+        changes,
+        lambda e: first in (e.id, e.retry_of) and e.status.terminal and e.next_attempt is None,
+    )
+
+
+async def test_a_failed_run_is_retried_as_new_attempts(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    flaky_job(apps)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        first = await engine.start("Demo/Flaky")
+        last = await final_attempt(engine, changes, first.id)
+        runs = await attempts_of(engine, first.id)
+    assert last.status is ExecutionStatus.SUCCEEDED
+    assert [(r.attempt, r.status, r.trigger) for r in runs] == [
+        (1, ExecutionStatus.FAILED, Trigger.USER),
+        (2, ExecutionStatus.FAILED, Trigger.RETRY),
+        (3, ExecutionStatus.SUCCEEDED, Trigger.RETRY),
+    ]
+    assert [r.retry_of for r in runs] == [None, first.id, first.id]
+    assert [r.next_attempt for r in runs] == [runs[1].id, runs[2].id, None]
+    assert all(r.due_at is not None for r in runs[1:])
+
+
+async def test_attempts_stop_at_the_limit_and_at_other_exit_codes(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    flaky_job(apps, attempts=2)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        first = await engine.start("Demo/Flaky", {"SucceedAt": 5})
+        last = await final_attempt(engine, changes, first.id)
+        assert (last.attempt, last.status, last.exit_code) == (2, ExecutionStatus.FAILED, 75)
+    write_job(
+        apps,
+        "Demo",
+        "Other",
+        {"Name": "O", "retry": {"attempts": 3, "on_exit_codes": [75]}},
+        script_text="import sys\nsys.exit(3)\n",
+    )
+    async with engine_factory() as engine:
+        ended = await engine.wait((await engine.start("Demo/Other")).id)
+        assert (ended.status, ended.exit_code, ended.next_attempt) == (
+            ExecutionStatus.FAILED,
+            3,
+            None,
+        )
+
+
+async def test_a_stop_of_any_attempt_ends_the_retries(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    flaky_job(apps, backoff_seconds=0.2)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        first = await engine.start("Demo/Flaky", {"HangAt": 2})
+        second = await until(
+            changes, lambda e: e.retry_of == first.id and e.status is ExecutionStatus.RUNNING
+        )
+        assert (await stop_and_wait(engine, second.id)).status is ExecutionStatus.STOPPED
+        runs = await attempts_of(engine, first.id)
+        assert [(r.attempt, r.status) for r in runs] == [
+            (1, ExecutionStatus.FAILED),
+            (2, ExecutionStatus.STOPPED),
+        ]
+        assert engine.scheduled() == []
+
+    # A scheduled attempt is stopped before it is due: nothing more runs.
+    flaky_job(apps, backoff_seconds=300, max_backoff_seconds=300)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        first = await engine.start("Demo/Flaky", {"SucceedAt": 9})
+        pending = await until(changes, lambda e: e.status is ExecutionStatus.SCHEDULED)
+        assert [e.id for e in engine.scheduled()] == [pending.id]
+        [stopped] = await engine.stop(execution_id=pending.id)
+        assert stopped.status is ExecutionStatus.STOPPED
+        assert stopped.error == "Cancelled before it was due; it never ran"
+        assert engine.scheduled() == []
+
+
+async def test_a_pending_retry_survives_a_restart(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    flaky_job(apps, attempts=2, backoff_seconds=2, max_backoff_seconds=2)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        first = await engine.start("Demo/Flaky", {"SucceedAt": 2})
+        pending = await until(changes, lambda e: e.status is ExecutionStatus.SCHEDULED)
+    # The engine closed with the attempt still due: the next one takes it over.
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        assert [e.id for e in engine.scheduled()] == [pending.id]
+        last = await final_attempt(engine, changes, first.id)
+    assert (last.id, last.attempt, last.status) == (pending.id, 2, ExecutionStatus.SUCCEEDED)

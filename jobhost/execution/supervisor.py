@@ -42,6 +42,7 @@ from jobhost.execution.launch import Launcher
 from jobhost.execution.live import Launch, LiveRuns
 from jobhost.execution.restart import RestartTimers
 from jobhost.execution.results import parse_result, read_result_bytes
+from jobhost.execution.retry import next_attempt, retry_delay
 from jobhost.execution.subscriptions import Subscription, Watchers
 from jobhost.models import (
     AuditEvent,
@@ -88,6 +89,10 @@ class Supervisor:
         # Who holds a process and who waits, per job and concurrency key and per group:
         # the queue (``LiveRuns.queues`` stays unused).
         self.slots = Slots(lambda: settings.groups)
+        # Where a retry's next attempt goes until it is due (the engine's DueRuns.add):
+        # called with the recorded ``scheduled`` row and the launch to reuse, or None.
+        self.later: Callable[[Execution, Launch | None], None] | None = None
+        self._rng = rng or random.Random()
         self._launches = self.runs.launches
         self._watchers = Watchers()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
@@ -115,10 +120,13 @@ class Supervisor:
         redacted: dict[str, Any] | None = None,
         audit: Callable[[Execution], AuditEvent] | None = None,
         lineage: str | None = None,
+        planned: Execution | None = None,
     ) -> Execution:
         """Record a new execution and dispatch it now, queue it, or refuse it (409/429).
 
-        ``lineage`` is the first run of the restart chain this one continues.
+        ``lineage`` is the first run of the restart chain this one continues. ``planned``
+        is the ``scheduled`` row (a due retry or run-at start) this run continues: its ID,
+        attempt and links are kept.
 
         ``audit`` makes the event that explains the start; it is committed in the same
         transaction as the execution's first record."""
@@ -154,6 +162,8 @@ class Supervisor:
             scheduled_for=scheduled_for,
             owner=self.owner,
         )
+        if planned is not None:
+            execution = continued(execution, planned)
         self.runs.add(execution, launch)
         if slot is not None and status is ExecutionStatus.QUEUED:
             self.slots.wait(execution.id, slot)
@@ -351,6 +361,9 @@ class Supervisor:
     # ----------------------------------------------------------------- finishing
     async def _finish(self, final: Execution) -> None:
         launch = self._launches.get(final.id)
+        retry = await self._record_retry(final, launch)
+        if retry is not None:
+            final = final.evolve(next_attempt=retry.id)
         self._set(final)
         try:
             await self.journal.record(final)
@@ -375,8 +388,28 @@ class Supervisor:
         self._launches.pop(final.id, None)
         if launch is not None:
             self._maybe_restart(final, launch)
+        if retry is not None and self.later is not None:
+            self._announce(retry)
+            self.later(retry, launch if launch is not None and launch.rendered else None)
         if freed or final.queue_position is not None:
             await self._admit_waiting()
+
+    async def _record_retry(self, final: Execution, launch: Launch | None) -> Execution | None:
+        """The recorded ``scheduled`` row of ``final``'s next attempt (job.json ``retry``),
+        or None when ``final`` is its run's last attempt."""
+        definition = launch.job.definition if launch is not None else None
+        if definition is None or definition.retry is None or self.later is None:
+            return None
+        delay = retry_delay(definition.retry, final, self._rng)
+        if delay is None:
+            return None
+        retry = next_attempt(final, delay, self._clock(), self.owner)
+        try:
+            await self.journal.record(retry)
+        except Exception:  # no row, no retry: the run ends as it is, and says so
+            log.exception("recording the next attempt of %s failed; no retry", final.id)
+            return None
+        return retry
 
     async def record_unstarted(self, final: Execution) -> None:
         """A run refused before it had a process (``rejected``): recorded, counted,
@@ -552,3 +585,19 @@ class Supervisor:
                 await asyncio.gather(*waits, return_exceptions=True)
         await self.drain()
         await self.executor.aclose()
+
+
+def continued(execution: Execution, planned: Execution) -> Execution:
+    """``execution`` as the run that its ``scheduled`` row ``planned`` stood for: the same
+    ID, creation time, attempt, links and idempotency key."""
+    return dataclasses.replace(
+        execution,
+        id=planned.id,
+        created_at=planned.created_at,
+        attempt=planned.attempt,
+        retry_of=planned.retry_of,
+        due_at=planned.due_at,
+        triggered_by=planned.triggered_by,
+        idempotency_key=planned.idempotency_key,
+        request_fingerprint=planned.request_fingerprint,
+    )

@@ -29,6 +29,7 @@ _OUTCOME = {
     "lost": "was lost",
     "succeeded": "succeeded",
     "recovered": "recovered",
+    "retrying": "failed; retrying",
 }
 
 

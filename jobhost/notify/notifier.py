@@ -192,7 +192,8 @@ class Notifier(Hook):
     async def _plan_finished(
         self, execution: Execution, previous: Execution | None, secrets: list[str]
     ) -> None:
-        status_event = _EVENT_OF.get(execution.status)
+        # An attempt that will be retried is no outcome yet: only ``retrying`` rules fire.
+        status_event = Event.RETRYING if execution.next_attempt else _EVENT_OF.get(execution.status)
         rules = self._rules_of(execution.job_id)
         if status_event is None or not rules:
             return
@@ -200,6 +201,7 @@ class Notifier(Hook):
             status_event is Event.SUCCEEDED
             and previous is not None
             and previous.status in _FAILURE_STATUSES
+            and previous.next_attempt is None  # a retried attempt was never announced failed
         )
         fired: list[tuple[int, NotifyRule, Event]] = []
         for index, rule in enumerate(rules):

@@ -25,6 +25,7 @@ class Event(StrEnum):
     SUCCEEDED = "succeeded"
     RECOVERED = "recovered"  # the first success after a failure
     MISSED = "missed"  # a scheduled fire that did not run
+    RETRYING = "retrying"  # an attempt ended and job.json ``retry`` will run another
 
 
 # Outcomes that count as a failure for ``after_failures`` and ``recovered``.

@@ -1,0 +1,116 @@
+"""Due runs: ``scheduled`` executions (a retry's next attempt, a run-at start) that start
+when their ``due_at`` comes.
+
+The row in the store is what makes a due run durable: it is written before it is added
+here, and a server that starts later takes over the rows of a server that stopped (see
+``JobHost._adopt``). In memory there is one timer, for the earliest due run, re-armed
+whenever that changes: no polling loop. A timer is never set further than
+``MAX_WAIT_SECONDS`` ahead, so a wall clock that jumps (a suspended VM, an NTP step) is
+caught up with within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from jobhost.models import Execution
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 300.0
+
+Fire = Callable[[Execution, Any], Awaitable[None]]
+
+
+class DueRuns:
+    """Scheduled runs by due time; ``fire(run, payload)`` is awaited for each when due."""
+
+    def __init__(self, clock: Callable[[], datetime], fire: Fire) -> None:
+        self._clock = clock
+        self._fire = fire
+        self._runs: dict[str, tuple[Execution, Any]] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for: datetime | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def add(self, run: Execution, payload: Any = None) -> None:
+        """Start ``run`` when its ``due_at`` comes (at once when that is past). ``payload``
+        is what the caller keeps in memory for it (the resolved launch), or None."""
+        if run.due_at is None:
+            raise ValueError(f"execution {run.id} has no due_at")
+        self._runs[run.id] = (run, payload)
+        heapq.heappush(self._heap, (run.due_at, run.id))
+        self._arm()
+
+    def cancel(self, execution_id: str) -> Execution | None:
+        """Take a run out before it is due; None when it is not waiting here."""
+        entry = self._runs.pop(execution_id, None)
+        self._arm()
+        return None if entry is None else entry[0]
+
+    def pending(self) -> list[Execution]:
+        """The runs waiting here, earliest first."""
+        return sorted(
+            (run for run, _ in self._runs.values()), key=lambda r: r.due_at or r.created_at
+        )
+
+    def get(self, execution_id: str) -> Execution | None:
+        entry = self._runs.get(execution_id)
+        return None if entry is None else entry[0]
+
+    def _arm(self) -> None:
+        while self._heap and self._heap[0][1] not in self._runs:
+            heapq.heappop(self._heap)  # cancelled or fired
+        if self._closed or not self._heap:
+            self._disarm()
+            return
+        due = self._heap[0][0]
+        if self._timer is not None and self._armed_for == due:
+            return
+        self._disarm()
+        delay = (due - self._clock()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, min(delay, MAX_WAIT_SECONDS)), self._wake)
+        self._armed_for = due
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._armed_for = None
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._armed_for = None
+        now = self._clock()
+        while self._heap and self._heap[0][0] <= now:
+            _, execution_id = heapq.heappop(self._heap)
+            entry = self._runs.pop(execution_id, None)
+            if entry is not None:
+                task = asyncio.get_running_loop().create_task(self._run(*entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self._arm()
+
+    async def _run(self, run: Execution, payload: Any) -> None:
+        try:
+            await self._fire(run, payload)
+        except Exception:
+            log.exception("starting due run %s of %s failed", run.id, run.job_id)
+
+    async def aclose(self) -> None:
+        """Stop the timer; runs still waiting stay ``scheduled`` in the store, for the next
+        server to take over."""
+        self._closed = True
+        self._disarm()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
