@@ -382,9 +382,17 @@ class Client:
         job_id: str,
         variables: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        *,
+        at: str | None = None,
+        delay_seconds: float | None = None,
     ) -> ExecutionOut:
+        """Start now, or at ``at`` (ISO 8601 with offset), or ``delay_seconds`` from now."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        body = {"job_id": job_id, "variables": dict(variables or {})}
+        body: dict[str, Any] = {"job_id": job_id, "variables": dict(variables or {})}
+        if at is not None:
+            body["at"] = at
+        if delay_seconds is not None:
+            body["delay_seconds"] = delay_seconds
         return self.fetch(ExecutionOut, "POST", f"{API}/jobs/start", body=body, headers=headers)
 
     def test(self, job_id: str, variables: Mapping[str, Any] | None = None) -> ExecutionOut:

@@ -37,6 +37,7 @@ from jobhost.errors import (
     VariableError,
 )
 from jobhost.execution.drain import Drain
+from jobhost.execution.due import check_due_time, planned_start
 from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, read_chunk
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.journal import Journal
@@ -58,6 +59,7 @@ from jobhost.models import (
     Page,
     Principal,
     Trigger,
+    iso,
     new_id,
     utcnow,
 )
@@ -286,13 +288,19 @@ class JobHost:
         idempotency_key: str | None = None,
         scheduled_for: datetime | None = None,
         address: str | None = None,
+        at: datetime | None = None,
     ) -> Execution:
-        """Start (or, with ``test``, test-run) a job; returns the execution as recorded."""
+        """Start (or, with ``test``, test-run) a job; returns the execution as recorded.
+
+        With ``at`` (an aware time in the future) the run is recorded ``scheduled`` and
+        starts then (``jobhost.execution.scheduled``); everything is checked now."""
         job = self.job(job_id, principal)
         await self._require(principal, job, Action.START, address)
+        if at is not None:
+            check_due_time(at, self.clock(), test=test)
         if idempotency_key is None:
             return await self._start(
-                job, variables, principal, trigger, test, scheduled_for, address
+                job, variables, principal, trigger, test, scheduled_for, address, due_at=at
             )
         request = fingerprint(job.id, test, variables or {}, secret_names(job.definition))
         return await self._idempotency.once(
@@ -308,6 +316,7 @@ class JobHost:
                 address,
                 idempotency_key,
                 request_fingerprint=request,
+                due_at=at,
             ),
             job_id=job.id,
             request=request,
@@ -326,6 +335,7 @@ class JobHost:
         restart_count: int = 0,
         *,
         request_fingerprint: str | None = None,
+        due_at: datetime | None = None,
     ) -> Execution:
         if self._drain.active:
             raise Draining(
@@ -358,10 +368,27 @@ class JobHost:
                 user=principal.username,
                 target=job.id,
                 address=address,
-                details={"execution": execution.id, "trigger": execution.trigger.value},
+                details={"execution": execution.id, "trigger": execution.trigger.value}
+                | ({"due_at": iso(execution.due_at)} if execution.due_at else {}),
                 at=self.clock(),
             )
 
+        if due_at is not None:
+            planned = planned_start(
+                job.id,
+                trigger or Trigger.USER,
+                principal.username,
+                redact(definition, values),
+                now=self.clock(),
+                due_at=due_at,
+                owner=self.instance_id,
+                idempotency_key=idempotency_key,
+                request_fingerprint=request_fingerprint,
+            )
+            await self.journal.record(planned, audit(planned))
+            self.supervisor.announce(planned)
+            self.scheduled_runs.add(planned, launch)
+            return planned
         return await self.supervisor.submit(
             launch,
             user=principal.username,
@@ -449,7 +476,7 @@ class JobHost:
                     f"of {execution.job_id!r}"
                 )
             if execution.status is ExecutionStatus.SCHEDULED:
-                stopped = [await self.scheduled_runs.cancel(execution)]
+                stopped = [await self.scheduled_runs.cancel(execution, by=by or principal.username)]
                 details = {"executions": [execution.id], "scheduled": True}
                 await self.audit(
                     "job.stop", principal, execution.job_id, address=address, details=details
@@ -477,7 +504,7 @@ class JobHost:
             # A job's stop ends its retries too; its run-at starts are stopped one by one.
             for retry in self.scheduled_runs.pending():
                 if retry.job_id == job.id and retry.trigger is Trigger.RETRY:
-                    await self.scheduled_runs.cancel(retry)
+                    await self.scheduled_runs.cancel(retry, by=by or principal.username)
                     cancelled = True
             if not targets and not cancelled:
                 raise Conflict(f"Job {job.id!r} has no running execution to stop")

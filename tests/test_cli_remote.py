@@ -9,7 +9,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -199,6 +199,30 @@ def test_start_status_output_follow_and_history(admin: Run) -> None:
     rows = json.loads(history.stdout)
     assert execution["id"] in [row["id"] for row in rows]
     assert all(set(row) == EXECUTION_FIELDS for row in rows)
+
+
+def test_start_in_or_at_schedules_the_run_and_stop_cancels_it(admin: Run) -> None:
+    scheduled = admin("start", "Shop/Report", "--var", "Day=friday", "--in", "90s", "--json")
+    assert scheduled.returncode == 0, scheduled.stderr
+    planned = json.loads(scheduled.stdout)
+    assert planned["status"] == "scheduled"
+    created = datetime.fromisoformat(planned["created_at"])
+    due = datetime.fromisoformat(planned["due_at"])
+    assert 89 <= (due - created).total_seconds() <= 91
+    stopped = admin("stop", "--execution", planned["id"], "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)[0]["status"] == "stopped"
+
+    when = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    paris = when.astimezone(timezone(timedelta(hours=1))).isoformat()  # "...T06:00:00+01:00"
+    at = admin("start", "Shop/Report", "--var", "Day=x", "--at", paris)
+    assert at.returncode == 0, at.stderr
+    assert at.stdout.endswith(f"scheduled for {when.isoformat().replace('+00:00', 'Z')}\n")
+    admin("stop", "--execution", at.stdout.split()[0])
+
+    bad = admin("start", "Shop/Report", "--in", "soon")
+    assert bad.returncode != 0
+    assert "--in must be a delay such as 90s, 15m, 2h or 1d, got 'soon'" in bad.stderr
 
 
 def test_running_restart_and_stop(admin: Run) -> None:

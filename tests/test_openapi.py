@@ -131,6 +131,9 @@ async def test_real_answers_of_every_route_match_the_document(
     c(status, "get", await anon.get(f"{jobs}/status/{run}"))  # 401
     c(f"{status}/notifications", "get", await admin.get(f"{jobs}/status/{run}/notifications"))
     c(f"{jobs}/running", "get", await admin.get(f"{jobs}/running"))
+    later = {"job_id": "Lab/Hello", "delay_seconds": 3600}
+    c(f"{jobs}/start", "post", await admin.post(f"{jobs}/start", json=later))
+    c(f"{jobs}/scheduled", "get", await admin.get(f"{jobs}/scheduled"))
     c(f"{jobs}/history", "get", await admin.get(f"{jobs}/history", params={"limit": 5}))
     c(f"{jobs}/history", "get", await admin.get(f"{jobs}/history", params={"since": "x"}))  # 400
     c(f"{jobs}/catalog", "get", await admin.get(f"{jobs}/catalog"))

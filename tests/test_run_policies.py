@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from jobhost.engine import JobHost
-from jobhost.errors import Conflict
+from jobhost.errors import BadRequest, Conflict
 from jobhost.execution.subscriptions import Subscription
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Trigger
 from tests.enginefixtures import EngineFactory
@@ -266,3 +267,57 @@ async def test_a_pending_retry_survives_a_restart(
         assert [e.id for e in engine.scheduled()] == [pending.id]
         last = await final_attempt(engine, changes, first.id)
     assert (last.id, last.attempt, last.status) == (pending.id, 2, ExecutionStatus.SUCCEEDED)
+
+
+async def test_a_run_at_start_is_scheduled_then_starts_when_due(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    write_job(apps, "Demo", "Once", {"Name": "Once"}, script_text="print('once')\n")
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        due = engine.clock() + timedelta(seconds=0.5)
+        planned = await engine.start("Demo/Once", at=due)
+        assert (planned.status, planned.due_at) == (ExecutionStatus.SCHEDULED, due)
+        stored = await engine.journal.call(engine.store.get_execution, planned.id)
+        assert stored is not None
+        assert stored.status is ExecutionStatus.SCHEDULED  # durable before it is due
+        ran = await until(changes, lambda e: e.id == planned.id and e.status.terminal)
+    assert ran.status is ExecutionStatus.SUCCEEDED
+    assert ran.started_at is not None
+    assert ran.started_at >= due
+
+
+async def test_a_run_at_start_is_checked_now_and_can_be_cancelled(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    write_job(apps, "Demo", "Once", {"Name": "Once"}, script_text="print('once')\n")
+    async with engine_factory() as engine:
+        now = engine.clock()
+        with pytest.raises(BadRequest, match="at must be in the future"):
+            await engine.start("Demo/Once", at=now - timedelta(seconds=5))
+        with pytest.raises(BadRequest, match="at must carry a UTC offset"):
+            await engine.start("Demo/Once", at=datetime(2030, 1, 1, 6, 0))
+        with pytest.raises(BadRequest, match="at must be within a year"):
+            await engine.start("Demo/Once", at=now + timedelta(days=400))
+        planned = await engine.start("Demo/Once", at=now + timedelta(hours=1))
+        assert [e.id for e in engine.scheduled()] == [planned.id]
+        [stopped] = await engine.stop(execution_id=planned.id)
+        assert (stopped.status, stopped.started_at) == (ExecutionStatus.STOPPED, None)
+        assert engine.scheduled() == []
+        with pytest.raises(Conflict, match="has already ended"):
+            await engine.stop(execution_id=planned.id)
+
+
+async def test_a_run_at_start_obeys_concurrency_when_it_fires(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    write_job(apps, "Demo", "Busy", {"Name": "Busy", "stop_grace_seconds": 1}, script_text=SLEEPER)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        running = await engine.start("Demo/Busy")
+        planned = await engine.start("Demo/Busy", at=engine.clock() + timedelta(seconds=0.3))
+        refused = await until(changes, lambda e: e.id == planned.id and e.status.terminal)
+        assert refused.status is ExecutionStatus.REJECTED
+        assert refused.error is not None
+        assert refused.error.startswith("Not started when due: Job 'Demo/Busy' already has 1")
+        await stop_and_wait(engine, running.id)

@@ -379,3 +379,31 @@ async def test_a_run_stopped_by_the_server_shutting_down_says_so(tmp_path: Path)
         store.close()
     assert stopped is not None
     assert (stopped.status.value, stopped.stopped_by) == ("stopped", "server shutdown")
+
+
+async def test_start_later_over_http(harness: Harness) -> None:
+    admin = await harness.admin()
+    both = await admin.post(
+        "/api/v1/jobs/start",
+        json={"job_id": "Lab/Hello", "at": "2030-01-01T06:00:00+01:00", "delay_seconds": 5},
+    )
+    assert both.status_code == 400
+    assert both.json()["error"]["message"] == "Give at or delay_seconds, not both"
+    naive = await admin.post(
+        "/api/v1/jobs/start", json={"job_id": "Lab/Hello", "at": "2030-01-01T06:00:00"}
+    )
+    assert naive.status_code == 400
+    assert "at must carry a UTC offset" in naive.json()["error"]["message"]
+    later = await admin.post(
+        "/api/v1/jobs/start", json={"job_id": "Lab/Hello", "delay_seconds": 600}
+    )
+    assert later.status_code == 202
+    planned = later.json()
+    assert (planned["status"], planned["started_at"]) == ("scheduled", None)
+    assert planned["due_at"] is not None
+    listed = (await admin.get("/api/v1/jobs/scheduled")).json()["executions"]
+    assert [run["id"] for run in listed] == [planned["id"]]
+    stopped = await admin.post("/api/v1/jobs/stop", json={"execution_id": planned["id"]})
+    assert stopped.status_code == 202
+    assert stopped.json()["executions"][0]["status"] == "stopped"
+    assert (await admin.get("/api/v1/jobs/scheduled")).json()["executions"] == []

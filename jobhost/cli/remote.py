@@ -174,13 +174,56 @@ def start_cmd(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Retry-safe: one run per key.")
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Start then: ISO 8601 with offset, e.g. 2026-12-24T06:00+01:00."),
+    ] = None,
+    delay: Annotated[
+        str | None, typer.Option("--in", help="Start after this delay: 90s, 15m, 2h, 1d.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a job on the server (202: it is queued or running when this returns)."""
     variables = parse_vars(var)
+    if at is not None and delay is not None:
+        raise BadRequest("Give --at or --in, not both")
+    delay_seconds = parse_delay(delay) if delay is not None else None
     with client_for(ctx) as client:
-        execution = plain(client.start(job_id, variables, idempotency_key=idempotency_key))
+        execution = plain(
+            client.start(
+                job_id,
+                variables,
+                idempotency_key=idempotency_key,
+                at=at,
+                delay_seconds=delay_seconds,
+            )
+        )
+        if execution["status"] == "scheduled":
+            if as_json:
+                print_json(execution)
+            else:
+                out.print(
+                    f"{execution['id']} {execution['job_id']} scheduled for {execution['due_at']}"
+                )
+            return
         _report_started(client, execution, follow, as_json)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_delay(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``1d`` or plain seconds (``90``) as seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise BadRequest(f"--in must be a delay such as 90s, 15m, 2h or 1d, got {text!r}") from None
+    if not seconds > 0:
+        raise BadRequest(f"--in must be more than zero, got {text!r}")
+    return seconds
 
 
 def _report_started(client: Client, execution: dict[str, Any], follow: bool, as_json: bool) -> None:

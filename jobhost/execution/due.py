@@ -19,13 +19,59 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from jobhost.models import Execution
+from jobhost.errors import BadRequest
+from jobhost.models import Execution, ExecutionStatus, Trigger, iso, new_id
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 300.0
 
+MAX_AHEAD_SECONDS = 366 * 24 * 3600.0
+
 Fire = Callable[[Execution, Any], Awaitable[None]]
+
+
+def check_due_time(at: datetime, now: datetime, *, test: bool = False) -> None:
+    """A run-at time must be aware, in the future, and within a year; test runs run now."""
+    if test:
+        raise BadRequest("A test run starts at once; 'at' and 'delay_seconds' are for starts")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise BadRequest(
+            f"at must carry a UTC offset (e.g. '2026-12-24T06:00:00+01:00'), got {at.isoformat()!r}"
+        )
+    ahead = (at - now).total_seconds()
+    if ahead <= 0:
+        raise BadRequest(f"at must be in the future, got {iso(at)} (now is {iso(now)})")
+    if ahead > MAX_AHEAD_SECONDS:
+        raise BadRequest(f"at must be within a year from now, got {iso(at)}")
+
+
+def planned_start(
+    job_id: str,
+    trigger: Trigger,
+    user: str | None,
+    variables: dict[str, Any],
+    *,
+    now: datetime,
+    due_at: datetime,
+    owner: str | None,
+    idempotency_key: str | None = None,
+    request_fingerprint: str | None = None,
+) -> Execution:
+    """The ``scheduled`` row of a run-at start."""
+    return Execution(
+        id=new_id(),
+        job_id=job_id,
+        status=ExecutionStatus.SCHEDULED,
+        trigger=trigger,
+        user=user,
+        variables=variables,
+        created_at=now,
+        due_at=due_at,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
+    )
 
 
 class DueRuns:

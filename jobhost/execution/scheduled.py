@@ -52,8 +52,8 @@ class ScheduledRuns:
             e for e in runs if can_on_execution(principal, catalog.get(e.job_id), e, Action.VIEW)
         ]
 
-    async def cancel(self, execution: Execution) -> Execution:
-        """End a ``scheduled`` run before it is due (``stopped``, never ran)."""
+    async def cancel(self, execution: Execution, *, by: str | None = None) -> Execution:
+        """End a ``scheduled`` run before it is due (``stopped`` by ``by``, never ran)."""
         engine = self._engine
         if self.due.cancel(execution.id) is None:
             if execution.owner != engine.instance_id:
@@ -66,6 +66,7 @@ class ScheduledRuns:
             status=ExecutionStatus.STOPPED,
             ended_at=engine.clock(),
             error="Cancelled before it was due; it never ran",
+            stopped_by=by,
         )
         await engine.supervisor.record_unstarted(stopped)
         return stopped

@@ -80,6 +80,13 @@ class ExecutionOut(Model):
         description="Who or what stopped it: a user (with the token's name when a token "
         "was used), timeout, server shutdown, or a newer run that replaced it",
     )
+    attempt: int = Field(description="1 for a first run; retries count on")
+    retry_of: str | None = Field(description="The first attempt, on every later attempt")
+    next_attempt: str | None = Field(description="The scheduled retry of this attempt, if any")
+    due_at: datetime | None = Field(description="When a scheduled run starts")
+    triggered_by: str | None = Field(description="The run whose on_success/on_failure started it")
+    chained: list[str] = Field(description="The runs its on_success/on_failure started")
+    queue_position: int | None = Field(description="1 = next to start, while queued")
 
 
 class ExecutionList(Model):

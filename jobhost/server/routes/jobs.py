@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -50,6 +50,24 @@ class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(max_length=201)
     variables: dict[str, Scalar] | None = None
+
+
+class StartLaterBody(StartBody):
+    """A start, now or later: ``at`` (ISO 8601 with an offset) or ``delay_seconds``."""
+
+    at: datetime | None = Field(
+        default=None, description="Start then (ISO 8601 with offset); scheduled until then"
+    )
+    delay_seconds: float | None = Field(
+        default=None, gt=0, le=366 * 24 * 3600, description="Start this many seconds from now"
+    )
+
+    def due_at(self, now: datetime) -> datetime | None:
+        if self.at is not None and self.delay_seconds is not None:
+            raise BadRequest("Give at or delay_seconds, not both")
+        if self.delay_seconds is not None:
+            return now + timedelta(seconds=self.delay_seconds)
+        return self.at
 
 
 class TargetBody(BaseModel):
@@ -180,6 +198,13 @@ async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]
     return {"executions": [views.api(e) for e in live]}
 
 
+@router.get("/scheduled", **answers(ExecutionList))
+async def scheduled(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+    """Runs due later on this server (retries, run-at starts), soonest first."""
+    due = engine_of(request).scheduled(identity.principal)
+    return {"executions": [e.to_api() for e in due]}
+
+
 def parse_time(name: str, value: str | None) -> datetime | None:
     """An ISO-8601 query value (``Z`` allowed; naive means UTC)."""
     if value is None or value == "":
@@ -291,7 +316,7 @@ async def samples(
 
 @router.post("/start", **answers(ExecutionOut, 202))
 async def start(
-    body: StartBody,
+    body: StartLaterBody,
     identity: CurrentIdentity,
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -305,6 +330,7 @@ async def start(
         trigger=_trigger(identity),
         idempotency_key=idempotency_key or None,
         address=client_address(request),
+        at=body.due_at(engine.clock()),
     )
     return execution.to_api()
 

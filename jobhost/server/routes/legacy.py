@@ -34,6 +34,7 @@ PREFIX = "/apps/WebHostTaskManagement/api/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["legacy"])
 
 _STATES = {
+    ExecutionStatus.SCHEDULED: "NotStarted",
     ExecutionStatus.QUEUED: "NotStarted",
     ExecutionStatus.STARTING: "Running",
     ExecutionStatus.RUNNING: "Running",
