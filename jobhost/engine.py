@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from jobhost.abc import Executor, Hook, Store
 from jobhost.catalog.discovery import Catalog, Job, rescan
 from jobhost.catalog.templates import redact, render
+from jobhost.chains import Chains
 from jobhost.config import Settings
 from jobhost.errors import (
     BadRequest,
@@ -111,6 +112,8 @@ class JobHost:
         self._drain = Drain()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
         self.scheduled_runs = ScheduledRuns(self)  # retries and run-at starts, when due
+        self.chains = Chains(self)  # on_success / on_failure: a hook on finished runs
+        self._hooks.append(self.chains)
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> JobHost:
@@ -150,6 +153,7 @@ class JobHost:
         """Stop (or leave, per ``shutdown_policy``) running jobs, flush, end the lease,
         release everything. Left runs are re-adopted by the next server on this host."""
         await self._drain.aclose()
+        await self.chains.aclose()
         await self._parts.aclose()
 
     async def __aenter__(self) -> JobHost:
@@ -289,6 +293,7 @@ class JobHost:
         scheduled_for: datetime | None = None,
         address: str | None = None,
         at: datetime | None = None,
+        triggered_by: str | None = None,
     ) -> Execution:
         """Start (or, with ``test``, test-run) a job; returns the execution as recorded.
 
@@ -300,7 +305,15 @@ class JobHost:
             check_due_time(at, self.clock(), test=test)
         if idempotency_key is None:
             return await self._start(
-                job, variables, principal, trigger, test, scheduled_for, address, due_at=at
+                job,
+                variables,
+                principal,
+                trigger,
+                test,
+                scheduled_for,
+                address,
+                due_at=at,
+                triggered_by=triggered_by,
             )
         request = fingerprint(job.id, test, variables or {}, secret_names(job.definition))
         return await self._idempotency.once(
@@ -317,6 +330,7 @@ class JobHost:
                 idempotency_key,
                 request_fingerprint=request,
                 due_at=at,
+                triggered_by=triggered_by,
             ),
             job_id=job.id,
             request=request,
@@ -336,6 +350,7 @@ class JobHost:
         *,
         request_fingerprint: str | None = None,
         due_at: datetime | None = None,
+        triggered_by: str | None = None,
     ) -> Execution:
         if self._drain.active:
             raise Draining(
@@ -360,6 +375,7 @@ class JobHost:
         launch = Launch(
             job=job, variables=values, rendered=render(definition, values), roles=principal.roles
         )
+        self.chains.saw(principal)
         action = "job.test" if test else "job.start"
 
         def audit(execution: Execution) -> AuditEvent:
@@ -400,6 +416,7 @@ class JobHost:
             scheduled_for=scheduled_for,
             redacted=redact(definition, values),
             audit=audit,
+            triggered_by=triggered_by,
         )
 
     async def _reject(

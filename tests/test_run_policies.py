@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from jobhost.catalog.discovery import scan
 from jobhost.engine import JobHost
 from jobhost.errors import BadRequest, Conflict
 from jobhost.execution.subscriptions import Subscription
-from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Trigger
+from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
@@ -31,6 +32,24 @@ async def until(changes: Subscription, test: Callable[[Execution], bool]) -> Exe
         raise AssertionError("the subscription ended")
 
     return await asyncio.wait_for(first(), WAIT)
+
+
+async def until_both(
+    changes: Subscription, first: Callable[[Execution], bool], second: Callable[[Execution], bool]
+) -> tuple[Execution, Execution]:
+    """The first changes that pass ``first`` and ``second``, in whatever order they come."""
+    found: dict[int, Execution] = {}
+
+    async def both() -> tuple[Execution, Execution]:
+        async for execution in changes:
+            for index, test in enumerate((first, second)):
+                if index not in found and test(execution):
+                    found[index] = execution
+            if len(found) == 2:
+                return found[0], found[1]
+        raise AssertionError("the subscription ended")
+
+    return await asyncio.wait_for(both(), WAIT)
 
 
 async def stop_and_wait(engine: JobHost, execution_id: str) -> Execution:
@@ -321,3 +340,130 @@ async def test_a_run_at_start_obeys_concurrency_when_it_fires(
         assert refused.error is not None
         assert refused.error.startswith("Not started when due: Job 'Demo/Busy' already has 1")
         await stop_and_wait(engine, running.id)
+
+
+EXTRACT = """
+import json, os, sys
+with open(os.environ["JOBHOST_RESULT_PATH"], "w") as fh:
+    json.dump({"path": "/data/" + os.environ["JOBHOST_VAR_Period"] + ".csv", "rows": 3}, fh)
+sys.exit(int(os.environ["JOBHOST_VAR_Code"]))
+"""
+LOAD = """
+import json, os
+keys = ("Path", "Period", "Rows")
+with open(os.environ["JOBHOST_RESULT_PATH"], "w") as fh:
+    json.dump({k: os.environ["JOBHOST_VAR_" + k] for k in keys}, fh)
+"""
+ALICE = Principal("alice", frozenset({"operator"}))
+
+
+def chained_jobs(apps: Path, load_roles: list[str] | None = None) -> None:
+    link = {
+        "job": "Reports/Load",
+        "variables": {"Path": "{{result.path}}", "Period": "{{Period}}", "Rows": "{{result.rows}}"},
+    }
+    write_job(
+        apps,
+        "Reports",
+        "Extract",
+        {
+            "Name": "Extract",
+            "template_variables": {
+                "Period": {"description": "p", "required": True},
+                "Code": {"description": "exit code", "type": "integer", "default": 0},
+            },
+            "on_success": [link],
+            "on_failure": [{"job": "Reports/Cleanup"}],
+        },
+        script_text=EXTRACT,
+    )
+    write_job(
+        apps,
+        "Reports",
+        "Load",
+        {
+            "Name": "Load",
+            "template_variables": {
+                "Path": {"description": "file"},
+                "Period": {"description": "p"},
+                "Rows": {"description": "n", "type": "integer"},
+            },
+            "roles_start": load_roles or [],
+        },
+        script_text=LOAD,
+    )
+    write_job(apps, "Reports", "Cleanup", {"Name": "Cleanup"}, script_text="print('clean')\n")
+
+
+async def test_a_chain_passes_variables_and_result_values_on(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    chained_jobs(apps)
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        extract = await engine.start("Reports/Extract", {"Period": "2026-11"}, ALICE)
+        load, linked = await until_both(
+            changes,
+            lambda e: e.triggered_by == extract.id and e.status.terminal,
+            lambda e: e.id == extract.id and bool(e.chained),
+        )
+        stored = await engine.status(extract.id)
+    assert (load.job_id, load.status, load.trigger) == (
+        "Reports/Load",
+        ExecutionStatus.SUCCEEDED,
+        Trigger.CHAIN,
+    )
+    assert load.user == "alice"  # as the user who started the first run
+    assert load.result == {"Path": "/data/2026-11.csv", "Period": "2026-11", "Rows": "3"}
+    assert linked.chained == (load.id,)
+    assert stored.chained == (load.id,)
+    assert stored.to_api()["chained"] == [load.id]
+    assert load.to_api()["triggered_by"] == extract.id
+
+
+async def test_on_failure_and_the_first_users_permissions(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    chained_jobs(apps, load_roles=["loaders"])
+    async with engine_factory() as engine:
+        changes = engine.changes()
+        failed = await engine.start("Reports/Extract", {"Period": "x", "Code": 2}, ALICE)
+        cleanup = await until(changes, lambda e: e.triggered_by == failed.id and e.status.terminal)
+        assert (cleanup.job_id, cleanup.status) == ("Reports/Cleanup", ExecutionStatus.SUCCEEDED)
+
+        # Alice may start Extract but not Load: the chain acts as Alice, so Load is refused.
+        extract = await engine.start("Reports/Extract", {"Period": "y"}, ALICE)
+        refused = await until(changes, lambda e: e.triggered_by == extract.id and e.status.terminal)
+    assert refused.job_id == "Reports/Load"
+    assert refused.status is ExecutionStatus.REJECTED
+    assert refused.error == (
+        f"Not started by on_success[0] of Reports/Extract ({extract.id}): 'alice' may not "
+        "start 'Reports/Load': requires one of the roles loaders"
+    )
+
+
+def test_chain_cycles_and_secret_references_are_refused(apps: Path) -> None:
+    write_job(apps, "A", "One", {"Name": "1", "on_success": [{"job": "A/Two"}]})
+    write_job(apps, "A", "Two", {"Name": "2", "on_failure": [{"job": "A/One"}]})
+    write_job(apps, "A", "Three", {"Name": "3", "on_success": [{"job": "A/One"}]})
+    write_job(
+        apps,
+        "A",
+        "Secret",
+        {
+            "Name": "s",
+            "template_variables": {"Key": {"description": "k", "secret": True}},
+            "on_success": [{"job": "A/Three", "variables": {"K": "{{Key}}"}}],
+        },
+    )
+    catalog = scan([apps])
+    assert catalog["A/One"].errors == (
+        f"{apps.name}/A/jobs/One/job.json: on_success/on_failure form a cycle: "
+        "A/One → A/Two → A/One; a chain must end",
+    )
+    assert not catalog["A/Two"].valid
+    assert catalog["A/Three"].valid  # leads into the cycle, but is not on it
+    assert catalog["A/Secret"].errors == (
+        f"{apps.name}/A/jobs/Secret/job.json: on_success[0].variables.K refers to the secret "
+        "variable {{Key}}; secret values are not kept, so a chain cannot pass them on",
+    )

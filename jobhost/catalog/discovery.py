@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from jobhost.catalog.chaingraph import refuse_cycles
 from jobhost.catalog.definition import (
     INIT_SCRIPT_NAMES,
     JobDefinition,
@@ -406,7 +407,10 @@ def _assemble(jobs: list[tuple[_Folder, Job]]) -> Catalog:
         )
         winners[job.id] = (first[0], first_job.replace(warnings=(*first_job.warnings, note)))
     return Catalog(
-        (job for _, job in winners.values()),
+        refuse_cycles(
+            {job_id: job for job_id, (_, job) in winners.items()},
+            {job_id: f"{folder.display}/job.json" for job_id, (folder, _) in winners.items()},
+        ).values(),
         shadowed,
         by_folder={folder.path: job for folder, job in jobs},
     )

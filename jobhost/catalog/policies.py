@@ -118,4 +118,11 @@ def policy_problems(definition: JobDefinition) -> list[str]:
                         f"{field}[{index}].variables.{name} refers to undeclared variable "
                         f"{names}; use a variable of this job or {{{{result.<path>}}}}"
                     )
+                secret = sorted({r for r in refs if r in declared and declared[r].secret})
+                if secret:
+                    names = ", ".join("{{" + n + "}}" for n in secret)
+                    problems.append(
+                        f"{field}[{index}].variables.{name} refers to the secret variable "
+                        f"{names}; secret values are not kept, so a chain cannot pass them on"
+                    )
     return problems

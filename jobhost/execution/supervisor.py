@@ -121,6 +121,7 @@ class Supervisor:
         audit: Callable[[Execution], AuditEvent] | None = None,
         lineage: str | None = None,
         planned: Execution | None = None,
+        triggered_by: str | None = None,
     ) -> Execution:
         """Record a new execution and dispatch it now, queue it, or refuse it (409/429).
 
@@ -161,6 +162,7 @@ class Supervisor:
             restart_count=restart_count,
             scheduled_for=scheduled_for,
             owner=self.owner,
+            triggered_by=triggered_by,
         )
         if planned is not None:
             execution = continued(execution, planned)
