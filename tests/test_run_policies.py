@@ -4,6 +4,7 @@ run-at, chains. Real job folders, real processes, a real SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from jobhost.catalog.discovery import scan
 from jobhost.engine import JobHost
 from jobhost.errors import BadRequest, Conflict
+from jobhost.execution.admission import Admission, Occupancy, Policy, Queue, Reject, Start, admit
+from jobhost.execution.concurrency import Slot, Slots
 from jobhost.execution.subscriptions import Subscription
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger
 from tests.enginefixtures import EngineFactory
@@ -467,3 +470,39 @@ def test_chain_cycles_and_secret_references_are_refused(apps: Path) -> None:
         f"{apps.name}/A/jobs/Secret/job.json: on_success[0].variables.K refers to the secret "
         "variable {{Key}}; secret values are not kept, so a chain cannot pass them on",
     )
+
+
+# ------------------------------------------------------------------ admission, pure
+
+
+def test_admission_counts_per_key_and_queues_on_a_full_group() -> None:
+    reject = Policy(1, "reject")
+    request = Admission("Sites/Backup", reject, key="a", group="db-heavy")
+    busy = admit(request, Occupancy(active=("r1",), max_queue=10))
+    assert isinstance(busy, Reject)
+    assert busy.reason.startswith(
+        "Job 'Sites/Backup' already has 1 active execution(s) for concurrency_key 'a' "
+        "(max_concurrent=1, on_conflict=reject): r1."
+    )
+    # The job's own limit is free, the group's is not: it waits, whatever on_conflict says.
+    group_full = Occupancy(max_queue=10, group_active=2, group_limit=2)
+    assert admit(request, group_full) == Queue(position=1)
+    assert admit(request, Occupancy(max_queue=10, group_active=1, group_limit=2)) == Start()
+    unlimited_job = Admission("Shop/Reindex", Policy(0, "reject"), group="db-heavy")
+    assert admit(unlimited_job, group_full) == Queue(position=1)
+    assert admit(dataclasses.replace(unlimited_job, test=True), group_full) == Start()
+
+
+def test_slots_admit_waiters_in_order_as_holders_leave() -> None:
+    slots = Slots(lambda: {"g": 1})
+    a, b = Slot("J", "a", "g", 1), Slot("K", None, "g", 0)
+    slots.hold("r1", a)
+    slots.wait("r2", a)
+    slots.wait("r3", b)
+    assert list(slots.positions()) == [("r2", 1), ("r3", 2)]  # both wait for group g
+    assert slots.ready() == []
+    assert slots.release("r1") is True
+    assert slots.ready() == ["r2"]  # the first in line takes the group's one share
+    assert list(slots.positions()) == [("r3", 1)]
+    assert slots.release("r3") is False  # it never held one
+    assert slots.waiting() == 0

@@ -8,6 +8,7 @@ import { clear, facts, formatBytes, formatDuration, formatTime, h, jobZone, noti
 import { openStartForm } from "../form.js";
 import { METRICS_JOB, MetricsChart } from "../metrics.js";
 import { LogView } from "../output.js";
+import { runLinks } from "../policies.js";
 import { stopAllowed } from "./permissions.js";
 import { progressBar } from "./running.js";
 
@@ -123,6 +124,7 @@ export function render(container, ctx) {
         e.stopped_by ? headerItem("Stopped by", h("span", { class: "stopped-by", text: e.stopped_by })) : null,
         e.progress !== null && e.progress !== undefined ? headerItem("Progress", progressBar(e)) : null,
       ),
+      runLinks(e),
     );
     clear(details).append(
       h("summary", { text: "More about this run" }),

@@ -6,6 +6,7 @@ import { api, query } from "../api.js";
 import { activityTimeline } from "./timeline.js";
 import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "../charts.js";
 import { clear, field, formatDuration, formatTime, h, jobZone, notice, rememberZones, statusBadge } from "../dom.js";
+import { attemptNote, groupAttempts, queueNote } from "../policies.js";
 
 const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "rejected", "stopped", "timed_out", "lost"];
 const CHART_STATUSES = [
@@ -42,13 +43,15 @@ function whenLink(e) {
 function row(e) {
   return h(
     "tr",
-    { dataset: { executionId: e.id } },
+    { dataset: { executionId: e.id }, class: e.retry_of ? "attempt-row" : null },
     h("td", {}, whenLink(e)),
     h("td", { text: e.job_id + (e.test ? " (test)" : "") }),
     h(
       "td",
       {},
       statusBadge(e.status),
+      attemptNote(e),
+      queueNote(e),
       BAD.has(e.status) && e.error ? h("p", { class: "reason", text: e.error }) : null,
       e.stopped_by ? h("p", { class: "stopped-by", text: `by ${e.stopped_by}` }) : null,
     ),
@@ -191,7 +194,7 @@ export function render(container, ctx) {
     try {
       const page = await api(`/api/v1/jobs/history${query({ ...filters, cursor })}`);
       const items = page.executions || [];
-      items.forEach((e) => body.append(row(e)));
+      groupAttempts(items).forEach((e) => body.append(row(e)));
       loaded.push(...items);
       cursor = page.next_cursor || null;
       more.hidden = !cursor;

@@ -1,14 +1,15 @@
-// Running: the running/queued executions, kept live by the /api/v1/jobs/events stream.
+// Running: the running/queued executions (and scheduled ones, due later), kept live by the /api/v1/jobs/events stream.
 // Rows are updated in place; a finished run stays (marked) until the page is left,
 // so a run that ends while you look at it does not vanish under the pointer.
 
 import { api } from "../api.js";
 import { clear, formatDuration, h, notice, secondsSince, statusBadge } from "../dom.js";
+import { queueNote } from "../policies.js";
 import { stopAllowed } from "./permissions.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "stopped", "timed_out", "lost"]);
 // How far along a run is; a state never goes back, so a lower stage is stale news.
-const STAGE = { queued: 0, starting: 1, running: 2, stopping: 3, succeeded: 4, failed: 4, stopped: 4, timed_out: 4, lost: 4 };
+const STAGE = { scheduled: -1, queued: 0, starting: 1, running: 2, stopping: 3, succeeded: 4, failed: 4, stopped: 4, timed_out: 4, lost: 4 };
 
 export function progressBar(execution) {
   const wrap = h("div", { class: "progress" });
@@ -58,7 +59,7 @@ export function render(container, ctx) {
     row.elapsed = h("td", { class: "elapsed" });
     clear(row.tr).append(
       h("td", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}`, text: e.job_id }), e.test ? " (test)" : ""),
-      h("td", {}, statusBadge(e.status), e.stopped_by ? h("p", { class: "stopped-by", text: `by ${e.stopped_by}` }) : null),
+      h("td", {}, statusBadge(e.status), queueNote(e), e.stopped_by ? h("p", { class: "stopped-by", text: `by ${e.stopped_by}` }) : null),
       h("td", { class: "opt", text: e.user || e.trigger }),
       row.elapsed,
       h("td", { class: "opt" }, progressBar(e)),
@@ -78,6 +79,7 @@ export function render(container, ctx) {
 
   const tick = (row) => {
     const e = row.execution;
+    if (e.status === "scheduled") return; // not started: its due time is beside its status
     const seconds = TERMINAL.has(e.status) ? e.duration_seconds : secondsSince(e.started_at || e.created_at);
     row.elapsed.textContent = formatDuration(seconds);
   };
@@ -123,9 +125,11 @@ export function render(container, ctx) {
     // reconnect may miss one, which the next change of that row repairs.
     if (requested) return;
     requested = true;
-    Promise.all([api("/api/v1/jobs/running"), api("/api/v1/jobs/catalog").catch(() => ({ jobs: [] }))])
-      .then(([running, catalog]) => {
+    const due = api("/api/v1/jobs/scheduled").catch(() => ({ executions: [] }));
+    Promise.all([api("/api/v1/jobs/running"), api("/api/v1/jobs/catalog").catch(() => ({ jobs: [] })), due])
+      .then(([running, catalog, scheduled]) => {
         permissions = new Map((catalog.jobs || []).map((j) => [j.id, j.permissions || {}]));
+        for (const e of [...(scheduled.executions || [])].reverse()) upsert(e);
         for (const e of [...(running.executions || [])].reverse()) upsert(e);
         loaded = true;
         for (const e of early.splice(0)) upsert(e);
