@@ -17,7 +17,14 @@ from jobhost.errors import BadRequest, Conflict
 from jobhost.execution.admission import Admission, Occupancy, Policy, Queue, Reject, Start, admit
 from jobhost.execution.concurrency import Slot, Slots
 from jobhost.execution.subscriptions import Subscription
-from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger
+from jobhost.models import (
+    AuditQuery,
+    Execution,
+    ExecutionStatus,
+    HistoryQuery,
+    Principal,
+    Trigger,
+)
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
 
@@ -208,6 +215,7 @@ async def test_a_failed_run_is_retried_as_new_attempts(
         first = await engine.start("Demo/Flaky")
         last = await final_attempt(engine, changes, first.id)
         runs = await attempts_of(engine, first.id)
+        audit = await engine.audit_log(AuditQuery(action="job.retry"))
     assert last.status is ExecutionStatus.SUCCEEDED
     assert [(r.attempt, r.status, r.trigger) for r in runs] == [
         (1, ExecutionStatus.FAILED, Trigger.USER),
@@ -217,6 +225,10 @@ async def test_a_failed_run_is_retried_as_new_attempts(
     assert [r.retry_of for r in runs] == [None, first.id, first.id]
     assert [r.next_attempt for r in runs] == [runs[1].id, runs[2].id, None]
     assert all(r.due_at is not None for r in runs[1:])
+    assert [(a.details["attempt"], a.details["after"]) for a in reversed(audit.items)] == [
+        (2, runs[0].id),
+        (3, runs[1].id),
+    ]
 
 
 async def test_attempts_stop_at_the_limit_and_at_other_exit_codes(

@@ -50,6 +50,7 @@ from jobhost.models import (
     ExecutionStatus,
     ExitInfo,
     Trigger,
+    iso,
     new_id,
     utcnow,
 )
@@ -406,8 +407,21 @@ class Supervisor:
         if delay is None:
             return None
         retry = next_attempt(final, delay, self._clock(), self.owner)
+        audit = AuditEvent(
+            action="job.retry",
+            user=final.user,
+            target=final.job_id,
+            details={
+                "execution": retry.id,
+                "attempt": retry.attempt,
+                "after": final.id,
+                "status": final.status.value,
+                "due_at": iso(retry.due_at),
+            },
+            at=self._clock(),
+        )
         try:
-            await self.journal.record(retry)
+            await self.journal.record(retry, audit)
         except Exception:  # no row, no retry: the run ends as it is, and says so
             log.exception("recording the next attempt of %s failed; no retry", final.id)
             return None
