@@ -733,3 +733,15 @@ def test_save_batch_commits_executions_and_audit_together(store: SqlStore) -> No
     with pytest.raises(sa.exc.IntegrityError):  # a duplicate audit ID fails the whole batch
         store.save_batch([run("b3")], [event])
     assert store.get_execution("b3") is None
+
+
+def test_history_shows_what_a_finished_run_started_after_it_ended(store: SqlStore) -> None:
+    # A chain links its runs to a run that has already ended (``chained``): a history page
+    # read before the link must not keep serving the run without it.
+    ended = run("r1")
+    store.save_executions([ended])
+    assert store.history(HistoryQuery()).items[0].chained == ()
+
+    store.save_executions([ended.evolve(chained=("r2",))])
+
+    assert store.history(HistoryQuery()).items[0].chained == ("r2",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from jobhost.models import Execution
 
@@ -43,3 +44,12 @@ class FinishedRuns:
             self._runs[key_of(execution)] = execution
             while len(self._runs) > self._size:
                 self._runs.popitem(last=False)
+
+    def refresh(self, executions: Sequence[Execution]) -> None:
+        """Replace the cached copies of ``executions`` by these newer ones: a finished run
+        may still gain a link (``chained``, a retry's ``next_attempt``) after it ended."""
+        with self._lock:
+            for execution in executions:
+                key = key_of(execution)
+                if key in self._runs:
+                    self._runs[key] = execution

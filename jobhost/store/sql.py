@@ -274,6 +274,7 @@ class SqlStore:
                     self._upsert(conn, t.executions, "id", rows)
                 if audit:
                     conn.execute(sa.insert(t.audit_events), [t.audit_to_row(e) for e in audit])
+            self._finished.refresh(executions)
             return
         if self._prepared is None:
             self._prepared = self._prepare()
@@ -308,6 +309,7 @@ class SqlStore:
             ) from exc
         finally:
             raw.close()
+        self._finished.refresh(executions)
         self._checkpointer.request()
 
     def _prepare(self) -> tuple[Prepared, Prepared]:
