@@ -333,6 +333,9 @@ async def test_a_run_at_start_is_checked_now_and_can_be_cancelled(
             await engine.start("Demo/Once", at=datetime(2030, 1, 1, 6, 0))
         with pytest.raises(BadRequest, match="at must be within a year"):
             await engine.start("Demo/Once", at=now + timedelta(days=400))
+        edge = datetime.fromisoformat("9999-12-31T23:00:00-05:00")  # past year 9999 in UTC
+        with pytest.raises(BadRequest, match="at must be within a year"):
+            await engine.start("Demo/Once", at=edge)
         planned = await engine.start("Demo/Once", at=now + timedelta(hours=1))
         assert [e.id for e in engine.scheduled()] == [planned.id]
         [stopped] = await engine.stop(execution_id=planned.id)

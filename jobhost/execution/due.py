@@ -39,7 +39,11 @@ def check_due_time(at: datetime, now: datetime, *, test: bool = False) -> None:
         raise BadRequest(
             f"at must carry a UTC offset (e.g. '2026-12-24T06:00:00+01:00'), got {at.isoformat()!r}"
         )
-    ahead = (at - now).total_seconds()
+    try:
+        ahead = (at - now).total_seconds()
+        iso(at)  # representable in UTC (year 9999 at -05:00 is not)
+    except OverflowError:
+        raise BadRequest(f"at must be within a year from now, got {at.isoformat()!r}") from None
     if ahead <= 0:
         raise BadRequest(f"at must be in the future, got {iso(at)} (now is {iso(now)})")
     if ahead > MAX_AHEAD_SECONDS:
