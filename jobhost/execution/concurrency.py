@@ -72,14 +72,6 @@ class Slots:
             group_limit=self._groups().get(slot.group, 0) if slot.group else 0,
         )
 
-    def fits(self, slot: Slot) -> bool:
-        """Whether a run of ``slot`` may take a process now."""
-        held = len(self._holders.get((slot.job_id, slot.key), ()))
-        if slot.limit and held >= slot.limit:
-            return False
-        limit = self._groups().get(slot.group, 0) if slot.group else 0
-        return not limit or len(self._group_holders.get(slot.group or "", ())) < limit
-
     def holders(self, slot: Slot) -> list[str]:
         """The runs holding a process under the same job and key."""
         return list(self._holders.get((slot.job_id, slot.key), ()))
@@ -131,13 +123,27 @@ class Slots:
         return held
 
     def ready(self) -> list[str]:
-        """The waiting runs that fit now, in arrival order, each made a holder."""
+        """The waiting runs that fit now, in arrival order, each made a holder. One pass:
+        a key or group found full stays full for the rest of it, so a long queue behind a
+        full group costs a set lookup per run."""
         admitted = []
+        groups = self._groups()
+        full_keys: set[tuple[str, str | None]] = set()
+        full_groups: set[str] = set()
         for execution_id in list(self._waiting):
             slot = self._slot[execution_id]
-            if self.fits(slot):
-                self.hold(execution_id, slot)
-                admitted.append(execution_id)
+            key = (slot.job_id, slot.key)
+            if key in full_keys or (slot.group is not None and slot.group in full_groups):
+                continue
+            if slot.limit and len(self._holders.get(key, ())) >= slot.limit:
+                full_keys.add(key)
+                continue
+            limit = groups.get(slot.group, 0) if slot.group else 0
+            if limit and len(self._group_holders.get(slot.group or "", ())) >= limit:
+                full_groups.add(slot.group or "")
+                continue
+            self.hold(execution_id, slot)
+            admitted.append(execution_id)
         return admitted
 
 

@@ -61,6 +61,10 @@ __all__ = ["Launch", "Supervisor"]  # Launch: imported from here by the engine
 log = logging.getLogger(__name__)
 
 RECENT_KEPT = 10_000
+# Queued runs whose changing queue position is written and announced as it changes; the
+# ones further back keep the (larger) position they had until they come this near, so a
+# release costs a bounded number of updates however long the queue (bench due).
+LIVE_POSITIONS = 100
 FINAL_WRITE_ATTEMPTS = 8
 
 
@@ -458,6 +462,8 @@ class Supervisor:
             self._announce(starting)
             await self._dispatch(starting)
         for execution_id, position in self.slots.positions():
+            if position > LIVE_POSITIONS:
+                continue  # far back: told once it comes near (the number only falls)
             waiting = self.live.get(execution_id)
             if waiting is not None and waiting.queue_position != position:
                 moved = waiting.evolve(queue_position=position)
