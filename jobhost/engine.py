@@ -126,8 +126,10 @@ class JobHost:
 
     async def reconcile(self) -> list[Execution]:
         """Re-adopt or resolve the runs of instances whose lease expired (see
-        ``jobhost.execution.reconcile``); returns the runs recorded ``lost``."""
-        return await self._parts.reconcile(self)
+        ``jobhost.execution.reconcile``); returns the runs recorded ``lost`` (those with a
+        ``retry`` policy that allows it get their next attempt)."""
+        lost = await self._parts.reconcile(self)
+        return [await self.supervisor.retry_lost(e, self._catalog.get(e.job_id)) for e in lost]
 
     async def adopt_orphan(self, execution: Execution) -> bool:
         """Reconciliation's hand-over of an orphan: a ``scheduled`` run waits here for its

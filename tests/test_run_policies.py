@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -521,3 +522,34 @@ def test_slots_admit_waiters_in_order_as_holders_leave() -> None:
     assert list(slots.positions()) == [("r3", 1)]
     assert slots.release("r3") is False  # it never held one
     assert slots.waiting() == 0
+
+
+async def test_a_run_lost_with_its_server_is_retried(
+    apps: Path, engine_factory: EngineFactory
+) -> None:
+    flaky_job(apps, on=["lost"])
+    async with engine_factory() as engine:
+        # A run recorded running by a server that died (no such instance any more) on this
+        # host, whose process is gone: reconciliation records it lost, and retries it.
+        orphan = Execution(
+            id="0" * 32,
+            job_id="Demo/Flaky",
+            status=ExecutionStatus.RUNNING,
+            trigger=Trigger.USER,
+            user="alice",
+            variables={"SucceedAt": 1, "HangAt": 0},
+            owner="dead-instance",
+            host=socket.gethostname(),
+            created_at=engine.clock(),
+        )
+        await engine.journal.call(engine.store.save_executions, [orphan])
+        changes = engine.changes()
+        [lost] = await engine.reconcile()
+        assert lost.status is ExecutionStatus.LOST
+        assert lost.next_attempt is not None
+        retried = await until(changes, lambda e: e.id == lost.next_attempt and e.status.terminal)
+    assert (retried.status, retried.attempt, retried.retry_of) == (
+        ExecutionStatus.SUCCEEDED,
+        2,
+        orphan.id,
+    )

@@ -368,7 +368,7 @@ class Supervisor:
     # ----------------------------------------------------------------- finishing
     async def _finish(self, final: Execution) -> None:
         launch = self._launches.get(final.id)
-        retry = await self._record_retry(final, launch)
+        retry = await self._record_retry(final, launch.job if launch is not None else None)
         if retry is not None:
             final = final.evolve(next_attempt=retry.id)
         self._set(final)
@@ -401,10 +401,24 @@ class Supervisor:
         if freed or final.queue_position is not None:
             await self._admit_waiting()
 
-    async def _record_retry(self, final: Execution, launch: Launch | None) -> Execution | None:
+    async def retry_lost(self, lost: Execution, job: Job | None) -> Execution:
+        """A run reconciliation recorded ``lost`` (its server died, its process could not
+        be re-adopted) gets its next attempt like a run lost here; returns it as stored."""
+        retry = await self._record_retry(lost, job)
+        if retry is None or self.later is None:
+            return lost
+        linked = lost.evolve(next_attempt=retry.id)
+        await self.journal.record(linked)
+        self.remember(linked)
+        self._announce(linked)
+        self._announce(retry)
+        self.later(retry, None)
+        return linked
+
+    async def _record_retry(self, final: Execution, job: Job | None) -> Execution | None:
         """The recorded ``scheduled`` row of ``final``'s next attempt (job.json ``retry``),
         or None when ``final`` is its run's last attempt."""
-        definition = launch.job.definition if launch is not None else None
+        definition = job.definition if job is not None else None
         if definition is None or definition.retry is None or self.later is None:
             return None
         delay = retry_delay(definition.retry, final, self._rng)
