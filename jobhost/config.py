@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     # the TTL is expired and its runs are re-adopted or resolved (jobhost.execution.lease).
     lease_heartbeat_seconds: float = Field(default=5.0, gt=0)
     lease_ttl_seconds: float = Field(default=20.0, gt=0)
+    # Several servers on one store (README "Scaling out"): the name of this machine as
+    # runs and instances record it (default: the hostname; set it where machines share
+    # one, e.g. containers), and the URL other servers reach this one at to read the
+    # output of its runs (default: http://<bind address or node>:<port>).
+    node_name: str | None = Field(default=None, min_length=1, max_length=253)
+    cluster_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
     # Isolation (README "Isolation"): a cgroup per run where one is writable, else rlimits.
     isolation: Literal["auto", "cgroup", "rlimits"] = "auto"  # cgroup: refuse to start without
     limits: Limits = Field(default_factory=Limits)  # defaults under every job's own ``limits``
@@ -157,6 +164,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'jobhost.db').resolve()}"
+
+    @property
+    def node(self) -> str:
+        """This machine's name in the store (``node_name`` or the hostname)."""
+        return self.node_name or socket.gethostname()
 
     @property
     def logs_dir(self) -> Path:

@@ -40,6 +40,14 @@ from jobhost.errors import (
 from jobhost.execution.drain import Drain
 from jobhost.execution.due import check_due_time, planned_start
 from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, read_chunk
+from jobhost.execution.forwarding import (
+    Forwarding,
+    elsewhere_of_job,
+    forward_restart,
+    forward_stop,
+    forward_stops,
+    owned_elsewhere,
+)
 from jobhost.execution.idempotency import IdempotencyKeys, fingerprint
 from jobhost.execution.journal import Journal
 from jobhost.execution.output import remove_logs
@@ -109,6 +117,9 @@ class JobHost:
             lambda user, key: self.journal.call(self.store.find_by_idempotency_key, user, key)
         )
         self._opened = False
+        # Whether another instance held a live lease at the last heartbeat: only then can
+        # runs this one does not know be active (``server.cluster.running``).
+        self.others_alive = False
         self._drain = Drain()
         self._catalog_listeners: list[Callable[[Catalog], None]] = []
         self.scheduled_runs = ScheduledRuns(self)  # retries and run-at starts, when due
@@ -137,6 +148,36 @@ class JobHost:
         if execution.status is ExecutionStatus.SCHEDULED:
             return self.scheduled_runs.take_over(execution)
         return await self.supervisor.adopt(execution, self._catalog.get(execution.job_id))
+
+    async def tick(self) -> None:
+        """Each lease heartbeat: resolve expired owners' runs (servers), and read the
+        requests for our runs that a missed notification left waiting."""
+        if self.kind == "server":
+            await self.reconcile()
+        await self.forwarding.sweep()
+        await self.look_around()
+
+    async def look_around(self) -> None:
+        """Note whether another instance holds a live lease (``others_alive``)."""
+        found = await self.journal.call(instances.live_instances, self.store, self.clock())
+        self.others_alive = any(i.id != self.instance_id for i in found)
+
+    @property
+    def forwarding(self) -> Forwarding:
+        """Stops and restarts for runs that other servers own (``execution.forwarding``)."""
+        if self._parts.forwarding is None:
+            raise RuntimeError("JobHost.open() was not awaited")
+        return self._parts.forwarding
+
+    @property
+    def instance_id_or_none(self) -> str | None:
+        return self._parts.lease.id if self._parts.lease is not None else None
+
+    async def advertise(self, url: str) -> None:
+        """Where other servers reach this one (``jobhost serve`` calls it once bound),
+        unless ``cluster_url`` says otherwise."""
+        if self._parts.lease is not None and self.settings.cluster_url is None:
+            await self._parts.lease.set_url(url)
 
     @property
     def instance_id(self) -> str:
@@ -502,18 +543,15 @@ class JobHost:
                 )
                 return stopped
             if execution.id not in self.supervisor.live:
-                if not execution.status.terminal and execution.owner != self.instance_id:
-                    raise Conflict(
-                        f"Execution {execution.id!r} is {execution.status.value} under another "
-                        f"JobHost instance ({(execution.owner or 'unknown')[:8]}, host "
-                        f"{execution.host or 'unknown'}); send the stop to that server "
-                        "(jobhost instances lists them)"
-                    )
+                if owned_elsewhere(self, execution):  # reaches the owner, wherever it is
+                    who = by or principal.username
+                    return [await forward_stop(self, principal, execution, address, who)]
                 raise Conflict(
                     f"Execution {execution.id!r} has already ended ({execution.status.value})"
                 )
             targets = [execution]
             target_job = execution.job_id
+            elsewhere: list[Execution] = []
         elif job_id is not None:
             job = self.job(job_id, principal)
             await self._require(principal, job, Action.STOP, address)
@@ -525,20 +563,22 @@ class JobHost:
                 if retry.job_id == job.id and retry.trigger is Trigger.RETRY:
                     await self.scheduled_runs.cancel(retry, by=by or principal.username)
                     cancelled = True
-            if not targets and not cancelled:
+            elsewhere = await elsewhere_of_job(self, job.id)  # other servers' runs of it
+            if not targets and not cancelled and not elsewhere:
                 raise Conflict(f"Job {job.id!r} has no running execution to stop")
         else:
             raise BadRequest("Give an execution_id or a job_id to stop")
         who = by or principal.username
         stopped = [await self.supervisor.stop(e.id, by=who) for e in targets]
-        await self.audit(
-            "job.stop",
-            principal,
-            target_job,
-            address=address,
-            details={"executions": [e.id for e in stopped]},
-        )
-        return stopped
+        if targets or not elsewhere:
+            await self.audit(
+                "job.stop",
+                principal,
+                target_job,
+                address=address,
+                details={"executions": [e.id for e in stopped]},
+            )
+        return stopped + await forward_stops(self, principal, elsewhere, address, who)
 
     async def restart(
         self,
@@ -548,12 +588,19 @@ class JobHost:
         job_id: str | None = None,
         variables: Mapping[str, Any] | None = None,
         address: str | None = None,
+        audited: bool = True,
     ) -> Execution:
-        """Stop the job's live run(s) and start it again with the same (or given) variables."""
+        """Stop the job's live run(s) and start it again with the same (or given) variables.
+        A run another server owns is restarted there. ``audited`` False: a request from
+        another server, which audited it."""
         previous: Execution | None = None
         if execution_id is not None:
             previous = await self.status(execution_id, principal)
             job_id = previous.job_id
+            if owned_elsewhere(self, previous):
+                await self._require(principal, self.job(job_id, principal), Action.RESTART, address)
+                given = dict(variables) if variables is not None else None
+                return await forward_restart(self, principal, previous, given, address)
         if job_id is None:
             raise BadRequest("Give an execution_id or a job_id to restart")
         job = self.job(job_id, principal)
@@ -588,6 +635,8 @@ class JobHost:
             address,
             restart_count=(previous.restart_count + 1) if previous else 0,
         )
+        if not audited:
+            return execution
         await self.audit(
             "job.restart",
             principal,

@@ -145,3 +145,13 @@ class Draining(JobHostError):
     status_code = 503
     exit_code = 8
     retry_after_seconds = 30
+
+
+class OwnerUnavailable(JobHostError):
+    """Another server owns what the request needs (a run's process, or its log) and
+    cannot be reached or did not answer in time."""
+
+    code = "owner_unavailable"
+    status_code = 503
+    exit_code = 8
+    retry_after_seconds = 5

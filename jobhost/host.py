@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -31,6 +30,13 @@ from jobhost.abc import Executor
 from jobhost.catalog.discovery import scan
 from jobhost.catalog.watch import watch_catalog
 from jobhost.clock import Clock, SystemClock
+from jobhost.execution.feed import ChangeFeed
+from jobhost.execution.forwarding import (
+    Forwarding,
+    announce_changed,
+    apply_request,
+    listen_dsn,
+)
 from jobhost.execution.journal import Journal
 from jobhost.execution.lease import Lease
 from jobhost.execution.reconcile import reconcile
@@ -58,7 +64,7 @@ def default_executor(events: Supervisor) -> Executor:
     return RunnerExecutor(
         events,
         events.settings.data_dir,
-        host=socket.gethostname(),
+        host=events.settings.node,
         isolation=events.settings.isolation,
     )
 
@@ -108,6 +114,7 @@ class Parts:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobhost-db")
         self.journal: Journal | None = None
         self.lease: Lease | None = None
+        self.forwarding: Forwarding | None = None
         self.supervisor: Supervisor | None = None
         self.notifier: Notifier | None = None
         self.scheduler: Scheduler | None = None
@@ -134,6 +141,11 @@ class Parts:
         stack.push_async_callback(journal.aclose)
         await journal.call(store.migrate)
 
+        dsn = listen_dsn(getattr(store, "url", ""))
+        if dsn is not None:  # other servers on the store hear of our runs' changes
+            host.hooks.append(
+                ChangeFeed(journal, lambda: host.instance_id_or_none, lambda: host.others_alive)
+            )
         # Made before the lease's heartbeat can tick (a tick reconciles through it); it
         # holds nothing until it is used, and its close is pushed once the lease's is.
         supervisor = self.supervisor = Supervisor(
@@ -152,11 +164,25 @@ class Parts:
             heartbeat_seconds=settings.lease_heartbeat_seconds,
             ttl_seconds=settings.lease_ttl_seconds,
             clock=host.clock,
-            on_tick=host.reconcile if server else None,
+            on_tick=host.tick,
+            host=settings.node,
+            url=settings.cluster_url,
+            data_dir=str(settings.data_dir.resolve()),
         )
         await lease.acquire()
         stack.push_async_callback(lease.release)
         supervisor.owner = lease.id
+        forwarding = self.forwarding = Forwarding(
+            journal,
+            lease.id,
+            lambda request: apply_request(host, request),
+            host.clock,
+            dsn=dsn,
+            on_changed=lambda ids: announce_changed(host, ids),
+        )
+        stack.push_async_callback(forwarding.aclose)
+        await forwarding.start()
+        await host.look_around()
         stack.push_async_callback(self._close_notifier)  # after the supervisor's runs end
         stack.push_async_callback(self._close_supervisor, host)
         stack.push_async_callback(host.scheduled_runs.aclose)  # no due run starts past here
@@ -169,6 +195,7 @@ class Parts:
         host.use_catalog(await asyncio.to_thread(scan, settings.apps_roots))
         if server:
             await host.reconcile()
+            forwarding.wake()  # requests for the runs just adopted
         last = await journal.call(store.last_executions, list(host.catalog))
         supervisor.last_finished.update(last)
 
@@ -195,6 +222,7 @@ class Parts:
                 name="jobhost-catalog-watch",
             )
             stack.push_async_callback(self._stop_watching)
+        stack.push_async_callback(forwarding.aclose)  # early at close: no request mid-close
         stack.push_async_callback(lease.stop_heartbeat)
 
     async def reconcile(self, host: JobHost) -> list[Execution]:
@@ -212,6 +240,7 @@ class Parts:
                 host.adopt_orphan,
                 any_host=host.settings.executor == "celery",
                 announce=supervisor.announce,
+                inherited=lease.take_inherited(),
             )
 
     async def _close_supervisor(self, host: JobHost) -> None:

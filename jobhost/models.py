@@ -248,6 +248,10 @@ class Instance:
     started_at: datetime
     lease_expires_at: datetime
     draining: bool = False
+    # Where other servers reach it (output of its runs, README "Scaling out"), and the data
+    # dir whose logs it serves; None for instances that serve no HTTP (the local CLI).
+    url: str | None = None
+    data_dir: str | None = None
 
     def alive(self, now: datetime) -> bool:
         return self.lease_expires_at > now
@@ -273,6 +277,7 @@ class Instance:
             "lease_expires_at": iso(self.lease_expires_at),
             "alive": self.alive(now),
             "draining": self.draining,
+            "url": self.url,
         }
 
 
@@ -526,3 +531,27 @@ class FireResult:
     outcome: FireOutcome
     reason: str | None = None
     execution_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A stop or restart sent to one server for a run another server owns: kept in the
+    store until the owner answers it (``jobhost.execution.forwarding``)."""
+
+    id: str
+    execution_id: str
+    action: str  # "stop" or "restart"
+    username: str  # who asked (audited on the server that took the request)
+    roles: frozenset[str]
+    superuser: bool
+    sender: str  # the instance that took the request and waits for the answer
+    created_at: datetime
+    variables: dict[str, Any] | None = None  # a restart's new variables (never secret ones)
+    stopped_by: str | None = None  # how the stopped run records who stopped it
+    handled_at: datetime | None = None
+    # {"execution": id} once done, or {"error": {"code", "message", "details"}}.
+    answer: dict[str, Any] | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(username=self.username, roles=self.roles, superuser=self.superuser)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import stat
 import subprocess
@@ -271,6 +272,42 @@ def test_followed_run_that_is_stopped_exits_1(admin: Run, server: Server) -> Non
             follower.wait()
     assert follower.returncode == 0  # output --follow only streams; it ended with the run
     assert json.loads(admin("status", started["id"], "--json").stdout)["status"] == "stopped"
+
+
+def test_run_goes_through_the_server_and_ctrl_c_stops_it_there(admin: Run, server: Server) -> None:
+    done = admin("run", "Shop/Report", "--var", "Day=friday")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "report for friday\n"
+    assert f"started on {server.url}" in done.stderr
+    history = json.loads(admin("history", "--json", "--job", "Shop/Report").stdout)
+    assert history[0]["user"] == "admin"  # the server's run, as the signed-in user
+
+    runner = subprocess.Popen(
+        [*jobhost_argv(), "run", "Shop/Slow"],
+        cwd=server.root,
+        env=cli_env(server.root, JOBHOST_SERVER=server.url, JOBHOST_TOKEN=_token(admin)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stderr is not None
+        assert runner.stdout is not None
+        first = runner.stderr.readline()
+        assert "started on" in first
+        execution_id = first.split()[1]
+        assert runner.stdout.readline() == "ready\n"  # live output reached the CLI
+        runner.send_signal(signal.SIGINT)
+        _, err = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 1, err  # the run did not succeed: it was stopped
+    assert "stopping…" in err
+    final = json.loads(admin("status", execution_id, "--json").stdout)
+    assert final["status"] == "stopped"
+    assert final["stopped_by"] == "admin (token follower)"  # the token the run used
 
 
 def _token(run: Run) -> str:

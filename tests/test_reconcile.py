@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from jobhost.config import Settings
+from jobhost.engine import JobHost
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Trigger, new_id
 from tests.enginefixtures import EngineFactory
 from tests.jobfolders import write_job
@@ -171,3 +173,53 @@ async def test_a_run_whose_end_was_heard_but_not_committed_is_finished_by_the_ne
     assert final.status is ExecutionStatus.SUCCEEDED
     assert final.exit_code == 0
     assert final.result == {"answer": 42}
+
+
+async def test_a_server_on_another_host_never_takes_a_run_the_restarted_server_re_adopts(
+    tmp_path: Path, apps: Path
+) -> None:
+    """The restarted server on the dead host makes the dead server's runs its own in the
+    same transaction that ends its lease, so a server on another host that reconciles in
+    between (here: exactly then) finds nothing to record lost."""
+    write_job(
+        apps,
+        "Demo",
+        "Sleeper",
+        {"Name": "Sleeper"},
+        script_text="import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
+    )
+    data = tmp_path / "data"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOST, str(apps), str(data)], stdout=subprocess.PIPE, text=True
+    ) as host:
+        try:
+            assert host.stdout is not None
+            started = json.loads(host.stdout.readline())
+        finally:
+            os.kill(host.pid, signal.SIGKILL)
+            host.wait()
+    common = {"apps_roots": [apps], "watch": False, "scheduler_enabled": False}
+    elsewhere = Settings(
+        **common,
+        data_dir=tmp_path / "other",
+        database_url=f"sqlite:///{(data / 'jobhost.db').resolve()}",
+        node_name="another-host",
+    )
+    seen_elsewhere: list[Execution] = []
+
+    class Restarted(JobHost):
+        async def reconcile(self) -> list[Execution]:
+            # Between this server's lease (which ended the dead one's) and its own
+            # reconciliation, a server on another host reconciles.
+            if not seen_elsewhere:
+                async with JobHost(elsewhere) as other:
+                    seen_elsewhere.append(await other.status(started["id"]))
+            return await super().reconcile()
+
+    async with Restarted(Settings(**common, data_dir=data)) as engine:
+        record = await engine.status(started["id"])
+        assert (record.status, record.owner) == (ExecutionStatus.RUNNING, engine.instance_id)
+        assert seen_elsewhere[0].status is ExecutionStatus.RUNNING
+        await engine.stop(execution_id=started["id"])
+        final = await asyncio.wait_for(engine.wait(started["id"]), 60)
+    assert final.status is ExecutionStatus.STOPPED

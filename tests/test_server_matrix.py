@@ -50,6 +50,7 @@ def same(statuses: dict[str, int]) -> dict[str, dict[str, int]]:
 
 SIGNED_IN_OK = same(row(401, 200, 200, 200, 200, 200, 200, 200))
 ADMIN_ONLY = same(row(401, 403, 403, 403, 403, 403, 200, 403))
+NOBODY = same(row(401, 401, 401, 401, 401, 401, 401, 401))
 PUBLIC = same(row(200, 200, 200, 200, 200, 200, 200, 200))
 VIEW_JOB = {
     "allowed": row(401, 404, 200, 200, 200, 200, 200, 404),
@@ -294,6 +295,16 @@ MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
         VIEW_RUN,
     ),
     "GET /api/v1/jobs/events": (fixed("GET", "/api/v1/jobs/events", stream=True), SIGNED_IN_OK),
+    # Internal: only other servers, with a request signed by the cluster key; no user
+    # credential, an admin's included, opens them.
+    "GET /api/v1/cluster/output/{execution_id}": (
+        on_run("GET", "/api/v1/cluster/output/{id}"),
+        NOBODY,
+    ),
+    "GET /api/v1/cluster/output/{execution_id}/stream": (
+        on_run("GET", "/api/v1/cluster/output/{id}/stream", stream=True),
+        NOBODY,
+    ),
     "GET /api/v1/jobs/schedules": (fixed("GET", "/api/v1/jobs/schedules"), ANON_401),
     "POST /api/v1/jobs/schedules/preview": (
         fixed("POST", "/api/v1/jobs/schedules/preview", {"schedule": "@daily"}),

@@ -1,8 +1,8 @@
 """Verbs that work on this machine without a server: the CLI acts as local superuser
 (whoever can run it can read the job files anyway).
 
-``catalog``, ``test``, ``history``, ``status`` and ``output`` go to the server instead
-when one is configured (see ``CliState.remote``), with the same ``--json`` fields.
+``catalog``, ``test``, ``run``, ``history``, ``status`` and ``output`` go to the server
+instead when one is configured (see ``CliState.remote``), with the same ``--json`` fields.
 
 Locally, the read verbs (``catalog``, ``validate``, ``history``, ``status``, ``output``)
 read the store and the logs directly: no engine, no executor, no reconciliation, no
@@ -269,6 +269,9 @@ def run_cmd(
     """Run a job in the foreground, streaming its output; Ctrl-C stops it cleanly."""
     parse_job_id(job_id)
     variables = parse_vars(var)
+    if (server := state(ctx).remote()) is not None:
+        _remote().run(server, job_id, variables, as_json)  # the run is the server's
+        return
 
     async def work(engine: JobHost) -> Execution:
         principal = Principal.local()

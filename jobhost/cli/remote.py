@@ -9,6 +9,7 @@ Ctrl-C while following a run detaches from it; the run goes on on the server.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -346,6 +347,48 @@ def history(remote: Remote, filters: dict[str, Any], as_json: bool) -> None:
         print_json(executions)
         return
     out.print(execution_table(executions))
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) -> None:
+    """``jobhost run`` through the server: start, stream, and on Ctrl-C (or SIGTERM) stop
+    the run on the server and stream it to its end; a second Ctrl-C detaches."""
+    with connect(remote) as client:
+        execution = plain(client.start(job_id, variables))
+        execution_id = str(execution["id"])
+        if not as_json:
+            err.print(f"execution {execution_id} started on {remote.server}", style="dim")
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        position = 0
+        final: dict[str, Any] | None = None
+        stopping = False
+        try:
+            while final is None:
+                try:
+                    for event in client.follow(execution_id, position):
+                        if event.event == "output" and isinstance(event.data, dict):
+                            position = int(event.data.get("next_offset", position))
+                            if not as_json:
+                                sys.stdout.write(str(event.data.get("output", "")))
+                                sys.stdout.flush()
+                        elif event.event == "end" and isinstance(event.data, dict):
+                            final = event.data
+                    if final is None:
+                        final = plain(client.status(execution_id))
+                except KeyboardInterrupt:
+                    if stopping:
+                        err.print(f"detached; {execution_id} goes on on the server", markup=False)
+                        raise typer.Exit(130) from None
+                    stopping = True
+                    err.print("stopping…", style="yellow")
+                    client.stop(execution_id=execution_id)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    assert final is not None  # the loop ends only with it
+    _finish(final, as_json)
 
 
 def test(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) -> None:

@@ -49,6 +49,10 @@ class _Server(uvicorn.Server):
                 break
         host = self.config.host
 
+        # Other servers on the store read the output of this one's runs here.
+        where = engine.settings.node if host in ("0.0.0.0", "::", "") else host
+        await engine.advertise(f"http://{f'[{where}]' if ':' in where else where}:{port}")
+
         async def exit_after_drain() -> None:
             await engine.exit_requested.wait()
             self.should_exit = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -25,8 +26,8 @@ from typing import Any
 import psutil
 
 from jobhost.execution.journal import Journal
-from jobhost.models import Instance, new_id
-from jobhost.store import instances
+from jobhost.models import Execution, Instance, new_id
+from jobhost.store import instances, requests
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class Lease:
         ttl_seconds: float,
         clock: Callable[[], datetime],
         on_tick: Callable[[], Awaitable[object]] | None = None,
+        host: str | None = None,
+        url: str | None = None,
+        data_dir: str | None = None,
     ) -> None:
         self._journal = journal
         self._store: Any = journal.store
@@ -63,14 +67,19 @@ class Lease:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.draining = False
+        # Runs of a dead server on this host, made ours at ``acquire`` (reconcile adopts
+        # them): (the run as it was, its previous owner).
+        self.inherited: list[tuple[Execution, Instance]] = []
         now = clock()
         self.instance = Instance(
             id=new_id(),
-            host=socket.gethostname(),
+            host=host or socket.gethostname(),
             pid=os.getpid(),
             kind=kind,
             started_at=now,
             lease_expires_at=now + self._ttl,
+            url=url,
+            data_dir=data_dir,
         )
 
     @property
@@ -87,7 +96,13 @@ class Lease:
         for other in await self._journal.call(instances.live_instances, self._store, now):
             if other.id != self.id and other.host == self.instance.host and not _running(other):
                 log.info("%s is no longer running: its lease ends now", other.describe())
-                await self._journal.call(instances.expire, self._store, other.id, now)
+                if self.instance.kind != "server":  # the next server takes its runs over
+                    await self._journal.call(instances.expire, self._store, other.id, now)
+                    continue
+                taken = await self._journal.call(
+                    instances.take_over, self._store, other.id, self.id, now
+                )
+                self.inherited += [(execution, other) for execution in taken]
         self._task = asyncio.create_task(self._beat(), name="jobhost-lease")
 
     async def renew(self) -> None:
@@ -101,6 +116,16 @@ class Lease:
             # come back under the same id so our runs are ours again.
             log.warning("lease of %s had expired and was removed; registering again", self.id)
             await self._journal.call(instances.register, self._store, self.instance)
+
+    def take_inherited(self) -> list[tuple[Execution, Instance]]:
+        """The runs taken over at ``acquire`` that reconciliation has not seen yet."""
+        inherited, self.inherited = self.inherited, []
+        return inherited
+
+    async def set_url(self, url: str) -> None:
+        """Advertise where other servers reach this instance."""
+        self.instance = dataclasses.replace(self.instance, url=url)
+        await self._journal.call(requests.set_url, self._store, self.id, url)
 
     async def _beat(self) -> None:
         while not self._stop.is_set():

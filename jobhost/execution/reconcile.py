@@ -15,7 +15,7 @@ changed, stopped or killed, whoever opens the store. For each orphan:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from jobhost.abc import Executor
@@ -45,20 +45,23 @@ async def reconcile(
     *,
     any_host: bool = False,
     announce: Callable[[Execution], None] | None = None,
+    inherited: Sequence[tuple[Execution, Instance]] = (),
 ) -> list[Execution]:
-    """Resolve every orphan (see the module docstring); returns those recorded ``lost``."""
+    """Resolve every orphan (see the module docstring); returns those recorded ``lost``.
+    ``inherited``: runs already made ours (``instances.take_over``), with their owner."""
     now = clock()
     orphans, owners = await journal.call(instances.orphaned_executions, journal.store, now)
     ended = []
-    for execution in orphans:
+    todo: list[tuple[Execution, Instance | None, bool]]
+    todo = [(execution, owner, True) for execution, owner in inherited]
+    todo += [(execution, owners.get(execution.owner or ""), False) for execution in orphans]
+    for execution, owner, ours in todo:
         if execution.owner == me.id:
             continue
-        claimed = await journal.call(
+        if not ours and not await journal.call(
             instances.claim_orphan, journal.store, execution.id, execution.owner, me.id
-        )
-        if not claimed:  # another server got there first
-            continue
-        owner = owners.get(execution.owner or "")
+        ):
+            continue  # another server got there first
         who = owner_name(execution, owner)
         host = execution.host or (owner.host if owner else None)
         here = any_host or host is None or host == me.host
@@ -97,14 +100,19 @@ async def reconcile(
 
 
 async def _end_ghosts(journal: Journal, executor: Executor) -> None:
-    """End the processes the executor holds for nobody that have no record at all (a
-    server died between a spawn and its first commit): no job runs unrecorded."""
+    """End the processes the executor holds for nobody that have no record (a server died
+    between a spawn and its first commit) or whose record has ended (recorded ``lost`` by
+    a server on another host): no job runs unrecorded."""
     unclaimed = getattr(executor, "unclaimed", None)  # executors with a runner have it
     if unclaimed is None:
         return
     for execution_id in await unclaimed():
-        if await journal.call(journal.store.get_execution, execution_id) is not None:
-            continue
+        stored = await journal.call(journal.store.get_execution, execution_id)
+        if stored is not None and not stored.status.terminal:
+            continue  # an orphan with a record: adopted or resolved above
+        # No record, or one that says the run has ended: another host recorded it lost
+        # once its owner's lease expired (it could not reach this machine), so it must
+        # not go on unseen here.
         ghost = Execution(
             id=execution_id,
             job_id="",
@@ -114,7 +122,8 @@ async def _end_ghosts(journal: Journal, executor: Executor) -> None:
         )
         ended = await executor.terminate_orphan(ghost)
         log.warning(
-            "process of unrecorded execution %s %s",
+            "process of execution %s (%s) %s",
             execution_id,
+            "no record" if stored is None else f"recorded {stored.status.value}",
             "ended" if ended else "was already gone",
         )

@@ -345,7 +345,8 @@ class RunnerExecutor:
         if kind == "o":
             self._events.on_output(execution_id, int(message["t"]))
         elif kind == "s":
-            self._events.on_started(execution_id, message.get("p"), str(message.get("h") or ""))
+            # The runner is on this machine: its name is ours (``node_name`` included).
+            self._events.on_started(execution_id, message.get("p"), self._host)
         elif kind == "p":
             self._events.on_progress(execution_id, message.get("f"), message.get("m"))
         elif kind == "x":

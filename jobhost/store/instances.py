@@ -27,6 +27,8 @@ instances = sa.Table(
     sa.Column("started_at", t.UTCDateTime, nullable=False),
     sa.Column("lease_expires_at", t.UTCDateTime, nullable=False),
     sa.Column("draining", sa.Boolean, nullable=False),
+    sa.Column("url", sa.Text),
+    sa.Column("data_dir", sa.Text),
 )
 
 
@@ -111,6 +113,25 @@ def expire(store: SqlStore, instance_id: str, now: datetime) -> None:
         conn.execute(
             sa.update(instances).where(instances.c.id == instance_id).values(lease_expires_at=now)
         )
+
+
+def take_over(store: SqlStore, old: str, new: str, now: datetime) -> list[Execution]:
+    """End the lease of ``old`` (a server on this host whose process is gone) and make its
+    active runs ``new``'s in the same transaction: no server elsewhere can find them
+    orphaned in between and record them lost while this one can re-adopt them."""
+    c = t.executions.c
+    terminal = sorted(s.value for s in TERMINAL_STATUSES)
+    active = sa.and_(c.owner == old, c.status.not_in(terminal))
+    with store.write() as conn:
+        taken = [
+            t.execution_from_row(r)
+            for r in conn.execute(sa.select(t.executions).where(active)).mappings()
+        ]
+        if taken:
+            ids = [e.id for e in taken]
+            conn.execute(sa.update(t.executions).where(c.id.in_(ids), active).values(owner=new))
+        conn.execute(sa.update(instances).where(instances.c.id == old).values(lease_expires_at=now))
+    return taken
 
 
 def claim_orphan(store: SqlStore, execution_id: str, old_owner: str | None, new_owner: str) -> bool:

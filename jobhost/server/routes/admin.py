@@ -25,6 +25,9 @@ class InstanceOut(Model):
     lease_expires_at: str
     alive: bool
     draining: bool
+    url: str | None = Field(
+        default=None, description="Where other servers reach it (its runs' output)"
+    )
 
 
 class InstancesOut(Model):

@@ -17,6 +17,7 @@ from jobhost.engine import JobHost
 from jobhost.errors import BadRequest
 from jobhost.execution.launch import state_dir
 from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger, iso
+from jobhost.server import cluster
 from jobhost.server.auth import (
     CurrentIdentity,
     Identity,
@@ -179,7 +180,7 @@ async def catalog_entries(
         last = await engine.journal.call(engine.store.last_executions, ids)
         recent = {job_id: [e] for job_id, e in last.items() if e.status.terminal}
     live: dict[str, list[Execution]] = {}
-    for e in engine.running(principal):
+    for e in await cluster.running(engine, principal):  # other servers' runs too
         live.setdefault(e.job_id, []).append(e)
     return [catalog_entry(engine, j, principal, recent.get(j.id), live.get(j.id)) for j in jobs]
 
@@ -194,7 +195,7 @@ async def status(execution_id: str, identity: CurrentIdentity, request: Request)
 @router.get("/running", **answers(ExecutionList))
 async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
     views = views_of(request)
-    live = engine_of(request).running(identity.principal)
+    live = await cluster.running(engine_of(request), identity.principal)  # any server's
     return {"executions": [views.api(e) for e in live]}
 
 

@@ -16,6 +16,7 @@ from jobhost.catalog.definition import parse_job_id
 from jobhost.errors import BadRequest, NotFound, PermissionDenied
 from jobhost.models import Action, Execution, ExecutionStatus, HistoryQuery, iso, utcnow
 from jobhost.security import can
+from jobhost.server import cluster
 from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import CurrentIdentity, client_address, engine_of
 from jobhost.server.routes.jobs import Scalar, stopper
@@ -244,8 +245,8 @@ async def output(
     else:
         engine = engine_of(request)
         execution = await engine.status(job_id, principal)
-        chunk = await engine.read_output(job_id, principal, offset=0, limit=1024 * 1024)
-        text = chunk.to_api()["output"]
+        page = await cluster.read_page(engine, request, execution, principal, 0, 1024 * 1024)
+        text = page["output"]
         state, runtime = _STATES[execution.status], execution.duration_seconds
     return {
         "success": True,

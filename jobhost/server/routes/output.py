@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from jobhost.errors import BadRequest
 from jobhost.models import Action
 from jobhost.security import can_on_execution
+from jobhost.server import cluster
 from jobhost.server.auth import CurrentIdentity, authenticator_of, engine_of
 from jobhost.server.contract import EventStream
 from jobhost.server.schemas import OutputOut, answers
@@ -30,10 +31,10 @@ async def output(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = 64 * 1024,
 ) -> dict[str, Any]:
-    chunk = await engine_of(request).read_output(
-        execution_id, identity.principal, offset=offset, limit=limit
-    )
-    return chunk.to_api()
+    engine = engine_of(request)
+    execution = await engine.status(execution_id, identity.principal)
+    # A log in another server's data dir is read through that server (server.cluster).
+    return await cluster.read_page(engine, request, execution, identity.principal, offset, limit)
 
 
 def _resume_offset(last_event_id: str | None, offset: int | None) -> int:
@@ -62,7 +63,16 @@ async def output_stream(
     engine = engine_of(request)
     principal = identity.principal
     start = _resume_offset(last_event_id, offset)
-    await engine.status(execution_id, principal)  # a 404 now, before the stream starts
+    execution = await engine.status(execution_id, principal)  # a 404 now, not in the stream
+    peers = await cluster.peer(engine, request, execution)
+    if peers:
+        # The log is in another server's data dir: relay that server's frames.
+        guarded = authenticator_of(request).until_revoked(
+            identity, peers[0].stream(execution_id, start)
+        )
+        return StreamingResponse(
+            with_heartbeats(guarded), media_type="text/event-stream", headers=HEADERS
+        )
 
     async def events() -> AsyncIterator[bytes]:
         async for chunk in engine.follow(execution_id, principal, offset=start):
