@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,10 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def kill_runner(data_dir: Path, *, jobs: bool = True) -> None:
-    """SIGKILL the test's runner, and (``jobs``) every job it still has."""
+    """SIGKILL the test's runner, and (``jobs``) every job it still has; return once the
+    runner is dead (a dying runner can still accept a connection on its socket, which
+    then breaks: the next start would meet that, not a new runner)."""
+    killed: list[psutil.Process] = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if "jobhost.runner" in cmdline and str(runner_dir(data_dir)) in cmdline:
@@ -134,6 +138,16 @@ def kill_runner(data_dir: Path, *, jobs: bool = True) -> None:
                 for child in process.children(recursive=True):
                     child.kill()
             process.kill()
+            killed.append(process)
+    deadline = time.monotonic() + 30
+    while killed and time.monotonic() < deadline:
+        try:
+            if killed[0].status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.01)  # a SIGKILLed process has no event to await here
+                continue
+        except psutil.NoSuchProcess:
+            pass
+        killed.pop(0)
 
 
 @pytest.fixture
