@@ -15,6 +15,7 @@ OPTIONAL = (
     "jobhost.server.routes.schedules",
     "jobhost.server.routes.notifications",
     "jobhost.server.routes.admin",
+    "jobhost.server.routes.hooks",
 )
 
 
