@@ -309,6 +309,7 @@ MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
         VIEW_RUN,
     ),
     "GET /api/v1/jobs/running": (fixed("GET", "/api/v1/jobs/running"), SIGNED_IN_OK),
+    "GET /api/v1/jobs/scheduled": (fixed("GET", "/api/v1/jobs/scheduled"), SIGNED_IN_OK),
     "GET /api/v1/jobs/history": (
         on_job("GET", "/api/v1/jobs/history?job_id={app}/{job}"),
         SIGNED_IN_OK,
