@@ -16,7 +16,7 @@ not only to view it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,13 +63,9 @@ def admission(
     max_queue: int,
     test: bool = False,
 ) -> Admission:
-    """The admission rule of ``Supervisor.submit`` (``max_concurrent``/``on_conflict``
-    and the queue bound) as a pure function of the counts it looks at.
-
-    The one place the plan decides admission: once the supervisor's rule is the pure
-    ``jobhost.execution.admission.admit``, this body becomes ``admit(Admission(job_id,
-    Policy.of(definition), test), Occupancy(...))`` with its Start/Queue/Reject mapped to
-    start/queue/reject, and keyed concurrency and groups come with it."""
+    """The admission rule over counts alone (``max_concurrent``/``on_conflict`` and the
+    queue bound): the local CLI's view from the store, which has no live slots. On a
+    server the plan asks the supervisor's own rule instead (``admission_now``)."""
     limit = definition.max_concurrent
     if test:
         return Admission("start", "a test run ignores max_concurrent")
@@ -134,9 +130,7 @@ async def plan_run(
     *,
     settings: Settings,
     override: Override | None,
-    active: int,
-    queued: int,
-    queued_total: int,
+    decide: Callable[[dict[str, Any]], Admission],
     draining: bool,
     now: datetime,
     choices: ChoiceLists | None = None,
@@ -188,15 +182,9 @@ async def plan_run(
     if values is not None:
         plan["variables"] = redact(definition, values)
         _process(plan, job, values, principal, settings)
-    verdict = admission(
-        definition,
-        active=active,
-        queued=queued,
-        queued_total=queued_total,
-        max_queue=settings.max_queue,
-    )
-    if problems:
-        verdict = Admission("reject", problems[0])
+    verdict = decide(values) if values is not None else None
+    if problems or verdict is None:
+        verdict = Admission("reject", problems[0] if problems else "the variables were refused")
     elif draining:
         verdict = Admission("reject", "the server is draining for an upgrade (the API answers 503)")
     elif not definition.enabled:
@@ -302,28 +290,44 @@ async def plan_on_engine(
 
         overrides = await engine.journal.call(db.load_overrides, sql_store(engine))
         override = overrides.get(job.id)
-    active, queued, total = _admission_now(engine, job.id)
     return await plan_run(
         job,
         variables,
         principal,
         settings=engine.settings,
         override=override,
-        active=active,
-        queued=queued,
-        queued_total=total,
+        decide=lambda values: admission_now(engine, job, values),
         draining=engine.draining,
         now=engine.clock(),
         choices=engine.choices,
     )
 
 
-def _admission_now(engine: JobHost, job_id: str) -> tuple[int, int, int]:
-    """(active runs of the job, its queued runs, all queued runs) on this engine."""
-    supervisor = engine.supervisor
-    queued = sum(
-        1
-        for e in supervisor.live.values()
-        if e.job_id == job_id and e.status is ExecutionStatus.QUEUED and not e.test
-    )
-    return len(supervisor.active_of(job_id)), queued, supervisor.queued_total()
+def admission_now(engine: JobHost, job: Job, values: Mapping[str, Any]) -> Admission:
+    """What the supervisor's own rule (``jobhost.execution.admission.admit``) answers for
+    a start of ``job`` with ``values`` now: its concurrency key and group included."""
+    from jobhost.execution.admission import FREE, Policy, Queue, Reject, admit
+    from jobhost.execution.concurrency import admission_of, slot_of
+
+    definition = job.definition
+    assert definition is not None
+    slot = slot_of(job.id, definition, values)
+    request = admission_of(slot, Policy.of(definition))
+    slots = engine.supervisor.slots
+    occupancy = slots.occupancy(slot, engine.settings.max_queue) if request.limited else FREE
+    decision = admit(request, occupancy)
+    if isinstance(decision, Reject):
+        return Admission("reject", decision.reason)
+    limit = definition.max_concurrent
+    active = f"{len(occupancy.active)} active of max_concurrent={limit or 'unlimited'}"
+    if slot.key is not None:
+        active += f" for concurrency_key {slot.key!r}"
+    if slot.group is not None:
+        active += (
+            f"; concurrency_group {slot.group!r}: {occupancy.group_active} of "
+            f"{occupancy.group_limit or 'unlimited'} held"
+        )
+    if isinstance(decision, Queue):
+        replaced = "; the active runs are stopped (on_conflict=replace)" if decision.replace else ""
+        return Admission("queue", f"{active}{replaced}", slots.place(slot))
+    return Admission("start", active)

@@ -56,6 +56,19 @@ def write_plan_apps(root: Path) -> None:
     write_job(
         root,
         "Plan",
+        "PerSite",
+        {
+            "Name": "PerSite",
+            "template_variables": {"Site": "the site"},
+            "concurrency_key": "{{Site}}",
+            "max_concurrent": 1,
+            "on_conflict": "reject",
+        },
+        script_text=SLOW,
+    )
+    write_job(
+        root,
+        "Plan",
         "Single",
         {"Name": "Single", "max_concurrent": 1, "on_conflict": "reject"},
         script_text=SLOW,
@@ -203,3 +216,20 @@ async def test_the_local_cli_plans_against_the_stored_runs(tmp_path: Path) -> No
         assert json.loads(refused.stdout)["admission"]["verdict"] == "reject"
         await h.engine.stop(execution_id=running.id)
         await h.wait(running.id)
+
+
+async def test_the_plan_counts_per_concurrency_key_like_a_start(tmp_path: Path) -> None:
+    write_plan_apps(tmp_path / "apps")
+    async for h in running_harness(make_settings(tmp_path)):
+        admin = await h.admin()
+        north = await h.engine.start("Plan/PerSite", {"Site": "north"})
+        await h.wait_output(north.id, "ready")
+        path = "/api/v1/jobs/catalog/Plan/PerSite/plan"
+        same = (await admin.get(path, params={"var": ["Site=north"]})).json()
+        assert same["admission"]["verdict"] == "reject"
+        assert "north" in same["admission"]["reason"]
+        other = (await admin.get(path, params={"var": ["Site=south"]})).json()
+        assert other["admission"]["verdict"] == "start"
+        assert "concurrency_key 'south'" in other["admission"]["reason"]
+        await h.engine.stop(execution_id=north.id)
+        await h.wait(north.id)

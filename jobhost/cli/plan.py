@@ -59,7 +59,7 @@ def plan_cmd(
 
 def _local_plan(ctx: typer.Context, job_id: str, variables: dict[str, str]) -> dict[str, Any]:
     from jobhost.cli.local import open_store
-    from jobhost.plan import plan_run
+    from jobhost.plan import Admission, admission, plan_run
     from jobhost.store import schedules as db
 
     settings = state(ctx).settings(watch=False, scheduler_enabled=False)
@@ -72,6 +72,20 @@ def _local_plan(ctx: typer.Context, job_id: str, variables: dict[str, str]) -> d
         store.close()
     real = [e for e in waiting if not e.test]
     mine = [e for e in real if e.job_id == job.id]
+    definition = job.definition
+
+    def decide(values: dict[str, Any]) -> Admission:
+        # The store's view: this job's recorded runs (concurrency keys and groups are
+        # the server's to count; jobhost plan --server asks it).
+        assert definition is not None
+        return admission(
+            definition,
+            active=sum(1 for e in mine if e.status.active),
+            queued=sum(1 for e in mine if e.status is ExecutionStatus.QUEUED),
+            queued_total=sum(1 for e in real if e.status is ExecutionStatus.QUEUED),
+            max_queue=settings.max_queue,
+        )
+
     return asyncio.run(
         plan_run(
             job,
@@ -79,9 +93,7 @@ def _local_plan(ctx: typer.Context, job_id: str, variables: dict[str, str]) -> d
             Principal.local(),
             settings=settings,
             override=override,
-            active=sum(1 for e in mine if e.status.active),
-            queued=sum(1 for e in mine if e.status is ExecutionStatus.QUEUED),
-            queued_total=sum(1 for e in real if e.status is ExecutionStatus.QUEUED),
+            decide=decide,
             draining=False,
             now=utcnow(),
         )
