@@ -50,11 +50,14 @@ from jobhost.server.schemas import (
     ExecutionOut,
     Health,
     HistoryPage,
+    HookOut,
     JobDetailOut,
     JobOut,
     Me,
+    NewHookOut,
     NewToken,
     OutputOut,
+    PlanOut,
     PreviewOut,
     ReloadOut,
     SamplesOut,
@@ -377,6 +380,21 @@ class Client:
         path = f"{API}/jobs/catalog/{job_path(job_id)}/samples"
         return self.fetch(SamplesOut, "GET", path, params={"limit": limit}).samples
 
+    def plan(self, job_id: str, variables: Mapping[str, Any] | None = None) -> PlanOut:
+        """What a start now would do, without starting it."""
+        params = [("var", f"{k}={v}") for k, v in (variables or {}).items()]
+        path = f"{API}/jobs/catalog/{job_path(job_id)}/plan"
+        return self.fetch(PlanOut, "GET", path, params=params)
+
+    def hook(self, job_id: str) -> HookOut:
+        """The job's webhook (whether it exists, its rules; never its URL)."""
+        return self.fetch(HookOut, "GET", f"{API}/jobs/catalog/{job_path(job_id)}/hook")
+
+    def create_hook(self, job_id: str, *, rotate: bool = False) -> NewHookOut:
+        """A new (or rotated) webhook: the answer holds its URL and secret, once."""
+        path = f"{API}/jobs/catalog/{job_path(job_id)}/hook" + ("/rotate" if rotate else "")
+        return self.fetch(NewHookOut, "POST", path)
+
     def start(
         self,
         job_id: str,
@@ -385,6 +403,7 @@ class Client:
         *,
         at: str | None = None,
         delay_seconds: float | None = None,
+        dry_run: bool = False,
     ) -> ExecutionOut:
         """Start now, or at ``at`` (ISO 8601 with offset), or ``delay_seconds`` from now."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -393,10 +412,16 @@ class Client:
             body["at"] = at
         if delay_seconds is not None:
             body["delay_seconds"] = delay_seconds
+        if dry_run:
+            body["dry_run"] = True
         return self.fetch(ExecutionOut, "POST", f"{API}/jobs/start", body=body, headers=headers)
 
-    def test(self, job_id: str, variables: Mapping[str, Any] | None = None) -> ExecutionOut:
-        body = {"job_id": job_id, "variables": dict(variables or {})}
+    def test(
+        self, job_id: str, variables: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    ) -> ExecutionOut:
+        body: dict[str, Any] = {"job_id": job_id, "variables": dict(variables or {})}
+        if dry_run:
+            body["dry_run"] = True
         return self.fetch(ExecutionOut, "POST", f"{API}/jobs/test", body=body)
 
     def stop(

@@ -37,6 +37,7 @@ from jobhost.errors import (
     PermissionDenied,
     VariableError,
 )
+from jobhost.execution.choices import ChoiceLists
 from jobhost.execution.drain import Drain
 from jobhost.execution.due import check_due_time, planned_start
 from jobhost.execution.following import DEFAULT_READ, MAX_READ, follow_output, read_chunk
@@ -76,6 +77,7 @@ from jobhost.security import can, can_on_execution
 from jobhost.store import instances
 
 if TYPE_CHECKING:
+    from jobhost.file_triggers import FileTriggers
     from jobhost.notify import Notifier
     from jobhost.scheduler import Scheduler
 
@@ -125,6 +127,7 @@ class JobHost:
         self.scheduled_runs = ScheduledRuns(self)  # retries and run-at starts, when due
         self.chains = Chains(self)  # on_success / on_failure: a hook on finished runs
         self._hooks.append(self.chains)
+        self.choices = ChoiceLists()  # variables' choices_from lists, cached
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> JobHost:
@@ -226,6 +229,11 @@ class JobHost:
     def notifier(self) -> Notifier | None:
         """The notifications hook, when ``notifications_enabled``."""
         return self._parts.notifier
+
+    @property
+    def file_triggers(self) -> FileTriggers | None:
+        """The ``watch`` file triggers, where the scheduler runs on a server."""
+        return self._parts.file_triggers
 
     # ----------------------------------------------------------------- ownership, drain
     async def instances(self) -> list[Instance]:
@@ -337,8 +345,10 @@ class JobHost:
         address: str | None = None,
         at: datetime | None = None,
         triggered_by: str | None = None,
+        dry_run: bool = False,
     ) -> Execution:
         """Start (or, with ``test``, test-run) a job; returns the execution as recorded.
+        ``dry_run``: the script gets ``JOBHOST_DRY_RUN=1`` and the run is recorded as one.
 
         With ``at`` (an aware time in the future) the run is recorded ``scheduled`` and
         starts then (``jobhost.execution.scheduled``); everything is checked now."""
@@ -357,8 +367,11 @@ class JobHost:
                 address,
                 due_at=at,
                 triggered_by=triggered_by,
+                dry_run=dry_run,
             )
-        request = fingerprint(job.id, test, variables or {}, secret_names(job.definition))
+        request = fingerprint(
+            job.id, test, variables or {}, secret_names(job.definition), dry_run=dry_run
+        )
         return await self._idempotency.once(
             principal.username,
             idempotency_key,
@@ -374,6 +387,7 @@ class JobHost:
                 request_fingerprint=request,
                 due_at=at,
                 triggered_by=triggered_by,
+                dry_run=dry_run,
             ),
             job_id=job.id,
             request=request,
@@ -394,6 +408,7 @@ class JobHost:
         request_fingerprint: str | None = None,
         due_at: datetime | None = None,
         triggered_by: str | None = None,
+        dry_run: bool = False,
     ) -> Execution:
         if self._drain.active:
             raise Draining(
@@ -412,9 +427,11 @@ class JobHost:
         try:
             values = await self.resolve_variables(job, variables or {})
         except (VariableError, InitHookFailed) as exc:
-            if trigger is not Trigger.SCHEDULE:
+            if trigger not in (Trigger.SCHEDULE, Trigger.WATCH):  # no one to answer to
                 raise
-            return await self._reject(job, principal, variables, scheduled_for, exc.message)
+            return await self._reject(
+                job, principal, variables, scheduled_for, exc.message, trigger
+            )
         launch = Launch(
             job=job, variables=values, rendered=render(definition, values), roles=principal.roles
         )
@@ -428,7 +445,8 @@ class JobHost:
                 target=job.id,
                 address=address,
                 details={"execution": execution.id, "trigger": execution.trigger.value}
-                | ({"due_at": iso(execution.due_at)} if execution.due_at else {}),
+                | ({"due_at": iso(execution.due_at)} if execution.due_at else {})
+                | ({"dry_run": True} if dry_run else {}),
                 at=self.clock(),
             )
 
@@ -460,6 +478,7 @@ class JobHost:
             redacted=redact(definition, values),
             audit=audit,
             triggered_by=triggered_by,
+            dry_run=dry_run,
         )
 
     async def _reject(
@@ -469,17 +488,18 @@ class JobHost:
         variables: Mapping[str, Any] | None,
         scheduled_for: datetime | None,
         message: str,
+        trigger: Trigger = Trigger.SCHEDULE,
     ) -> Execution:
-        """A scheduled start refused before spawning becomes a ``rejected`` history row
-        (counted, announced and notified as ``failed``), so the fire is not lost from
-        view; the caller gets that row instead of an exception."""
+        """A scheduled (or file-triggered) start refused before spawning becomes a
+        ``rejected`` history row (counted, announced and notified as ``failed``), so the
+        fire is not lost from view; the caller gets that row instead of an exception."""
         assert job.definition is not None
         now = self.clock()
         rejected = Execution(
             id=new_id(),
             job_id=job.id,
             status=ExecutionStatus.REJECTED,
-            trigger=Trigger.SCHEDULE,
+            trigger=trigger,
             user=principal.username,
             variables=redact(job.definition, dict(variables or {})),
             created_at=now,
@@ -492,7 +512,9 @@ class JobHost:
 
     async def resolve_variables(self, job: Job, supplied: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults → init hook → required/unknown/type checks (the seed's order)."""
-        return await resolve_variables(job, supplied, self.settings.init_timeout_seconds)
+        return await resolve_variables(
+            job, supplied, self.settings.init_timeout_seconds, self.choices
+        )
 
     async def test(
         self,
@@ -502,10 +524,17 @@ class JobHost:
         *,
         trigger: Trigger | None = None,
         address: str | None = None,
+        dry_run: bool = False,
     ) -> Execution:
         """A test run: the script gets ``--test``; it ignores ``max_concurrent`` and restarts."""
         return await self.start(
-            job_id, variables, principal, trigger=trigger, test=True, address=address
+            job_id,
+            variables,
+            principal,
+            trigger=trigger,
+            test=True,
+            address=address,
+            dry_run=dry_run,
         )
 
     async def stop(
@@ -607,6 +636,7 @@ class JobHost:
         await self._require(principal, job, Action.RESTART, address)
         # A restart repeats the run it restarts: a test run's restart is a test run too.
         test = previous is not None and previous.test
+        dry_run = previous is not None and previous.dry_run
         live = [
             e
             for e in self.supervisor.live.values()
@@ -634,6 +664,7 @@ class JobHost:
             None,
             address,
             restart_count=(previous.restart_count + 1) if previous else 0,
+            dry_run=dry_run,
         )
         if not audited:
             return execution

@@ -47,6 +47,7 @@ from jobhost.store import instances
 
 if TYPE_CHECKING:
     from jobhost.engine import JobHost
+    from jobhost.file_triggers import FileTriggers
     from jobhost.notify import Notifier
     from jobhost.scheduler import Scheduler
 
@@ -118,6 +119,7 @@ class Parts:
         self.supervisor: Supervisor | None = None
         self.notifier: Notifier | None = None
         self.scheduler: Scheduler | None = None
+        self.file_triggers: FileTriggers | None = None
         self.watching: asyncio.Task[None] | None = None
         self._watch_stop = asyncio.Event()
         self._reconciling = asyncio.Lock()
@@ -213,6 +215,12 @@ class Parts:
             self.scheduler = scheduler_for(host)
             stack.push_async_callback(self.scheduler.aclose)
             await self.scheduler.start()
+            if server:  # file triggers (job.json "watch") fire where schedules fire
+                from jobhost.file_triggers import FileTriggers
+
+                self.file_triggers = FileTriggers(host)
+                stack.push_async_callback(self.file_triggers.aclose)
+                await self.file_triggers.start()
 
         if settings.watch:
             self.watching = asyncio.create_task(

@@ -40,6 +40,7 @@ class JobContext:
     user: str = ""
     roles: tuple[str, ...] = ()
     test: bool = False
+    dry_run: bool = False  # JOBHOST_DRY_RUN=1: report what would change, change nothing
     variables: dict[str, Any] = field(default_factory=dict)
     result_path: Path | None = None
     state_dir: Path = field(default_factory=Path.cwd)
@@ -69,6 +70,7 @@ class JobContext:
             user=env.get("JOBHOST_USER", ""),
             roles=tuple(role for role in env.get("JOBHOST_ROLES", "").split(",") if role),
             test=env.get("JOBHOST_TEST", "0") == "1",
+            dry_run=env.get("JOBHOST_DRY_RUN", "0") == "1",
             variables=variables,
             result_path=Path(result) if result else None,
             state_dir=Path(state) if state else Path.cwd(),

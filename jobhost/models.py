@@ -111,6 +111,8 @@ class Trigger(StrEnum):
     RESTART = "restart"  # the restart policy or the restart action
     RETRY = "retry"  # the next attempt of a batch run (job.json ``retry``)
     CHAIN = "chain"  # another run's ``on_success`` / ``on_failure``
+    WEBHOOK = "webhook"  # POST /api/v1/hooks/{token}
+    WATCH = "watch"  # a file appeared or changed (job.json "watch")
 
 
 class Action(StrEnum):
@@ -186,6 +188,9 @@ class Execution:
     triggered_by: str | None = None  # the run whose on_success / on_failure started this one
     chained: tuple[str, ...] = ()  # the runs this one's on_success / on_failure started
     queue_position: int | None = None  # 1 = next to start, while ``queued``
+    # Started with --dry-run: the script gets JOBHOST_DRY_RUN=1 and is expected to change
+    # nothing (the examples report what they would do).
+    dry_run: bool = False
 
     def evolve(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)
@@ -233,6 +238,7 @@ class Execution:
             "triggered_by": self.triggered_by,
             "chained": list(self.chained),
             "queue_position": self.queue_position,
+            "dry_run": self.dry_run,
         }
 
 

@@ -248,6 +248,7 @@ def test_to_api_shape_and_permissions(apps: Path) -> None:
         "min": None,
         "max": None,
         "secret": True,
+        "choices_from": None,
     }
     assert (api["valid"], api["has_init_script"], api["max_concurrent"]) == (True, False, 1)
     assert "permissions" not in job.to_api()

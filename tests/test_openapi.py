@@ -140,6 +140,13 @@ async def test_real_answers_of_every_route_match_the_document(
     detail = "/api/v1/jobs/catalog/{app}/{job}"
     c(detail, "get", await admin.get(f"{jobs}/catalog/Lab/Hello"))
     c(f"{detail}/samples", "get", await admin.get(f"{jobs}/catalog/Lab/Hello/samples"))
+    c(f"{detail}/plan", "get", await admin.get(f"{jobs}/catalog/Lab/Hello/plan"))
+    c(f"{detail}/plan", "get", await admin.get(f"{jobs}/catalog/Lab/Broken/plan"))
+    c(f"{detail}/hook", "get", await admin.get(f"{jobs}/catalog/Lab/Hello/hook"))  # 409
+    c(f"{detail}/hook", "post", await admin.post(f"{jobs}/catalog/Lab/Hello/hook"))  # 409
+    rotate = await admin.post(f"{jobs}/catalog/Lab/Hello/hook/rotate")
+    c(f"{detail}/hook/rotate", "post", rotate)
+    c("/api/v1/hooks/{token}", "post", await anon.post("/api/v1/hooks/jhh_x", content=b"{}"))
     output = "/api/v1/jobs/output/{execution_id}"
     c(output, "get", await admin.get(f"{jobs}/output/{run}"))
     stream = c(f"{output}/stream", "get", await admin.get(f"{jobs}/output/{run}/stream"))

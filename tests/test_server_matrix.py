@@ -76,6 +76,15 @@ RESTART = {
     "allowed": row(401, 404, 403, 403, 403, 202, 202, 404),
     "forbidden": row(401, 404, 404, 404, 404, 404, 202, 404),
 }
+PLAN = {  # a plan shows what a start would pass: the start right, answered 200
+    "allowed": row(401, 404, 403, 200, 403, 403, 200, 404),
+    "forbidden": row(401, 404, 404, 404, 404, 404, 200, 404),
+}
+# Lab/Guarded has no "webhook" in its job.json: whoever passes the start check meets 409.
+HOOK_MANAGE = {
+    "allowed": row(401, 404, 403, 409, 403, 403, 409, 404),
+    "forbidden": row(401, 404, 404, 404, 404, 404, 409, 404),
+}
 # Built by other engineers (schedules, notifications): only sign-in is asserted here.
 ANON_401 = same({"anon": 401})
 
@@ -257,6 +266,26 @@ MATRIX: dict[str, tuple[Build, dict[str, dict[str, int]]]] = {
     "GET /api/v1/jobs/catalog/{app}/{job}/samples": (
         on_job("GET", "/api/v1/jobs/catalog/{app}/{job}/samples"),
         VIEW_JOB,
+    ),
+    "GET /api/v1/jobs/catalog/{app}/{job}/plan": (
+        on_job("GET", "/api/v1/jobs/catalog/{app}/{job}/plan"),
+        PLAN,
+    ),
+    "GET /api/v1/jobs/catalog/{app}/{job}/hook": (
+        on_job("GET", "/api/v1/jobs/catalog/{app}/{job}/hook"),
+        HOOK_MANAGE,
+    ),
+    "POST /api/v1/jobs/catalog/{app}/{job}/hook": (
+        on_job("POST", "/api/v1/jobs/catalog/{app}/{job}/hook"),
+        HOOK_MANAGE,
+    ),
+    "POST /api/v1/jobs/catalog/{app}/{job}/hook/rotate": (
+        on_job("POST", "/api/v1/jobs/catalog/{app}/{job}/hook/rotate"),
+        HOOK_MANAGE,
+    ),
+    "POST /api/v1/hooks/{token}": (  # the URL is the credential: unknown is 404 for all
+        fixed("POST", "/api/v1/hooks/jhh_unknown", {}),
+        same(row(404, 404, 404, 404, 404, 404, 404, 404)),
     ),
     "POST /api/v1/jobs/start": (on_job("POST", "/api/v1/jobs/start", job_body), START),
     "POST /api/v1/jobs/test": (on_job("POST", "/api/v1/jobs/test", job_body), START),

@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 from jobhost import cron
 from jobhost.catalog.limits import Limits, RunAsDefinition, runtime_problem
 from jobhost.catalog.policies import ChainLink, RetryPolicy, policy_problems
+from jobhost.catalog.triggers import ChoicesFrom, WatchDefinition, WebhookDefinition
 from jobhost.errors import BadRequest, InvalidDefinition
 from jobhost.models import Action
 
@@ -172,6 +173,7 @@ class VariableSpec(BaseModel):
     min_value: float | None = Field(default=None, alias="min", strict=True, allow_inf_nan=False)
     max_value: float | None = Field(default=None, alias="max", strict=True, allow_inf_nan=False)
     secret: bool = False
+    choices_from: ChoicesFrom | None = None  # choices listed by a script (catalog.choices)
 
     @field_validator("name")
     @classmethod
@@ -197,6 +199,10 @@ class VariableSpec(BaseModel):
         low, high = self.min_value, self.max_value
         if low is not None and high is not None and low > high:
             raise ValueError(f"min ({self.min_value:g}) is greater than max ({self.max_value:g})")
+        if self.choices is not None and self.choices_from is not None:
+            raise ValueError(
+                "has both choices and choices_from; keep one (choices_from lists them at run time)"
+            )
         if self.choices is not None:
             if not self.choices:
                 raise ValueError(
@@ -340,6 +346,9 @@ class JobDefinition(BaseModel):
     timezone: str | None = None
     queue: str | None = None
     enabled: bool = True
+    # Triggers besides people and schedules (jobhost.catalog.triggers).
+    webhook: WebhookDefinition | None = None  # a secret URL that starts it (jobhost.hooks)
+    watch: WatchDefinition | None = None  # a file in the app folder starts it (file_triggers)
     misfire_grace_seconds: float = Field(default=60.0, ge=0, le=MAX_SECONDS, **_STRICT)
     notify: list[dict[str, Any]] = Field(default_factory=list)
     limits: Limits | None = None  # over the settings' defaults (jobhost.catalog.limits)
@@ -482,6 +491,7 @@ def _error_message(error: ErrorDetails) -> str:
         "literal_error": f"must be one of {ctx.get('expected')}",
         "extra_forbidden": "is not a known field",
         "dict_type": "must be an object",
+        "model_type": "must be an object",
         "list_type": "must be a list",
         "string_type": "must be a string",
         "bool_type": "must be true or false",
@@ -537,6 +547,10 @@ def _checked(
     problems = definition.template_problems()
     if (runtime := runtime_problem(definition.timeout_seconds, definition.limits)) is not None:
         problems.append(runtime)
+    if definition.watch is not None and (
+        watched := definition.watch.problem(definition.template_variables)
+    ):
+        problems.append(watched)
     if definition.notify:  # most jobs have none: skip the import and the rule models
         # Imported here: jobhost.notify's package pulls in the engine side, which needs this module.
         from jobhost.notify.rules import notify_problems

@@ -163,6 +163,7 @@ class Job:
                     "min": spec.min_value,
                     "max": spec.max_value,
                     "secret": spec.secret,
+                    "choices_from": spec.choices_from.model_dump() if spec.choices_from else None,
                 }
             )
         entry: dict[str, Any] = {
@@ -183,6 +184,7 @@ class Job:
             "restart": d.restart if d else None,
             "enabled": d.enabled if d else False,
             "has_init_script": self.init_script is not None,
+            "webhook": d.webhook.model_dump() if d and d.webhook else None,
             "extra_fields": dict(d.model_extra or {}) if d else {},
         }
         if d is None:

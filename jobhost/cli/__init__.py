@@ -33,6 +33,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "local",
         "Validate, run init, run the script with --test; print a checklist and the result.",
     ),
+    "plan": (
+        "plan",
+        "What a start would do now: next fires, argv, env, init verdict, limits, admission.",
+    ),
     "run": ("local", "Run a job in the foreground, streaming its output; Ctrl-C stops it cleanly."),
     "history": ("local", "Past and current executions, newest first."),
     "status": ("local", "One execution's record."),
@@ -69,11 +73,12 @@ VERBS: dict[str, tuple[str, str]] = {
         "schedule",
         "Show and change job schedules (stored overrides of job.json's default_schedule).",
     ),
+    "hook": ("hooks", 'A job\'s webhook: a secret URL that starts it (job.json needs "webhook").'),
     "users": ("remote", "Users and their roles (superusers only)."),
     "tokens": ("remote", "API tokens for scripts and the CLI."),
     "passwd": ("remote", "Change your own password on the server (the current one is asked)."),
 }
-MODULES = ("local", "schedule", "remote", "serve", "worker")
+MODULES = ("local", "plan", "hooks", "schedule", "remote", "serve", "worker")
 
 
 def load_verbs(*modules: str) -> dict[str, Any]:

@@ -224,7 +224,7 @@ def execution_table(executions: list[dict[str, Any]]) -> Table:
         took = e.get("duration_seconds")
         table.add_row(
             styled_status(str(e["status"])),
-            str(e.get("trigger") or ""),
+            str(e.get("trigger") or "") + (" (dry run)" if e.get("dry_run") else ""),
             str(e.get("user") or ""),
             started[:19].replace("T", " "),
             f"{took:.2f}s" if isinstance(took, int | float) else "",

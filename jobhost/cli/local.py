@@ -61,6 +61,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 VarOpt = Annotated[
     list[str] | None, typer.Option("--var", help="A variable as NAME=VALUE (repeatable).")
 ]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="The script gets JOBHOST_DRY_RUN=1 and should change nothing."),
+]
 
 
 def _remote() -> ModuleType:
@@ -189,13 +193,14 @@ def test_cmd(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
     var: VarOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, run init, run the script with --test; print a checklist and the result."""
     parse_job_id(job_id)
     variables = parse_vars(var)
     if (server := state(ctx).remote()) is not None:
-        _remote().test(server, job_id, variables, as_json)
+        _remote().test(server, job_id, variables, as_json, dry_run=dry_run)
         return
     checks: list[tuple[bool, str]] = []
 
@@ -206,7 +211,9 @@ def test_cmd(
             return None
         checks.append((True, "job.json is valid and has every required field"))
         try:
-            execution = await engine.test(job_id, variables, Principal.local(), trigger=Trigger.CLI)
+            execution = await engine.test(
+                job_id, variables, Principal.local(), trigger=Trigger.CLI, dry_run=dry_run
+            )
         except InitHookFailed as exc:
             checks.append((False, f"init script rejected the variables: {exc.message}"))
             return None
@@ -264,18 +271,21 @@ def run_cmd(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
     var: VarOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a job in the foreground, streaming its output; Ctrl-C stops it cleanly."""
     parse_job_id(job_id)
     variables = parse_vars(var)
     if (server := state(ctx).remote()) is not None:
-        _remote().run(server, job_id, variables, as_json)  # the run is the server's
+        _remote().run(server, job_id, variables, as_json, dry_run=dry_run)  # the server's run
         return
 
     async def work(engine: JobHost) -> Execution:
         principal = Principal.local()
-        execution = await engine.start(job_id, variables, principal, trigger=Trigger.CLI)
+        execution = await engine.start(
+            job_id, variables, principal, trigger=Trigger.CLI, dry_run=dry_run
+        )
         if not as_json:
             err.print(f"execution {execution.id} started", style="dim")
         loop = asyncio.get_running_loop()

@@ -43,6 +43,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 VarOpt = Annotated[
     list[str] | None, typer.Option("--var", help="A variable as NAME=VALUE (repeatable).")
 ]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="The script gets JOBHOST_DRY_RUN=1 and should change nothing."),
+]
 FollowOpt = Annotated[
     bool, typer.Option("--follow", "-f", help="Stream the output until the run ends.")
 ]
@@ -182,6 +186,7 @@ def start_cmd(
     delay: Annotated[
         str | None, typer.Option("--in", help="Start after this delay: 90s, 15m, 2h, 1d.")
     ] = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a job on the server (202: it is queued or running when this returns)."""
@@ -197,6 +202,7 @@ def start_cmd(
                 idempotency_key=idempotency_key,
                 at=at,
                 delay_seconds=delay_seconds,
+                dry_run=dry_run,
             )
         )
         if execution["status"] == "scheduled":
@@ -232,7 +238,8 @@ def _report_started(client: Client, execution: dict[str, Any], follow: bool, as_
         if as_json:
             print_json(execution)
         else:
-            out.print(f"{execution['id']} {execution['job_id']} {execution['status']}")
+            dry = " (dry run)" if execution.get("dry_run") else ""
+            out.print(f"{execution['id']} {execution['job_id']} {execution['status']}{dry}")
         return
     if not as_json:
         err.print(f"execution {execution['id']} started", style="dim")
@@ -353,11 +360,18 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) -> None:
+def run(
+    remote: Remote,
+    job_id: str,
+    variables: dict[str, str],
+    as_json: bool,
+    *,
+    dry_run: bool = False,
+) -> None:
     """``jobhost run`` through the server: start, stream, and on Ctrl-C (or SIGTERM) stop
     the run on the server and stream it to its end; a second Ctrl-C detaches."""
     with connect(remote) as client:
-        execution = plain(client.start(job_id, variables))
+        execution = plain(client.start(job_id, variables, dry_run=dry_run))
         execution_id = str(execution["id"])
         if not as_json:
             err.print(f"execution {execution_id} started on {remote.server}", style="dim")
@@ -391,13 +405,20 @@ def run(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) -
     _finish(final, as_json)
 
 
-def test(remote: Remote, job_id: str, variables: dict[str, str], as_json: bool) -> None:
+def test(
+    remote: Remote,
+    job_id: str,
+    variables: dict[str, str],
+    as_json: bool,
+    *,
+    dry_run: bool = False,
+) -> None:
     """The server-side test run, as the same checklist the local ``test`` prints."""
     checks: list[tuple[bool, str]] = []
     final: dict[str, Any] | None = None
     with connect(remote) as client:
         try:
-            execution = plain(client.test(job_id, variables))
+            execution = plain(client.test(job_id, variables, dry_run=dry_run))
         except (InitHookFailed, VariableError, InvalidDefinition) as exc:
             checks.append((False, exc.message))
         else:

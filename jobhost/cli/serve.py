@@ -117,6 +117,12 @@ def register(app: typer.Typer) -> None:
             # Live streams (SSE) never end by themselves; do not wait on them forever.
             timeout_graceful_shutdown=5,
         )
+        if settings.access_log:  # a webhook's URL is its credential: never in a log line
+            import logging
+
+            from jobhost.hooks import HookTokenFilter
+
+            logging.getLogger("uvicorn.access").addFilter(HookTokenFilter())
         server = _Server(config)
         server.run()
         if not server.started:

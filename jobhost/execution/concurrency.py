@@ -79,6 +79,15 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def place(self, slot: Slot) -> int:
+        """The position a new waiter of ``slot`` would take (as ``positions`` counts)."""
+        mine = shared = 0
+        for waiting in self._waiting:
+            other = self._slot[waiting]
+            mine += (other.job_id, other.key) == (slot.job_id, slot.key)
+            shared += slot.group is not None and other.group == slot.group
+        return 1 + max(mine, shared)
+
     def position(self, execution_id: str) -> int | None:
         return next((p for i, p in self.positions() if i == execution_id), None)
 

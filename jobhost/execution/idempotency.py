@@ -21,11 +21,18 @@ Lookup = Callable[[str | None, str], Awaitable[Execution | None]]
 
 
 def fingerprint(
-    job_id: str, test: bool, variables: Mapping[str, Any], secret: Collection[str] = ()
+    job_id: str,
+    test: bool,
+    variables: Mapping[str, Any],
+    secret: Collection[str] = (),
+    *,
+    dry_run: bool = False,
 ) -> str:
-    """A digest of what a start asks for (secret values masked)."""
+    """A digest of what a start asks for (secret values masked); a dry run differs from
+    the same start for real (digests of real starts are as before dry runs existed)."""
     shown = {name: "<secret>" if name in secret else value for name, value in variables.items()}
-    raw = json.dumps([job_id, test, shown], sort_keys=True, default=str, separators=(",", ":"))
+    parts: list[Any] = [job_id, test, shown, *(["dry-run"] if dry_run else [])]
+    raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

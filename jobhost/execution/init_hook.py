@@ -215,3 +215,18 @@ async def run_init_hook(
             "it must print only a JSON object of variables"
         )
     return _final_variables(script.name, stdout, variables)
+
+
+async def run_bounded(
+    argv: list[str], cwd: str, env: dict[str, str], *, timeout: float
+) -> tuple[int, bytes, bool, bytes]:
+    """Run a helper script as init scripts run (own process group, no shell, pidfd-watched,
+    output capped at ``MAX_CAPTURE_BYTES``): (exit code, stdout, stdout cut, stderr).
+    TimeoutError when it runs past ``timeout`` (its group is killed); OSError when it
+    cannot start."""
+    hook = _Hook(argv, cwd, env, b"")
+    try:
+        code = await asyncio.wait_for(asyncio.shield(hook.exited), timeout)
+    finally:
+        await hook.close()
+    return code, bytes(hook.stdout.kept), hook.stdout.dropped, bytes(hook.stderr.kept)

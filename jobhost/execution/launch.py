@@ -111,6 +111,7 @@ class Launcher:
             "JOBHOST_USER": execution.user or "",
             "JOBHOST_ROLES": ",".join(sorted(roles)),
             "JOBHOST_TEST": "1" if execution.test else "0",
+            "JOBHOST_DRY_RUN": "1" if execution.dry_run else "0",
             "JOBHOST_RESULT_PATH": self.result_path(execution.id),
             "JOBHOST_STATE_DIR": state,
             "JOBHOST_DATA_DIR": self.data_dir,

@@ -127,6 +127,7 @@ class Supervisor:
         lineage: str | None = None,
         planned: Execution | None = None,
         triggered_by: str | None = None,
+        dry_run: bool = False,
     ) -> Execution:
         """Record a new execution and dispatch it now, queue it, or refuse it (409/429).
 
@@ -168,6 +169,7 @@ class Supervisor:
             scheduled_for=scheduled_for,
             owner=self.owner,
             triggered_by=triggered_by,
+            dry_run=dry_run,
         )
         if planned is not None:
             execution = continued(execution, planned)
@@ -509,6 +511,7 @@ class Supervisor:
                 restart_count=final.restart_count + 1,
                 redacted=final.variables,
                 lineage=lineage,
+                dry_run=final.dry_run,
             )
         except Conflict:
             self._restarts.give_up(lineage)

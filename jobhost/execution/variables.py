@@ -10,6 +10,7 @@ from jobhost.catalog.definition import JobDefinition
 from jobhost.catalog.discovery import Job
 from jobhost.catalog.templates import apply_defaults, check_variables
 from jobhost.errors import VariableError
+from jobhost.execution.choices import ChoiceLists
 from jobhost.execution.init_hook import run_init_hook
 from jobhost.execution.launch import base_env
 from jobhost.models import Execution
@@ -23,14 +24,20 @@ def secret_names(definition: JobDefinition | None) -> list[str]:
 
 
 async def resolve_variables(
-    job: Job, supplied: Mapping[str, Any], init_timeout_seconds: float
+    job: Job,
+    supplied: Mapping[str, Any],
+    init_timeout_seconds: float,
+    choices: ChoiceLists | None = None,
 ) -> dict[str, Any]:
-    """Defaults → init hook → required/unknown/type checks (the seed's order)."""
+    """Defaults → init hook → required/unknown/type checks (the seed's order); the
+    choices a ``choices_from`` script lists (``choices``) are checked as static ones."""
     definition = job.definition
     assert definition is not None
     values = apply_defaults(definition, supplied)
     if job.init_script is not None:
         values = await run_init_hook(job, values, timeout=init_timeout_seconds, env=base_env())
+    if choices is not None:
+        definition = await choices.definition(job)
     return check_variables(definition, values)
 
 

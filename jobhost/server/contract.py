@@ -82,6 +82,11 @@ class EventStream(StreamingResponse):
     media_type = "text/event-stream"
 
 
+# Routes whose credential is the URL itself (a webhook's token): no session or bearer
+# token, but every error a signed-in call can meet (a wrong signature is a 401).
+URL_CREDENTIAL = frozenset({"/api/v1/hooks/{token}"})
+
+
 def _needs_identity(dependant: Dependant) -> bool:
     return any(d.call is current_identity or _needs_identity(d) for d in dependant.dependencies)
 
@@ -171,6 +176,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         codes = ERRORS if security else {s: ERRORS[s] for s in PUBLIC_ERRORS}
         if op.path == "/api/v1/auth/login":
             codes = {**codes, 401: ERRORS[401]}
+        if op.path in URL_CREDENTIAL:
+            codes = ERRORS
         for status, (name, _) in codes.items():
             responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
         operation["responses"] = responses = dict(sorted(responses.items()))

@@ -74,6 +74,7 @@ class ExecutionOut(Model):
     progress: float | None
     progress_message: str | None
     restart_count: int
+    dry_run: bool = Field(description="Started as a dry run: the script got JOBHOST_DRY_RUN=1")
     scheduled_for: datetime | None
     stopped_by: str | None = Field(
         None,
@@ -141,6 +142,12 @@ class VariableOut(Model):
     min: float | None
     max: float | None
     secret: bool
+    choices_from: dict[str, Any] | None = Field(
+        description="The script that lists the choices; the job detail fills choices from it"
+    )
+    choices_error: str | None = Field(
+        default=None, description="Job detail only: why choices_from could not list them"
+    )
 
 
 class JobOut(Model):
@@ -163,6 +170,9 @@ class JobOut(Model):
     restart: str | None
     enabled: bool
     has_init_script: bool
+    webhook: dict[str, Any] | None = Field(
+        description="job.json's webhook rules (enabled, signature, rate_per_minute), or null"
+    )
     extra_fields: dict[str, Any]
     permissions: dict[str, bool]
     next_fire: datetime | None
@@ -184,6 +194,68 @@ class JobDetailOut(JobOut):
     """One job and its 10 newest runs."""
 
     recent: list[ExecutionOut]
+
+
+class PlanFire(Model):
+    at: datetime = Field(description="The fire time, UTC")
+    local: str = Field(description="The same time in the schedule's zone, ISO-8601 with offset")
+
+
+class PlanSchedule(Model):
+    expression: str | None
+    timezone: str
+    source: str = Field(description="job.json, override or none")
+    enabled: bool
+    problem: str | None
+    next: list[PlanFire] = Field(description="The next 5 fires (empty when not scheduled)")
+
+
+class PlanInit(Model):
+    script: str | None
+    verdict: str = Field(description="none (no init script), accepted or rejected")
+    message: str | None
+
+
+class PlanAdmission(Model):
+    verdict: str = Field(description="start, queue or reject")
+    reason: str
+    position: int | None = Field(description="Place in the job's queue (1 = next) when queued")
+
+
+class PlanOut(Model):
+    """What a start of the job would do now, without starting it."""
+
+    job_id: str
+    schedule: PlanSchedule
+    variables: dict[str, Any] = Field(description="After defaults and the init script; *** secrets")
+    init: PlanInit
+    argv: list[str] | None = Field(description="None when the variables are refused")
+    cwd: str
+    env: dict[str, str] | None = Field(description="The whole environment; secrets as ***")
+    limits: dict[str, Any] | None
+    problems: list[str]
+    admission: PlanAdmission
+
+
+class HookOut(Model):
+    """A job's webhook (never its URL: that is shown once, when made)."""
+
+    job_id: str
+    exists: bool
+    created_by: str | None
+    created_at: datetime | None
+    signature: str | None = Field(description="hmac-sha256 when calls must be signed")
+    rate_per_minute: int | None
+
+
+class NewHookOut(HookOut):
+    """A new or rotated webhook: its URL and signing secret, shown this once."""
+
+    token: str
+    url_path: str = Field(description="POST here (relative to the server's URL)")
+    signing_secret: str | None = Field(
+        description="Key of the X-Hub-Signature-256 HMAC; null when calls need no signature"
+    )
 
 
 class SamplesOut(Model):

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from jobhost.config import Settings
 
 # Feature modules that add tables to ``tables.metadata`` (each with its own migration).
+from jobhost.store import hooks as _hooks  # noqa: F401
 from jobhost.store import instances as _instances  # noqa: F401
 from jobhost.store import schedules as _schedules  # noqa: F401
 from jobhost.store.sql import SqlStore, head_revision, normalize_url

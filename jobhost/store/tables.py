@@ -101,6 +101,7 @@ executions = sa.Table(
     sa.Column("triggered_by", sa.Text),
     sa.Column("chained", sa.JSON, nullable=False, server_default="[]"),
     sa.Column("queue_position", sa.Integer),
+    sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_executions_job_id_created_at_id", "job_id", "created_at", "id"),
     sa.Index("ix_executions_user_created_at", "user", "created_at"),
     sa.Index("ix_executions_status_created_at", "status", "created_at"),
@@ -230,6 +231,7 @@ def execution_from_row(row: sa.RowMapping) -> Execution:
         variables=row["variables"] or {},
         test=bool(row["test"]),
         chained=tuple(row["chained"] or ()),
+        dry_run=bool(row["dry_run"]),
     )
 
 

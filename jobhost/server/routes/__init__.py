@@ -16,6 +16,7 @@ OPTIONAL = (
     "jobhost.server.routes.notifications",
     "jobhost.server.routes.admin",
     "jobhost.server.routes.cluster",
+    "jobhost.server.routes.hooks",
 )
 
 

@@ -31,6 +31,7 @@ from jobhost.server.schemas import (
     ExecutionOut,
     HistoryPage,
     JobDetailOut,
+    PlanOut,
     ReloadOut,
     SamplesOut,
     answers,
@@ -51,6 +52,9 @@ class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(max_length=201)
     variables: dict[str, Scalar] | None = None
+    dry_run: bool = Field(
+        default=False, description="The script gets JOBHOST_DRY_RUN=1 and should change nothing"
+    )
 
 
 class StartLaterBody(StartBody):
@@ -280,6 +284,7 @@ async def job_detail(
     engine = engine_of(request)
     found = engine.job(job_id_of(app, job), identity.principal)
     (entry,) = await catalog_entries(engine, [found], identity.principal)
+    await engine.choices.for_api(found, entry["variables"])
     recent = await engine.history(HistoryQuery(job_id=found.id, limit=10), identity.principal)
     entry["recent"] = [e.to_api() for e in recent.items]
     return entry
@@ -315,6 +320,38 @@ async def samples(
     return {"samples": await asyncio.to_thread(tail)}
 
 
+def parse_var_query(items: list[str]) -> dict[str, str]:
+    """``Name=Value`` query items as variables (the CLI's ``--var`` form)."""
+    variables: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BadRequest(f"Invalid var {item!r}: use var=NAME=VALUE")
+        variables[name] = value
+    return variables
+
+
+@router.get("/catalog/{app}/{job}/plan", **answers(PlanOut))
+async def plan(
+    app: str,
+    job: str,
+    identity: CurrentIdentity,
+    request: Request,
+    var: Annotated[list[str] | None, Query(max_length=10_000)] = None,
+) -> dict[str, Any]:
+    """What a start now would do (next fires, argv, environment, init verdict, limits,
+    start/queue/reject); needs the start right, since it shows what a start would pass."""
+    from jobhost.plan import plan_on_engine
+
+    return await plan_on_engine(
+        engine_of(request),
+        job_id_of(app, job),
+        parse_var_query(var or []),
+        identity.principal,
+        address=client_address(request),
+    )
+
+
 @router.post("/start", **answers(ExecutionOut, 202))
 async def start(
     body: StartLaterBody,
@@ -332,6 +369,7 @@ async def start(
         idempotency_key=idempotency_key or None,
         address=client_address(request),
         at=body.due_at(engine.clock()),
+        dry_run=body.dry_run,
     )
     return execution.to_api()
 
@@ -347,6 +385,7 @@ async def test_run(body: StartBody, identity: CurrentIdentity, request: Request)
         trigger=_trigger(identity),
         test=True,
         address=client_address(request),
+        dry_run=body.dry_run,
     )
     return execution.to_api()
 

@@ -8,6 +8,7 @@
 import { api } from "./api.js";
 import { openDialog } from "./dialog.js";
 import { clear, field, formatClock, h, notice } from "./dom.js";
+import { choicesNote, startExtras, withChoices } from "./triggers.js";
 
 /**
  * A description with its {{Variable}} placeholders filled in with the defaults; a
@@ -170,6 +171,11 @@ async function conflictNotice(err, onStarted) {
  * variables); secrets are never pre-filled.
  */
 export function openStartForm(job, mode, onStarted, { values = null } = {}) {
+  if (!job.detailed && (job.variables || []).some((v) => v.choices_from)) {
+    // Choices a script lists come with the job detail: fetch it, then open.
+    withChoices(job).then((detailed) => openStartForm(detailed, mode, onStarted, { values }));
+    return;
+  }
   const specs = job.variables || [];
   const fields = new Map();
   const top = h("div", { class: "form-status", "aria-live": "polite" });
@@ -178,12 +184,24 @@ export function openStartForm(job, mode, onStarted, { values = null } = {}) {
   if (job.description) form.append(h("p", { class: "muted" }, describe(job)));
   if (!specs.length) form.append(h("p", { text: "This job takes no variables." }));
   for (const [name, f] of variableFields(specs, values)) {
+    const note = choicesNote(f.spec);
+    if (note) f.wrap.append(note);
     fields.set(name, f);
     form.append(f.wrap);
   }
   if (job.has_init_script) {
     form.append(h("p", { class: "hint", text: "This job's init script checks the values when you submit." }));
   }
+  const typed = () => {
+    const now = {};
+    for (const [name, f] of fields) {
+      const value = readValue(f.spec, f.input);
+      if (value !== null && !(f.spec.secret && value === "")) now[name] = value;
+    }
+    return now;
+  };
+  const extras = startExtras(job, mode, typed);
+  form.append(extras.node);
   const submit = h("button", { type: "submit", class: "primary", text: mode === "test" ? "Start test run" : "Start" });
   const cancel = h("button", { type: "button", text: "Cancel" });
   form.append(h("div", { class: "actions" }, submit, cancel));
@@ -231,7 +249,7 @@ export function openStartForm(job, mode, onStarted, { values = null } = {}) {
     try {
       const execution = await api(mode === "test" ? "/api/v1/jobs/test" : "/api/v1/jobs/start", {
         method: "POST",
-        body: { job_id: job.id, variables },
+        body: { job_id: job.id, variables, ...(extras.dryRun() ? { dry_run: true } : {}) },
       });
       close();
       onStarted(execution);

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,13 +166,24 @@ def main() -> int:
     destination = Path(str(context.variables["Destination"]))
     keep = int(context.variables.get("Keep", 7))
     compress = flag(context.variables.get("Compress", True))
-    print(f"Backing up {redact(source)} into {destination} (keep {keep})", flush=True)
+    # A dry run (JOBHOST_DRY_RUN=1) makes and verifies a backup in a scratch folder, as a
+    # test does, and lists the old backups a real run would delete; nothing else changes.
+    dry_run = context.dry_run
+    prefix = "Dry run: " if dry_run else ""
+    print(f"{prefix}Backing up {redact(source)} into {destination} (keep {keep})", flush=True)
+    would_delete: list[Path] = []
     try:
-        if context.test:
+        if context.test or dry_run:
             with tempfile.TemporaryDirectory(prefix="jobhost-backup-test-") as scratch:
                 backup = make_backup(source, Path(scratch), compress)
                 size = backup.path.stat().st_size
             deleted: list[Path] = []
+            if dry_run and destination.is_dir():
+                # The new backup would be the newest: keep - 1 of the existing ones stay.
+                planned = replace(backup, path=destination / backup.path.name)
+                would_delete = old_backups(planned, max(0, keep - 1))
+                for path in would_delete:
+                    print(f"Would delete old backup {path.name}")
         else:
             destination.mkdir(parents=True, exist_ok=True)
             progress(0.1, "Copying")
@@ -194,11 +205,18 @@ def main() -> int:
             "tables": backup.tables,
             "verified": True,
             "test": context.test,
+            "dry_run": dry_run,
+            "would_delete": [str(path) for path in would_delete],
             "duration_seconds": round(time.monotonic() - started, 3),
             "deleted": [str(path) for path in deleted],
         }
     )
-    if context.test:
+    if dry_run:
+        print(
+            f"Dry run: a {size}-byte backup was made, verified and deleted; {destination} was"
+            f" not touched ({len(would_delete)} old backups would be deleted)"
+        )
+    elif context.test:
         print(
             f"Test passed: a {size}-byte backup was made, verified and deleted;"
             f" {destination} was not touched"

@@ -1,4 +1,5 @@
-"""Rotate the logs of one folder by size and/or age; ``--test`` is a dry run.
+"""Rotate the logs of one folder by size and/or age; ``--test`` and ``--dry-run``
+(``JOBHOST_DRY_RUN=1``) list what would be done and change nothing.
 
 For ``app.log``: the oldest copies beyond ``Keep`` are deleted, ``app.log.N`` moves
 to ``.N+1``, the live file becomes ``app.log.1`` and an empty ``app.log`` takes its
@@ -176,6 +177,7 @@ def apply(folder: Path, step: Step) -> None:
 
 def main() -> int:
     variables = context.variables
+    dry_run = context.test or context.dry_run
     given = Path(str(variables["Folder"]))
     folder = given.resolve()
     rules = Rules(
@@ -187,14 +189,14 @@ def main() -> int:
     )
     if given.is_symlink():
         print(f"Folder {given} is a symlink; working inside {folder}")
-    print(f"{'Dry run: ' if context.test else ''}rotating {rules.pattern} in {folder}", flush=True)
+    print(f"{'Dry run: ' if dry_run else ''}rotating {rules.pattern} in {folder}", flush=True)
     steps, skipped, matched = plan(folder, rules, time.time())
     for skip in skipped:
         print(f"[skipped] {skip['file']}: {skip['reason']}")
     done: list[Step] = []
     failure: str | None = None
     for step in steps:
-        if context.test:
+        if dry_run:
             print(f"would {step.describe()}")
             continue
         try:
@@ -208,7 +210,7 @@ def main() -> int:
     set_result(
         {
             "folder": str(folder),
-            "dry_run": context.test,
+            "dry_run": dry_run,
             "rotated": rotated,
             "actions": [asdict(step) | {"done": step in done} for step in steps],
             "skipped": skipped,
@@ -217,8 +219,8 @@ def main() -> int:
     if failure:
         print(f"Rotation stopped: {failure}", file=sys.stderr)
         return 1
-    verb = "Would rotate" if context.test else "Rotated"
-    tail = "; nothing was changed" if context.test else ""
+    verb = "Would rotate" if dry_run else "Rotated"
+    tail = "; nothing was changed" if dry_run else ""
     print(f"{verb} {len(rotated)} of {matched} matching files, {len(skipped)} skipped{tail}")
     return 0
 

@@ -6,6 +6,7 @@
 import { api, query } from "../api.js";
 import { clear, debounce, formatDuration, formatTime, h, jobZone, notice, relativeTime, rememberZones, statusBadge, timeAgo } from "../dom.js";
 import { describe, openStartForm } from "../form.js";
+import { webhookButton } from "../triggers.js";
 
 const ACTIONS = ["start", "stop", "restart"];
 const BAD = new Set(["failed", "timed_out", "lost", "rejected"]);
@@ -183,7 +184,7 @@ function startControls(job, ctx) {
     onclick: () => openStartForm(job, "test", onStarted),
   });
   return {
-    buttons: h("div", { class: "actions" }, startButton, testButton, h("a", { href: `#/history?job_id=${encodeURIComponent(job.id)}`, text: "History" })),
+    buttons: h("div", { class: "actions" }, startButton, testButton, webhookButton(job), h("a", { href: `#/history?job_id=${encodeURIComponent(job.id)}`, text: "History" })),
     whyEl,
   };
 }

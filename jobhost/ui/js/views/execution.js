@@ -104,7 +104,7 @@ export function render(container, ctx) {
 
   const drawSummary = () => {
     const e = execution;
-    heading.textContent = `${job ? job.name : e.job_id}${e.test ? " (test run)" : ""}`;
+    heading.textContent = `${job ? job.name : e.job_id}${e.test ? " (test run)" : ""}${e.dry_run ? " (dry run)" : ""}`;
     banner.hidden = !e.test;
     elapsedEl = h("span", {});
     const zone = jobZone(e.job_id);

@@ -45,7 +45,7 @@ function row(e) {
     "tr",
     { dataset: { executionId: e.id }, class: e.retry_of ? "attempt-row" : null },
     h("td", {}, whenLink(e)),
-    h("td", { text: e.job_id + (e.test ? " (test)" : "") }),
+    h("td", { text: e.job_id + (e.test ? " (test)" : "") + (e.dry_run ? " (dry run)" : "") }),
     h(
       "td",
       {},

@@ -1,8 +1,8 @@
 """Several servers on one store: stop and restart requests addressed to a run's owner,
 the key that signs requests between servers, and where each instance can be reached.
 
-Revision ID: 0005
-Revises: 0008
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0008"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
