@@ -4,6 +4,7 @@ Running."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -127,3 +128,34 @@ def test_running_shows_queue_positions_and_scheduled_runs(
     finally:
         for run in (*started, later):
             admin.post("/api/v1/jobs/stop", json={"execution_id": run["id"]})
+
+
+def test_the_start_dialog_schedules_a_run_for_a_later_time(
+    page: Page, server: Server, admin: httpx.Client
+) -> None:
+    page.goto(f"{server.base_url}/#/catalog")
+    page.get_by_role("button", name="Start After").click()
+    dialog = page.get_by_role("dialog", name="Start: After")
+    # Tomorrow at this minute, as the browser's own local time (what a person types).
+    tomorrow = page.evaluate(
+        """(() => {
+            const d = new Date(Date.now() + 86400000);
+            const p = (n) => String(n).padStart(2, "0");
+            return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`
+                + `T${p(d.getHours())}:${p(d.getMinutes())}:00`;
+        })()"""
+    )
+    dialog.get_by_label("Start at").fill(tomorrow)
+    dialog.get_by_role("button", name="Start", exact=True).click()
+    expect(page).to_have_url(re.compile(r"#/executions/[0-9a-f]+$"))
+    execution_id = page.url.rsplit("/", 1)[1]
+    try:
+        run = run_of(admin, execution_id)
+        assert run["status"] == "scheduled"
+        # That local time as an instant, as the browser's zone reads it.
+        local = page.evaluate(f"new Date({tomorrow!r}).toISOString()")
+        assert run["due_at"].replace("+00:00", "Z").startswith(local[:19])
+        expect(page.locator("main")).to_contain_text("scheduled")
+    finally:
+        admin.post("/api/v1/jobs/stop", json={"execution_id": execution_id})
+    assert run_of(admin, execution_id)["status"] != "scheduled"  # a stop cancels it

@@ -249,7 +249,12 @@ export function openStartForm(job, mode, onStarted, { values = null } = {}) {
     try {
       const execution = await api(mode === "test" ? "/api/v1/jobs/test" : "/api/v1/jobs/start", {
         method: "POST",
-        body: { job_id: job.id, variables, ...(extras.dryRun() ? { dry_run: true } : {}) },
+        body: {
+          job_id: job.id,
+          variables,
+          ...(extras.dryRun() ? { dry_run: true } : {}),
+          ...(extras.at() ? { at: extras.at() } : {}),
+        },
       });
       close();
       onStarted(execution);

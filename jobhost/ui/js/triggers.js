@@ -31,7 +31,8 @@ export function choicesNote(spec) {
 
 /**
  * The dry-run box and the "Show plan" button for the start dialog. `readVariables()`
- * gives the variables as typed so far. Returns {node, dryRun()}.
+ * gives the variables as typed so far. Returns {node, dryRun(), at()}: at() is the
+ * chosen start time as an ISO instant, or null to start now.
  */
 export function startExtras(job, mode, readVariables) {
   const box = h("input", { type: "checkbox", name: "dry_run" });
@@ -39,8 +40,18 @@ export function startExtras(job, mode, readVariables) {
   f.wrap.classList.add("field-check");
   const planButton = h("button", { type: "button", text: "Show plan" });
   planButton.addEventListener("click", () => openPlan(job, readVariables()));
-  const node = h("div", { class: "policies" }, f.wrap, mode === "start" ? h("p", {}, planButton) : null);
-  return { node, dryRun: () => box.checked };
+  // Run at: a local date and time, sent as an instant (the server keeps it as `scheduled`).
+  const when = h("input", { type: "datetime-local", name: "at", step: "1" });
+  const whenField = field("Start at", when, "Leave empty to start now; a later time keeps the run scheduled until then (cancel it with Stop).");
+  const node = h(
+    "div",
+    { class: "policies" },
+    f.wrap,
+    mode === "start" ? whenField.wrap : null,
+    mode === "start" ? h("p", {}, planButton) : null,
+  );
+  const at = () => (mode === "start" && when.value ? new Date(when.value).toISOString() : null);
+  return { node, dryRun: () => box.checked, at };
 }
 
 function planSection(title, ...children) {
