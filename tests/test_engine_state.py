@@ -336,3 +336,38 @@ async def test_a_stopped_run_is_not_restarted(engine: JobHost) -> None:
     await engine.stop(execution_id=execution.id)
     assert (await engine.wait(execution.id)).status is ExecutionStatus.STOPPED
     assert engine.supervisor.restart_pending() == []
+
+
+async def test_output_written_while_a_follower_reads_wakes_it(
+    engine: JobHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower that found nothing new must still hear of output that arrived during
+    its read (on a thread): before, it waited for the next output, which a quiet run never
+    writes, and an SSE client saw nothing until the run ended."""
+    from jobhost.execution import following
+    from jobhost.execution.launch import log_path
+
+    execution = await engine.start("Demo/Other")
+    await engine.supervisor.drain()
+    path = log_path(engine.settings, execution.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    original = following.read_chunk
+    calls = 0
+
+    async def read_then_output_lands(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        chunk = await original(*args, **kwargs)
+        if calls == 1:  # the job prints just after the read found nothing
+            with path.open("ab") as log:
+                log.write(b"ready\n")
+            engine.supervisor.on_output(execution.id, 6)
+        return chunk
+
+    monkeypatch.setattr(following, "read_chunk", read_then_output_lands)
+    stream = following.follow_output(engine.settings, engine.supervisor, execution.id, 0)
+    first = await asyncio.wait_for(anext(stream), 30)
+    assert first.data == b"ready\n"
+    await stream.aclose()
+    await engine.stop(execution_id=execution.id)

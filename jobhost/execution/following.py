@@ -40,14 +40,21 @@ async def follow_output(
     """Output as it is produced, until the run ends; the last chunk has ``done``."""
     while True:
         live = execution_id in supervisor.live
-        chunk = await read_chunk(settings, execution_id, offset, DEFAULT_READ, live=live)
-        if chunk.data:
-            offset = chunk.next_offset
-            yield chunk
-            if chunk.done:
-                return
-            continue
-        if not live:
+        # Registered before the read: output written while the read runs on its thread
+        # sets it, so the wait below cannot miss it (and hang on a quiet run).
+        woken = supervisor.next_output(execution_id)
+        try:
+            chunk = await read_chunk(settings, execution_id, offset, DEFAULT_READ, live=live)
+            if chunk.data:
+                offset = chunk.next_offset
+            elif live:
+                await woken
+                continue
+        finally:
+            supervisor.forget_output(execution_id, woken)
+        if not chunk.data:
             yield OutputChunk(data=b"", offset=offset, next_offset=offset, done=True)
             return
-        await supervisor.output_changed(execution_id)
+        yield chunk
+        if chunk.done:
+            return

@@ -72,16 +72,20 @@ class Watchers:
         self._done.setdefault(execution_id, []).append(future)
         return await future
 
-    async def output_changed(self, execution_id: str) -> None:
-        """Return at the next ``wake_output`` or ``ended`` of the run."""
+    def next_output(self, execution_id: str) -> asyncio.Future[None]:
+        """A future set at the run's next ``wake_output`` or ``ended``, registered now:
+        take it before reading the log, so output written during the read wakes it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._output.setdefault(execution_id, []).append(future)
-        try:
-            await future
-        finally:
-            waiters = self._output.get(execution_id)
-            if waiters and future in waiters:
-                waiters.remove(future)
+        return future
+
+    def forget_output(self, execution_id: str, future: asyncio.Future[None]) -> None:
+        """Drop a ``next_output`` future its caller no longer waits on."""
+        waiters = self._output.get(execution_id)
+        if waiters and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._output[execution_id]
 
     def wake_output(self, execution_id: str) -> None:
         for future in self._output.pop(execution_id, []):

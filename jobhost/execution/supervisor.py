@@ -529,10 +529,18 @@ class Supervisor:
             return None
         return await self._watchers.wait(execution_id)
 
-    async def output_changed(self, execution_id: str) -> None:
-        """Return when more output arrives or the execution ends."""
+    def next_output(self, execution_id: str) -> asyncio.Future[None]:
+        """Set when more output arrives or the run ends; registered at the call (take it
+        before reading, so nothing written during the read is missed). Already set for a
+        run that is not live."""
         if execution_id in self.live:
-            await self._watchers.output_changed(execution_id)
+            return self._watchers.next_output(execution_id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def forget_output(self, execution_id: str, future: asyncio.Future[None]) -> None:
+        self._watchers.forget_output(execution_id, future)
 
     def changes(self) -> Subscription:
         """Every transition announced from this call on (bounded: a slow reader loses the
