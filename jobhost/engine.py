@@ -160,6 +160,10 @@ class JobHost:
         await self.forwarding.sweep()
         await self.look_around()
 
+    def peer_seen(self) -> None:
+        """Another server said it started (before our next heartbeat would see it)."""
+        self.others_alive = True
+
     async def look_around(self) -> None:
         """Note whether another instance holds a live lease (``others_alive``)."""
         found = await self.journal.call(instances.live_instances, self.store, self.clock())

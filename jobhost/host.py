@@ -181,6 +181,7 @@ class Parts:
             host.clock,
             dsn=dsn,
             on_changed=lambda ids: announce_changed(host, ids),
+            on_peer=host.peer_seen,
         )
         stack.push_async_callback(forwarding.aclose)
         await forwarding.start()

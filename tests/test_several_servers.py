@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,10 +216,12 @@ def test_stops_and_restarts_sent_to_either_server_reach_the_owner(
             stopped = ops_on_b.post("/api/v1/jobs/stop", json={"execution_id": run["id"]})
             assert stopped.status_code == 202, stopped.text
             assert stopped.json()["executions"][0]["status"] in ("stopping", "stopped")
+            deadline = time.monotonic() + WAIT  # heartbeats keep the stream from idling
             for event, _, data in changes:
                 if event == "execution" and data["id"] == run["id"] and data["status"] == "stopped":
                     assert data["stopped_by"] == "ops"
                     break
+                assert time.monotonic() < deadline, "B's events never told the end of A's run"
         final = until_ended(ops_on_b, run["id"])
         assert (final["status"], final["stopped_by"], final["owner"]) == ("stopped", "ops", a_id)
         assert group_gone(seen["pid"])

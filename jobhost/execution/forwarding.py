@@ -90,6 +90,7 @@ class Forwarding:
         *,
         dsn: str | None,
         on_changed: Callable[[list[str]], Coroutine[Any, Any, None]] | None = None,
+        on_peer: Callable[[], None] | None = None,
     ) -> None:
         self._journal = journal
         self._store: Any = journal.store
@@ -98,6 +99,7 @@ class Forwarding:
         self._clock = clock
         self._dsn = dsn
         self._on_changed = on_changed
+        self._on_peer = on_peer
         self._reading: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -208,6 +210,10 @@ class Forwarding:
             return
         if not isinstance(note, dict) or note.get("to") not in (self._me, None):
             return  # for another server (or another schema on the same database)
+        if note.get("kind") == "hello":  # another server started listening
+            if self._on_peer is not None and note.get("from") != self._me:
+                self._on_peer()
+            return
         if note.get("kind") == "changed":  # another server's runs changed (execution.feed)
             ids = note.get("ids")
             if self._on_changed is not None and note.get("from") != self._me and ids:
@@ -231,6 +237,10 @@ class Forwarding:
                 conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {requests.CHANNEL}")
+                    # Say so: the servers already there send this one their runs' changes
+                    # from now on, not from their next heartbeat (up to 5 s of ends missed).
+                    hello = json.dumps({"to": None, "kind": "hello", "from": self._me})
+                    await conn.execute("SELECT pg_notify(%s, %s)", (requests.CHANNEL, hello))
                     self.listening.set()
                     delay = 0.5
                     self.wake()  # what was sent while we were not listening
