@@ -32,6 +32,9 @@ from tests.jobfolders import write_job
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
 WAIT = 60.0
 
+# Past admission: starting, or already running when the spawn was quick.
+ADMITTED = (ExecutionStatus.STARTING, ExecutionStatus.RUNNING)
+
 
 async def until(changes: Subscription, test: Callable[[Execution], bool]) -> Execution:
     """The first announced change that passes ``test`` (generous timeout: a busy machine)."""
@@ -94,14 +97,14 @@ async def test_max_concurrent_applies_per_key_value(
         b1 = await engine.start("Sites/Backup", {"Site": "b"})  # another key: runs at once
         a2 = await engine.start("Sites/Backup", {"Site": "a"})
         a3 = await engine.start("Sites/Backup", {"Site": "a"})
-        assert a1.status is ExecutionStatus.STARTING
-        assert b1.status is ExecutionStatus.STARTING
+        assert a1.status in ADMITTED  # admitted (a fast spawn may be running already)
+        assert b1.status in ADMITTED
         assert (a2.status, a2.queue_position) == (ExecutionStatus.QUEUED, 1)
         assert (a3.status, a3.queue_position) == (ExecutionStatus.QUEUED, 2)
         assert (await engine.status(a3.id)).to_api()["queue_position"] == 2
 
         assert (await stop_and_wait(engine, a1.id)).status is ExecutionStatus.STOPPED
-        await until(changes, lambda e: e.id == a2.id and e.status is ExecutionStatus.STARTING)
+        await until(changes, lambda e: e.id == a2.id and e.status in ADMITTED)
         await until(changes, lambda e: e.id == a3.id and e.queue_position == 1)
         assert (await engine.status(b1.id)).status.active  # untouched by the other key
         for run in (a2, a3, b1):
@@ -144,15 +147,16 @@ async def test_a_group_is_shared_by_jobs_of_two_apps(
         blog1 = await engine.start("Blog/Reindex")
         shop2 = await engine.start("Shop/Reindex")
         blog2 = await engine.start("Blog/Reindex")
-        assert [r.status for r in (shop1, blog1)] == [ExecutionStatus.STARTING] * 2
+        assert shop1.status in ADMITTED
+        assert blog1.status in ADMITTED
         assert (shop2.status, shop2.queue_position) == (ExecutionStatus.QUEUED, 1)
         assert (blog2.status, blog2.queue_position) == (ExecutionStatus.QUEUED, 2)
         # Test runs take no share of the group.
         tested = await engine.test("Blog/Reindex")
-        assert tested.status is ExecutionStatus.STARTING
+        assert tested.status in ADMITTED
 
         await stop_and_wait(engine, blog1.id)  # a Blog share frees: the first waiter goes
-        await until(changes, lambda e: e.id == shop2.id and e.status is ExecutionStatus.STARTING)
+        await until(changes, lambda e: e.id == shop2.id and e.status in ADMITTED)
         await until(changes, lambda e: e.id == blog2.id and e.queue_position == 1)
         assert (await engine.status(blog2.id)).status is ExecutionStatus.QUEUED
         # A queued run that is stopped never runs, and the one behind it moves up.
