@@ -52,7 +52,7 @@ async def test_start_stop_jobs_and_results(harness: Harness) -> None:
     assert body["success"] is True
     assert body["message"] == "Job started successfully"
     assert body["jobId"] == "Lab/Slow"
-    await harness.wait_output(body["executionId"], "ready")
+    await harness.wait_output(body["executionId"], "ready\n")
 
     listing = (await admin.get(BASE)).json()
     assert listing["success"] is True
