@@ -143,8 +143,10 @@ class Harness:
 
     async def wait_output(self, execution_id: str, text: str) -> None:
         """Until ``text`` is in the run's output (awaits output events, no polling)."""
+        seen = b""  # text may arrive split across chunks
         async for chunk in self.engine.follow(execution_id):
-            if text.encode() in chunk.data or chunk.done:
+            seen += chunk.data
+            if text.encode() in seen or chunk.done:
                 return
 
     async def aclose(self) -> None:
