@@ -156,6 +156,24 @@ def test_collect_metrics_samples_until_sigterm_and_keeps_history(tmp_path: Path)
     assert [json.loads(line) for line in history] == [first, second]
 
 
+def test_collect_metrics_stops_cleanly_however_many_sigterms_arrive(tmp_path: Path) -> None:
+    # A burst of SIGTERMs once deadlocked the job: its handler set a threading.Event
+    # while the main thread held that event's lock inside wait(), so the run hung
+    # until SIGKILL (and lost its result). Several rounds, since the window is narrow.
+    for round_ in range(8):
+        running = start_job(METRICS, {"Interval": 3600}, state_dir=tmp_path / str(round_))
+        running.read_line()
+        running.read_line()
+        for _ in range(300):
+            try:
+                running.stop()
+            except ProcessLookupError:
+                break
+        run = running.finish(timeout=30)
+        assert run.returncode == 0, run.stderr
+        assert run.last_line == "Stopped after 1 sample"
+
+
 def test_collect_metrics_trims_history_to_the_newest_10000(tmp_path: Path) -> None:
     old = [json.dumps({"n": n}) for n in range(12_000)]
     (tmp_path / "samples.jsonl").write_text("\n".join(old) + "\n", encoding="utf-8")

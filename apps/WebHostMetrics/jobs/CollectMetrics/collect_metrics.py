@@ -12,10 +12,8 @@ import json
 import os
 import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psutil
@@ -27,12 +25,16 @@ KEEP_LINES = 10_000
 TRIM_AT = 12_000
 GIB = 1024**3
 
-stop_requested = threading.Event()
 
+def stop_requested_within(seconds: float) -> bool:
+    """Wait up to ``seconds`` for SIGTERM; True once it has come.
 
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Only flag it: the current sample is finished and recorded before exiting.
-    stop_requested.set()
+    SIGTERM is blocked (see ``run_forever``) and taken here with ``sigtimedwait``, so a stop
+    that lands mid-sample stays pending until the sample is recorded. No Python signal
+    handler runs: one that sets a ``threading.Event`` can deadlock when the signal
+    lands while the main thread holds that event's lock inside ``wait``.
+    """
+    return signal.sigtimedwait({signal.SIGTERM}, seconds) is not None
 
 
 def sample(cpu_window: float) -> dict[str, Any]:
@@ -102,26 +104,27 @@ def run_test() -> int:
 
 
 def run_forever(interval: int) -> int:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     log = SampleLog(context.state_dir / "samples.jsonl")
     print(f"Sampling every {interval} s into {log.path} (stop to finish)", flush=True)
     count = 0
     last: dict[str, Any] | None = None
     cpu_window = 0.5  # the first CPU reading needs a window; later ones use the gap
-    while not stop_requested.is_set():
+    stopped = False
+    while not stopped:
         last = sample(cpu_window)
         cpu_window = 0
         count += 1
         log.append(last)
         print(json.dumps(last), flush=True)
         progress(None, summary(last))  # a daemon has no fraction, only a live status line
-        stop_requested.wait(interval)
+        stopped = stop_requested_within(interval)
     set_result({"samples": count, "last_sample": last})
     print(f"Stopped after {count} sample{'' if count == 1 else 's'}", flush=True)
     return 0
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, on_sigterm)
     if context.test:
         return run_test()
     return run_forever(int(context.variables.get("Interval", 30)))
