@@ -144,10 +144,6 @@ class Parts:
         await journal.call(store.migrate)
 
         dsn = listen_dsn(getattr(store, "url", ""))
-        if dsn is not None:  # other servers on the store hear of our runs' changes
-            host.hooks.append(
-                ChangeFeed(journal, lambda: host.instance_id_or_none, lambda: host.others_alive)
-            )
         # Made before the lease's heartbeat can tick (a tick reconciles through it); it
         # holds nothing until it is used, and its close is pushed once the lease's is.
         supervisor = self.supervisor = Supervisor(
@@ -159,6 +155,10 @@ class Parts:
             rng=host.rng,
         )
         supervisor.later = host.scheduled_runs.add  # a retry's next attempt, until due
+        if dsn is not None:  # other servers on the store hear of our runs' changes
+            feed = ChangeFeed(journal, lambda: host.instance_id_or_none, lambda: host.others_alive)
+            supervisor.listen(feed.changed)
+            stack.callback(feed.close)
         server = host.kind == "server"
         lease = self.lease = Lease(
             journal,
@@ -180,7 +180,7 @@ class Parts:
             lambda request: apply_request(host, request),
             host.clock,
             dsn=dsn,
-            on_changed=lambda ids: announce_changed(host, ids),
+            on_changed=lambda ids, progress: announce_changed(host, ids, progress),
             on_peer=host.peer_seen,
         )
         stack.push_async_callback(forwarding.aclose)

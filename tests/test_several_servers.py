@@ -22,12 +22,34 @@ import httpx
 import psutil
 import pytest
 
+from tests.jobfolders import write_job
 from tests.serverfixtures import ADMIN_PASSWORD, USER_PASSWORD, write_apps
 from tests.test_server_process import REPO, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 WAIT = 120.0  # generous: the machine is busy
+# Prints, waits for the file its variable names, reports progress, then runs until
+# stopped and takes a second to finish after SIGTERM (so ``stopping`` lasts a moment).
+REPORTER = """\
+import os, signal, sys, time
+
+class Stop(Exception):
+    pass
+
+def on_term(*_):
+    raise Stop
+
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while not os.path.exists(os.environ["JOBHOST_VAR_Gate"]):
+    time.sleep(0.02)
+os.write(int(os.environ["JOBHOST_CONTROL_FD"]), b'{"progress": 0.5, "message": "halfway"}\\n')
+try:
+    time.sleep(600)
+except Stop:
+    time.sleep(1)
+"""
 
 
 class Server:
@@ -113,6 +135,8 @@ class Server:
 @pytest.fixture
 def servers(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Server, Server]]:
     write_apps(tmp_path / "apps")
+    reporter = {"Name": "Reporter", "template_variables": {"Gate": "file to wait for"}}
+    write_job(tmp_path / "apps", "Lab", "Reporter", reporter, script_text=REPORTER)
     started: list[Server] = []
     try:
         started.append(Server(tmp_path, "a", postgres_url))  # makes the admin first
@@ -251,6 +275,36 @@ def test_stops_and_restarts_sent_to_either_server_reach_the_owner(
 
         assert on_b.post("/api/v1/jobs/stop", json={"execution_id": second["id"]}).is_success
         assert until_ended(on_b, second["id"])["stopped_by"] == "admin"
+
+
+@pytest.mark.timeout(600)
+def test_the_other_server_tells_its_subscribers_a_runs_progress_and_stopping(
+    tmp_path: Path, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    gate = tmp_path / "gate"
+    with a.client() as on_a, b.client() as on_b:
+        run = start(on_a, "Lab/Reporter", Gate=str(gate))
+        until_output(on_a, run["id"], "ready")
+        with on_b.stream("GET", "/api/v1/jobs/events") as events:
+            changes = sse(events)
+            assert next(changes)[0] == "snapshot"  # subscribed: nothing can be missed now
+            gate.touch()  # the run reports its progress on A
+            seen: list[tuple[str, str | None, float | None]] = []
+            deadline = time.monotonic() + WAIT  # heartbeats keep the stream from idling
+            for event, _, data in changes:
+                assert time.monotonic() < deadline, f"B told only {seen} of A's run"
+                if event == "execution" and data["id"] == run["id"]:
+                    seen.append((data["status"], data["progress_message"], data["progress"]))
+                    if data["status"] == "running" and data["progress_message"] == "halfway":
+                        stopped = on_a.post("/api/v1/jobs/stop", json={"execution_id": run["id"]})
+                        assert stopped.status_code == 202, stopped.text
+                    elif data["status"] == "stopping":
+                        assert data["stopped_by"] == "admin"
+                    elif data["status"] == "stopped":
+                        break
+        assert ("running", "halfway", 0.5) in seen
+        assert [s for s, _, _ in seen if s != "running"] == ["stopping", "stopped"]
 
 
 @pytest.mark.timeout(600)

@@ -89,7 +89,7 @@ class Forwarding:
         clock: Callable[[], datetime],
         *,
         dsn: str | None,
-        on_changed: Callable[[list[str]], Coroutine[Any, Any, None]] | None = None,
+        on_changed: Callable[[list[str], dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
         on_peer: Callable[[], None] | None = None,
     ) -> None:
         self._journal = journal
@@ -216,9 +216,12 @@ class Forwarding:
             return
         if note.get("kind") == "changed":  # another server's runs changed (execution.feed)
             ids = note.get("ids")
+            progress = note.get("progress")
             if self._on_changed is not None and note.get("from") != self._me and ids:
                 task = asyncio.get_running_loop().create_task(
-                    self._on_changed([str(i) for i in ids])
+                    self._on_changed(
+                        [str(i) for i in ids], progress if isinstance(progress, dict) else {}
+                    )
                 )
                 self._reading.add(task)
                 task.add_done_callback(self._reading.discard)
@@ -425,9 +428,20 @@ async def apply_request(host: JobHost, request: RunRequest) -> dict[str, Any] | 
     raise Conflict(f"Unknown request {request.action!r} for {execution_id!r}")
 
 
-async def announce_changed(host: JobHost, execution_ids: list[str]) -> None:
-    """Runs another server changed, told to this server's subscribers (``/events``)."""
+async def announce_changed(
+    host: JobHost, execution_ids: list[str], progress: dict[str, Any]
+) -> None:
+    """Runs another server changed, told to this server's subscribers (``/events``), with
+    the progress reports its note carried laid over the stored rows (``execution.feed``)."""
     found = await host.journal.call(requests.executions, host.store, execution_ids)
     for execution in found:
-        if execution.id not in host.supervisor.live:
-            host.supervisor.announce(execution)
+        if execution.id in host.supervisor.live:
+            continue
+        report = progress.get(execution.id)
+        if not execution.status.terminal and isinstance(report, list) and len(report) == 2:
+            fraction, message = report
+            if (fraction is None or isinstance(fraction, int | float)) and (
+                message is None or isinstance(message, str)
+            ):
+                execution = execution.evolve(progress=fraction, progress_message=message)
+        host.supervisor.announce(execution)

@@ -7,7 +7,7 @@ would register only at its first ``__anext__``, after the transition may have go
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from jobhost.models import Execution
 
@@ -51,11 +51,13 @@ class Subscription(AsyncIterator[Execution]):
 
 
 class Watchers:
-    """Who waits on live runs: subscribers to every transition, callers waiting for a
-    run's end, and followers waiting for its next output. Runs on the event loop."""
+    """Who waits on live runs: subscribers to every transition, listeners called with
+    each (no queue: they must be quick), callers waiting for a run's end, and followers
+    waiting for its next output. Runs on the event loop."""
 
     def __init__(self) -> None:
         self.subscribers: set[Subscription] = set()
+        self.listeners: list[Callable[[Execution], None]] = []
         self._done: dict[str, list[asyncio.Future[Execution]]] = {}
         self._output: dict[str, list[asyncio.Future[None]]] = {}
 
@@ -65,6 +67,8 @@ class Watchers:
     def announce(self, execution: Execution) -> None:
         for subscription in list(self.subscribers):
             subscription.put(execution)
+        for listener in self.listeners:
+            listener(execution)
 
     async def wait(self, execution_id: str) -> Execution:
         """The run once ``ended`` is called for it."""

@@ -583,6 +583,10 @@ class Supervisor:
         """Tell every subscriber about a change recorded elsewhere (reconciliation)."""
         self._announce(execution)
 
+    def listen(self, listener: Callable[[Execution], None]) -> None:
+        """Call ``listener`` with every change announced from now on (on the loop)."""
+        self._watchers.listeners.append(listener)
+
     def _announce(self, execution: Execution) -> None:
         self._watchers.announce(execution)
 

@@ -141,18 +141,47 @@ def set_url(store: SqlStore, instance_id: str, url: str | None) -> None:
         conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(url=url))
 
 
-ANNOUNCE_CHUNK = 150  # ids per NOTIFY: well under PostgreSQL's 8,000-byte payload limit
+NOTIFY_BYTES = 7000  # per NOTIFY: under PostgreSQL's 8,000-byte payload limit
+
+Progress = tuple[float | None, str | None]
 
 
-def announce(store: SqlStore, sender: str, execution_ids: list[str]) -> None:
-    """Tell every listening server which runs ``sender`` changed (PostgreSQL only)."""
+def announce(
+    store: SqlStore,
+    sender: str,
+    execution_ids: list[str],
+    progress: dict[str, Progress] | None = None,
+) -> None:
+    """Tell every listening server which runs ``sender`` changed (PostgreSQL only), with
+    the progress reports of those runs that have one (not in the store yet)."""
     with store.write() as conn:
         if conn.dialect.name != "postgresql":
             return
-        for start in range(0, len(execution_ids), ANNOUNCE_CHUNK):
-            chunk = execution_ids[start : start + ANNOUNCE_CHUNK]
-            payload = json.dumps({"to": None, "kind": "changed", "from": sender, "ids": chunk})
+        for payload in _payloads(sender, execution_ids, progress or {}):
             conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+
+
+def _payloads(sender: str, ids: list[str], progress: dict[str, Progress]) -> list[str]:
+    """``changed`` notes of at most ``NOTIFY_BYTES`` each, every id in one of them."""
+    payloads: list[str] = []
+    note: dict[str, Any] = {"to": None, "kind": "changed", "from": sender, "ids": []}
+    size = len(json.dumps(note).encode())
+    for execution_id in ids:
+        report = progress.get(execution_id)
+        cost = len(json.dumps(execution_id).encode()) + 2
+        if report is not None:
+            cost += len(json.dumps({execution_id: report}).encode())
+        if note["ids"] and size + cost > NOTIFY_BYTES:
+            payloads.append(json.dumps(note))
+            note = {"to": None, "kind": "changed", "from": sender, "ids": []}
+            size = len(json.dumps(note).encode())
+        note["ids"].append(execution_id)
+        if report is not None:
+            note.setdefault("progress", {})[execution_id] = report
+        size += cost
+    if note["ids"]:
+        payloads.append(json.dumps(note))
+    return payloads
 
 
 def executions(store: SqlStore, execution_ids: list[str]) -> list[Execution]:
