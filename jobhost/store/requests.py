@@ -157,11 +157,11 @@ def announce(
     with store.write() as conn:
         if conn.dialect.name != "postgresql":
             return
-        for payload in _payloads(sender, execution_ids, progress or {}):
+        for payload in change_notes(sender, execution_ids, progress or {}):
             conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
 
-def _payloads(sender: str, ids: list[str], progress: dict[str, Progress]) -> list[str]:
+def change_notes(sender: str, ids: list[str], progress: dict[str, Progress]) -> list[str]:
     """``changed`` notes of at most ``NOTIFY_BYTES`` each, every id in one of them."""
     payloads: list[str] = []
     note: dict[str, Any] = {"to": None, "kind": "changed", "from": sender, "ids": []}
