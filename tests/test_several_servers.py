@@ -153,10 +153,13 @@ def servers(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Server, Server]
 
 
 def sse(response: httpx.Response) -> Iterator[tuple[str, str | None, Any]]:
-    """``(event, id, data)`` of each SSE message as it arrives."""
+    """``(event, id, data)`` of each SSE message as it arrives; a heartbeat comes as
+    ``("heartbeat", None, None)``, so that a loop waiting for an event can keep a deadline."""
     event, event_id = "message", None
     for line in response.iter_lines():
-        if line.startswith("event: "):
+        if line.startswith(":"):
+            yield "heartbeat", None, None
+        elif line.startswith("event: "):
             event = line[7:]
         elif line.startswith("id: "):
             event_id = line[4:]
