@@ -19,7 +19,7 @@ import redis
 
 from jobhost.config import Settings
 from jobhost.executors.celery import CeleryExecutor
-from jobhost.models import Execution, ExecutionStatus, LaunchSpec, Trigger
+from jobhost.models import Execution, ExecutionStatus, ExitInfo, LaunchSpec, Trigger
 from jobhost.worker import alive_key, events_key, route_key
 from tests import test_local_executor as contract
 from tests.test_celery_executor import BROKER_URL, Worker, broker, clean_keys, worker
@@ -61,23 +61,32 @@ def spec_for(tmp_path: Path, execution_id: str, script: str, queue: str) -> Laun
     )
 
 
-async def test_a_server_restart_keeps_a_worker_run_with_all_its_output(
-    tmp_path: Path, worker: Worker
-) -> None:
-    first_events = contract.Recorder()
-    first = CeleryExecutor(first_events, settings(tmp_path))
-    spec = spec_for(tmp_path, uuid.uuid4().hex, COUNTER, worker.queue)
+async def start_then_leave(tmp_path: Path, spec: LaunchSpec) -> None:
+    """A server starts ``spec``, sees its first output and stops; the run goes on."""
+    events = contract.Recorder()
+    first = CeleryExecutor(events, settings(tmp_path))
     await first.start(spec)
-    await first_events.until(lambda: first_events.outputs[spec.execution_id])
-    await first.aclose()  # the server stops; the run goes on on its worker
+    await events.until(lambda: events.outputs[spec.execution_id])
+    await first.aclose()
 
+
+async def adopted_exit(tmp_path: Path, spec: LaunchSpec) -> ExitInfo:
+    """The next server adopts the run and hears its end."""
     events = contract.Recorder()
     second = CeleryExecutor(events, settings(tmp_path))
     try:
         assert await second.adopt(record(spec))
-        info = await events.exited(spec.execution_id)
+        return await events.exited(spec.execution_id)
     finally:
         await second.aclose()
+
+
+async def test_a_server_restart_keeps_a_worker_run_with_all_its_output(
+    tmp_path: Path, worker: Worker
+) -> None:
+    spec = spec_for(tmp_path, uuid.uuid4().hex, COUNTER, worker.queue)
+    await start_then_leave(tmp_path, spec)  # the run goes on on its worker
+    info = await adopted_exit(tmp_path, spec)
     assert (info.exit_code, info.error, info.lost) == (0, None, False)
     assert Path(spec.log_path).read_text() == expected_lines()  # each byte once, in order
     assert info.output_bytes == len(expected_lines())
@@ -86,26 +95,15 @@ async def test_a_server_restart_keeps_a_worker_run_with_all_its_output(
 async def test_a_run_that_ended_between_two_servers_is_reported_to_the_second(
     tmp_path: Path, worker: Worker
 ) -> None:
-    first_events = contract.Recorder()
-    first = CeleryExecutor(first_events, settings(tmp_path))
     spec = spec_for(tmp_path, uuid.uuid4().hex, "echo one; sleep 1; echo two; exit 4", worker.queue)
-    await first.start(spec)
-    await first_events.until(lambda: first_events.outputs[spec.execution_id])
-    await first.aclose()
+    await start_then_leave(tmp_path, spec)
     client = redis.Redis.from_url(BROKER_URL)
     try:  # wait for the worker to finish it while no server listens
         while client.exists(alive_key(spec.execution_id)):
             await asyncio.sleep(0.2)
     finally:
         client.close()
-
-    events = contract.Recorder()
-    second = CeleryExecutor(events, settings(tmp_path))
-    try:
-        assert await second.adopt(record(spec))
-        info = await events.exited(spec.execution_id)
-    finally:
-        await second.aclose()
+    info = await adopted_exit(tmp_path, spec)
     assert info.exit_code == 4
     assert Path(spec.log_path).read_text() == "one\ntwo\n"
 
@@ -244,12 +242,7 @@ async def test_a_readopted_run_keeps_its_secret_masked_in_result_progress_and_ou
     spec = spec_for(tmp_path, uuid.uuid4().hex, script, worker.queue)
     env = {**spec.env, "TOK": secret, "JOBHOST_RESULT_PATH": spec.result_path}
     spec = dataclasses.replace(spec, env=env, secrets=(secret,))
-    first_events = contract.Recorder()
-    first = CeleryExecutor(first_events, settings(tmp_path))
-    await first.start(spec)
-    await first_events.until(lambda: first_events.outputs[spec.execution_id])
-    await first.aclose()  # the server stops; the run goes on on its worker
-
+    await start_then_leave(tmp_path, spec)  # the run goes on on its worker
     events = contract.Recorder()
     second = CeleryExecutor(events, settings(tmp_path))
     try:
@@ -286,13 +279,6 @@ async def test_an_exit_its_server_heard_but_never_recorded_is_there_for_the_next
     await first_events.exited(later.execution_id)
     first.exit_recorded(later.execution_id)
     await first.aclose()  # the server dies before committing the first run's end
-
-    events = contract.Recorder()
-    second = CeleryExecutor(events, settings(tmp_path))
-    try:
-        assert await second.adopt(record(spec))
-        info = await events.exited(spec.execution_id)
-    finally:
-        await second.aclose()
+    info = await adopted_exit(tmp_path, spec)
     assert info.exit_code == 6
     assert Path(spec.log_path).read_text() == "done\n"
