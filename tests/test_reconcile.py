@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -44,6 +45,19 @@ asyncio.run(main())
 """
 
 
+def first_line_then_sigkill(script: str, *args: Path) -> dict[str, Any]:
+    """Run ``script`` as a host process, read the JSON line it prints, then SIGKILL it."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE, text=True
+    ) as host:
+        try:
+            assert host.stdout is not None
+            return dict(json.loads(host.stdout.readline()))
+        finally:
+            os.kill(host.pid, signal.SIGKILL)
+            host.wait()
+
+
 async def test_a_sigkilled_hosts_run_is_re_adopted_by_the_next_server_at_once(
     tmp_path: Path, apps: Path, engine_factory: EngineFactory
 ) -> None:
@@ -54,17 +68,7 @@ async def test_a_sigkilled_hosts_run_is_re_adopted_by_the_next_server_at_once(
         {"Name": "Sleeper"},
         script_text="import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", HOST, str(apps), str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as host:
-        try:
-            assert host.stdout is not None
-            started = json.loads(host.stdout.readline())
-        finally:
-            os.kill(host.pid, signal.SIGKILL)
-            host.wait()
+    started = first_line_then_sigkill(HOST, apps, tmp_path / "data")
     assert psutil.pid_exists(started["pid"])  # the orphan outlived its host
 
     # Its lease has not run out, but its process is gone from this host: the next
@@ -156,17 +160,7 @@ async def test_a_run_whose_end_was_heard_but_not_committed_is_finished_by_the_ne
         "import json, os\njson.dump({'answer': 42}, open(os.environ['JOBHOST_RESULT_PATH'], 'w'))\n"
     )
     write_job(apps, "Demo", "Answer", {"Name": "Answer"}, script_text=script)
-    with subprocess.Popen(
-        [sys.executable, "-c", HEARS_THE_END_AND_DIES, str(apps), str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as host:
-        try:
-            assert host.stdout is not None
-            heard = json.loads(host.stdout.readline())
-        finally:
-            os.kill(host.pid, signal.SIGKILL)
-            host.wait()
+    heard = first_line_then_sigkill(HEARS_THE_END_AND_DIES, apps, tmp_path / "data")
     async with engine_factory() as engine:
         final = await asyncio.wait_for(engine.wait(heard["id"]), 60)
     # Not lost: the runner kept the exit until a commit, and the result file was kept too.
@@ -189,15 +183,7 @@ async def test_a_server_on_another_host_never_takes_a_run_the_restarted_server_r
         script_text="import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
     )
     data = tmp_path / "data"
-    with subprocess.Popen(
-        [sys.executable, "-c", HOST, str(apps), str(data)], stdout=subprocess.PIPE, text=True
-    ) as host:
-        try:
-            assert host.stdout is not None
-            started = json.loads(host.stdout.readline())
-        finally:
-            os.kill(host.pid, signal.SIGKILL)
-            host.wait()
+    started = first_line_then_sigkill(HOST, apps, data)
     common = {"apps_roots": [apps], "watch": False, "scheduler_enabled": False}
     elsewhere = Settings(
         **common,
