@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from jobhost.engine import JobHost
 from jobhost.models import Execution, ExecutionStatus, Trigger, utcnow
@@ -50,17 +51,21 @@ async def make_history(engine: JobHost) -> None:
     await engine.journal.call(engine.store.save_executions, [odd])
 
 
-async def test_the_report_counts_each_job_escapes_text_and_is_mailed(
-    apps: Path, engine_factory: EngineFactory, smtp_server: SmtpServer
-) -> None:
-    install(apps)
-    settings = {
+def mailing_to_the_team(smtp_server: SmtpServer) -> dict[str, Any]:
+    """Settings whose ``reports`` channel mails team@example.com through ``smtp_server``."""
+    return {
         "notifications_enabled": True,
         "smtp_host": "127.0.0.1",
         "smtp_port": smtp_server.port,
         "channels": {"reports": {"type": "email", "to": ["team@example.com"]}},
     }
-    async with engine_factory(**settings) as engine:
+
+
+async def test_the_report_counts_each_job_escapes_text_and_is_mailed(
+    apps: Path, engine_factory: EngineFactory, smtp_server: SmtpServer
+) -> None:
+    install(apps)
+    async with engine_factory(**mailing_to_the_team(smtp_server)) as engine:
         await make_history(engine)
         execution = await engine.wait((await engine.start("Reports/JobReport")).id)
         assert execution.status is ExecutionStatus.SUCCEEDED, execution.error
@@ -100,13 +105,7 @@ async def test_a_test_run_writes_the_report_and_sends_nothing(
     apps: Path, engine_factory: EngineFactory, smtp_server: SmtpServer
 ) -> None:
     install(apps)
-    settings = {
-        "notifications_enabled": True,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": smtp_server.port,
-        "channels": {"reports": {"type": "email", "to": ["team@example.com"]}},
-    }
-    async with engine_factory(**settings) as engine:
+    async with engine_factory(**mailing_to_the_team(smtp_server)) as engine:
         await make_history(engine)
         execution = await engine.wait(
             (await engine.test("Reports/JobReport", {"Period": "week"})).id
@@ -142,13 +141,7 @@ async def test_attachments_outside_the_state_dir_are_never_sent(
         },
         script_text=script,
     )
-    settings = {
-        "notifications_enabled": True,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": smtp_server.port,
-        "channels": {"reports": {"type": "email", "to": ["team@example.com"]}},
-    }
-    async with engine_factory(**settings) as engine:
+    async with engine_factory(**mailing_to_the_team(smtp_server)) as engine:
         execution = await engine.wait((await engine.start("Lab/Leaky")).id)
         await notifier_of(engine).flush()
         await notifier_of(engine).wait_for(execution.id, settled)
