@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["JobContext", "context", "progress", "set_result"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["JobContext", "check_variables", "context", "progress", "set_result"]
 
 VAR_PREFIX = "JOBHOST_VAR_"
 # Even fully escaped (6 bytes a character) a line stays under PIPE_BUF (4096), so a
@@ -156,3 +159,24 @@ def progress(fraction: float | None, message: str | None = None) -> None:
     data = (json.dumps(line) + "\n").encode()
     with contextlib.suppress(OSError):  # the host went away or the pipe is full
         os.write(fd, data)
+
+
+def check_variables(check: Callable[[dict[str, Any]], str | None]) -> int:
+    """An init-job script's contract in one call: ``sys.exit(check_variables(check))``.
+
+    The proposed variables come as JSON on stdin; ``check`` may normalise them in place
+    and returns the reason to refuse the start (one line) or None; a ``ValueError`` it
+    raises is such a reason too. Accepted, the variables are printed as JSON (exit 0);
+    refused, the reason goes to stderr (exit 1).
+    """
+    text = sys.stdin.read()
+    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
+    try:
+        problem = check(variables)
+    except ValueError as error:
+        problem = str(error)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print(json.dumps(variables))
+    return 0

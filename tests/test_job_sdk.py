@@ -188,3 +188,43 @@ def test_a_result_that_is_not_json_fails_the_script_clearly(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "TypeError: Object of type set is not JSON serializable" in done.stderr
     assert not (tmp_path / "result.json").exists()
+
+
+INIT_SCRIPT = """\
+import sys
+from jobhost.job import check_variables
+
+def problem_of(variables):
+    if variables.get("Size") == "huge":
+        raise ValueError("Size must be small or large, got 'huge'")
+    variables["Size"] = str(variables.get("Size", "small")).lower()
+    return "Size is empty" if not variables["Size"] else None
+
+sys.exit(check_variables(problem_of))
+"""
+
+
+@pytest.mark.parametrize(
+    ("proposed", "code", "stdout", "stderr"),
+    [
+        ('{"Size": "LARGE"}', 0, {"Size": "large"}, ""),
+        ("", 0, {"Size": "small"}, ""),
+        ('{"Size": "huge"}', 1, None, "Size must be small or large, got 'huge'\n"),
+        ('{"Size": ""}', 1, None, "Size is empty\n"),
+    ],
+)
+def test_check_variables_speaks_the_init_script_contract(
+    tmp_path: Path, proposed: str, code: int, stdout: dict[str, str] | None, stderr: str
+) -> None:
+    script = tmp_path / "init-job.py"
+    script.write_text(INIT_SCRIPT)
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        input=proposed,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+        check=False,
+    )
+    assert (ran.returncode, ran.stderr) == (code, stderr)
+    assert (json.loads(ran.stdout) if ran.stdout else None) == stdout

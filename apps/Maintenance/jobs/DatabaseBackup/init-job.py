@@ -6,12 +6,13 @@ PostgreSQL ``Source`` are redacted from every message.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from jobhost.job import check_variables
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
@@ -53,9 +54,7 @@ def check_destination(destination: str) -> str | None:
     return None
 
 
-def main() -> int:
-    text = sys.stdin.read()
-    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
+def problem_of(variables: dict[str, Any]) -> str | None:
     problem = check_source(str(variables.get("Source", ""))) or check_destination(
         str(variables.get("Destination", ""))
     )
@@ -66,12 +65,8 @@ def main() -> int:
         isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= 365
     ):
         problem = f"Keep must be a whole number between 1 and 365, got {keep!r}"
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    print(json.dumps(variables))
-    return 0
+    return problem
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_variables(problem_of))

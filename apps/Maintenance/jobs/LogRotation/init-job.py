@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from jobhost.job import check_variables
 
 
 def problem_with(variables: dict[str, Any]) -> str | None:
@@ -30,16 +31,5 @@ def problem_with(variables: dict[str, Any]) -> str | None:
     return None
 
 
-def main() -> int:
-    text = sys.stdin.read()
-    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
-    problem = problem_with(variables)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    print(json.dumps(variables))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_variables(problem_with))

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from targets import parse_ports, parse_urls
 
+from jobhost.job import check_variables
 
-def main() -> int:
-    text = sys.stdin.read()
-    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
-    try:
-        urls = parse_urls(str(variables.get("Urls") or ""))
-        ports = parse_ports(str(variables.get("Ports") or ""))
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
+
+def problem_of(variables: dict[str, Any]) -> str | None:
+    urls = parse_urls(str(variables.get("Urls") or ""))  # ValueError: the reason to refuse
+    ports = parse_ports(str(variables.get("Ports") or ""))
     if not urls and not ports:
-        print(
-            "Nothing to check: give at least one URL in Urls or host:port in Ports", file=sys.stderr
-        )
-        return 1
-    print(json.dumps(variables))
-    return 0
+        return "Nothing to check: give at least one URL in Urls or host:port in Ports"
+    return None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_variables(problem_of))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from jobhost.job import check_variables
 
 PERIODS = ("day", "week")
 
@@ -21,16 +22,5 @@ def problem_of(variables: dict[str, Any]) -> str | None:
     return None
 
 
-def main() -> int:
-    text = sys.stdin.read()
-    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
-    problem = problem_of(variables)
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    print(json.dumps(variables))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_variables(problem_of))

@@ -6,9 +6,10 @@ exits 1 with a one-line reason on stderr to reject the start.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
+
+from jobhost.job import check_variables
 
 DEFAULT_INTERVAL = 30
 MIN_INTERVAL, MAX_INTERVAL = 5, 3600
@@ -32,17 +33,9 @@ def interval_of(raw: Any) -> int:
     return int(seconds)
 
 
-def main() -> int:
-    text = sys.stdin.read()
-    variables: dict[str, Any] = json.loads(text) if text.strip() else {}
-    try:
-        variables["Interval"] = interval_of(variables.get("Interval", DEFAULT_INTERVAL))
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(json.dumps(variables))
-    return 0
+def apply_interval(variables: dict[str, Any]) -> None:
+    variables["Interval"] = interval_of(variables.get("Interval", DEFAULT_INTERVAL))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check_variables(apply_interval))
