@@ -4,6 +4,7 @@ schedule form, the activity timeline and the phone layout."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from contextlib import closing
 
@@ -216,6 +217,13 @@ def test_on_a_phone_the_key_columns_stay_in_view(browser: Browser, server: Serve
     expect(row.locator(".status")).to_have_text("stopped", timeout=RUN_MS)
 
     page.get_by_role("link", name="History", exact=True).click()
+    # The activity timeline's time labels stay apart on a phone's width.
+    expect(page.locator(".tl-now-label")).to_be_visible()
+    labels = [_box(label) for label in page.locator(".tl-axis span").all() if label.is_visible()]
+    spans = sorted((box["x"], box["x"] + box["width"]) for box in labels)
+    assert len(spans) >= 3, spans
+    for (_, right), (left, _) in itertools.pairwise(spans):
+        assert right <= left, f"time labels overlap on the timeline's axis: {spans}"
     first = page.locator(f'tr[data-execution-id="{running}"]')
     for cell in (first.locator(".status"), first.locator("td.nowrap")):
         expect(cell).to_be_visible()

@@ -36,11 +36,19 @@ function position(t, start) {
   return Math.max(0, Math.min(100, ((t - start) / (2 * SPAN)) * 100));
 }
 
+/** Ticks every 6 h; labels that would collide are classed for the style sheet to hide:
+ * `tl-near` (within 3 h of "now": always), and on a narrow screen `tl-minor` (every
+ * other tick) and `tl-close` (within 7 h of "now"). */
 function axis(start, now) {
   const ticks = [];
   for (let t = Math.ceil(start / (6 * HOUR)) * 6 * HOUR; t <= start + 2 * SPAN; t += 6 * HOUR) {
     const label = new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone: timeZone() });
-    ticks.push(placed(h("span", { class: "tl-tick", text: label }), position(t, start)));
+    const apart = Math.abs(t - now);
+    const classes = ["tl-tick"];
+    if ((t / (6 * HOUR)) % 2) classes.push("tl-minor");
+    if (apart < 3 * HOUR) classes.push("tl-near");
+    else if (apart < 7 * HOUR) classes.push("tl-close");
+    ticks.push(placed(h("span", { class: classes.join(" "), text: label }), position(t, start)));
   }
   ticks.push(placed(h("span", { class: "tl-now-label", text: "now" }), position(now, start)));
   return h("div", { class: "tl-axis", "aria-hidden": "true" }, ticks);
