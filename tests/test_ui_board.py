@@ -231,6 +231,10 @@ def test_on_a_phone_the_key_columns_stay_in_view(browser: Browser, server: Serve
         # Starts on screen: a row whose stop reason is long may push the cell's right
         # edge past a phone's width (seen once under load); the page never scrolls sideways.
         assert box["x"] < 390, box
+    # Its time takes the short form ("Dec 06" over "11:48 AM"), the full one in its label.
+    when = first.locator("a.when")
+    assert _box(when)["height"] < 50, f"the run's time takes {_box(when)} on a phone"
+    assert "UTC" in (when.get_attribute("aria-label") or "")
     context.close()
 
 

@@ -133,6 +133,17 @@ export function formatTime(iso, zone = timeZone()) {
   });
 }
 
+/** "Dec 06" and "19:36" apart, for narrow places (the zone is the page's; a full form
+ * beside it says it). */
+export function formatShort(iso, zone = timeZone()) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return [String(iso), ""];
+  return [
+    d.toLocaleDateString(undefined, { month: "short", day: "2-digit", timeZone: zone }),
+    d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone: zone }),
+  ];
+}
+
 /** "19:36" (with the zone's short name when asked), for compact places. */
 export function formatClock(iso, zone = timeZone()) {
   const d = new Date(iso);

@@ -5,7 +5,7 @@
 import { api, query } from "../api.js";
 import { activityTimeline } from "./timeline.js";
 import { chartWidth, fitWidth, loadUPlot, themeColour, timeRange } from "../charts.js";
-import { clear, field, formatDuration, formatTime, h, jobZone, notice, rememberZones, statusBadge } from "../dom.js";
+import { clear, field, formatDuration, formatShort, formatTime, h, jobZone, notice, rememberZones, statusBadge } from "../dom.js";
 import { attemptNote, groupAttempts, queueNote } from "../policies.js";
 
 const STATUSES = ["queued", "starting", "running", "stopping", "succeeded", "failed", "rejected", "stopped", "timed_out", "lost"];
@@ -36,8 +36,23 @@ function toLocal(iso) {
 
 /** The "When" link of a row, in the zone the switch asks for (the job's own, once known). */
 function whenLink(e) {
-  const when = formatTime(e.created_at, jobZone(e.job_id));
-  return h("a", { class: "when", href: `#/executions/${encodeURIComponent(e.id)}?from=history`, title: when, text: when });
+  const zone = jobZone(e.job_id);
+  const when = formatTime(e.created_at, zone);
+  const [day, time] = formatShort(e.created_at, zone);
+  // A phone shows the short form (the style sheet picks one); both name the same time.
+  return h(
+    "a",
+    { class: "when", href: `#/executions/${encodeURIComponent(e.id)}?from=history`, title: when, "aria-label": when },
+    h("span", { class: "when-full", text: when }),
+    h("span", { class: "when-short" }, h("span", { class: "nowrap", text: day }), " ", h("span", { class: "nowrap", text: time })),
+  );
+}
+
+/** The job's id, free to break after its app's slash on a narrow screen. */
+function jobName(e) {
+  const [app, ...rest] = e.job_id.split("/");
+  const suffix = (e.test ? " (test)" : "") + (e.dry_run ? " (dry run)" : "");
+  return rest.length ? [`${app}/`, h("wbr"), rest.join("/") + suffix] : [e.job_id + suffix];
 }
 
 function row(e) {
@@ -45,7 +60,7 @@ function row(e) {
     "tr",
     { dataset: { executionId: e.id }, class: e.retry_of ? "attempt-row" : null },
     h("td", {}, whenLink(e)),
-    h("td", { text: e.job_id + (e.test ? " (test)" : "") + (e.dry_run ? " (dry run)" : "") }),
+    h("td", {}, jobName(e)),
     h(
       "td",
       {},
@@ -143,7 +158,7 @@ export function render(container, ctx) {
   const more = h("button", { type: "button", hidden: true, text: "Load more" });
   const table = h(
     "table",
-    { class: "table" },
+    { class: "table history-table" },
     h("caption", { class: "visually-hidden", text: "Executions, newest first" }),
     // On a phone the optional columns (opt) give way: when, job, status and duration stay.
     h("thead", {}, h("tr", {}, ["When", "Job", "Status", "By", "Trigger", "Duration", "Exit"].map((t) => h("th", { scope: "col", class: ["By", "Trigger", "Exit"].includes(t) ? "opt" : null, text: t })))),
