@@ -19,7 +19,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobhost.abc import Executor, Hook, Store
 from jobhost.catalog.discovery import Catalog, Job, rescan
@@ -84,6 +84,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYSTEM = Principal(username="jobhost", roles=frozenset(), superuser=True)
+P = TypeVar("P")
+
+
+def _opened(part: P | None) -> P:
+    """A part that exists while the host is open (``jobhost.host.Parts``)."""
+    if part is None:
+        raise RuntimeError("JobHost.open() was not awaited")
+    return part
 
 
 class JobHost:
@@ -172,9 +180,7 @@ class JobHost:
     @property
     def forwarding(self) -> Forwarding:
         """Stops and restarts for runs that other servers own (``execution.forwarding``)."""
-        if self._parts.forwarding is None:
-            raise RuntimeError("JobHost.open() was not awaited")
-        return self._parts.forwarding
+        return _opened(self._parts.forwarding)
 
     @property
     def instance_id_or_none(self) -> str | None:
@@ -189,9 +195,7 @@ class JobHost:
     @property
     def instance_id(self) -> str:
         """This process's instance (the owner recorded on the runs it starts)."""
-        if self._parts.lease is None:
-            raise RuntimeError("JobHost.open() was not awaited")
-        return self._parts.lease.id
+        return _opened(self._parts.lease).id
 
     @property
     def stops_runs_on_close(self) -> bool:
@@ -214,15 +218,11 @@ class JobHost:
 
     @property
     def supervisor(self) -> Supervisor:
-        if self._parts.supervisor is None:
-            raise RuntimeError("JobHost.open() was not awaited")
-        return self._parts.supervisor
+        return _opened(self._parts.supervisor)
 
     @property
     def journal(self) -> Journal:
-        if self._parts.journal is None:
-            raise RuntimeError("JobHost.open() was not awaited")
-        return self._parts.journal
+        return _opened(self._parts.journal)
 
     @property
     def scheduler(self) -> Scheduler | None:

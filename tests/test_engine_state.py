@@ -371,3 +371,13 @@ async def test_output_written_while_a_follower_reads_wakes_it(
     assert first.data == b"ready\n"
     await stream.aclose()
     await engine.stop(execution_id=execution.id)
+
+
+def test_a_host_that_was_not_opened_says_so(tmp_path: Path) -> None:
+    settings = Settings(apps_roots=[tmp_path], data_dir=tmp_path / "data", watch=False)
+    host = JobHost(settings, store=SqlStore(f"sqlite:///{tmp_path / 'jobhost.db'}"))
+    for part in ("supervisor", "journal", "forwarding", "instance_id"):
+        with pytest.raises(RuntimeError, match=r"JobHost.open\(\) was not awaited"):
+            getattr(host, part)
+    assert host.instance_id_or_none is None
+    host.store.close()
