@@ -89,10 +89,9 @@ class Supervisor:
         self.executor = executor_factory(self)
         self._hooks = hooks  # the engine's list: a hook added after (the notifier) is told too
         self._clock = clock
-        self.runs = LiveRuns(max_queue=settings.max_queue)
+        self.runs = LiveRuns()
         self.live = self.runs.runs  # by ID, read by the engine
-        # Who holds a process and who waits, per job and concurrency key and per group:
-        # the queue (``LiveRuns.queues`` stays unused).
+        # Who holds a process and who waits, per job and concurrency key and per group.
         self.slots = Slots(lambda: settings.groups)
         # Where a retry's next attempt goes until it is due (the engine's DueRuns.add):
         # called with the recorded ``scheduled`` row and the launch to reuse, or None.
