@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,3 +81,63 @@ async def test_flush_commits_folded_records_at_once(journal: Journal) -> None:
     await asyncio.wait_for(journal.flush(), 60)
     assert written.done()
     assert journal.store.get_execution("fold3") is not None
+
+
+class HeldStore(SqlStore):
+    """The real store, but each batch waits for ``release`` (the write in flight)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def save_batch(self, executions: Sequence[Execution], audit: Sequence[AuditEvent]) -> None:
+        self.writing.set()
+        self.release.wait(60)
+        super().save_batch(executions, audit)
+
+
+async def test_flush_waits_for_the_batch_in_flight(tmp_path: Path) -> None:
+    store = HeldStore(f"sqlite:///{tmp_path / 'jobhost.db'}")
+    store.migrate()
+    pool = ThreadPoolExecutor(2)
+    journal = Journal(store, pool)
+    journal.start()
+    try:
+        written = journal.record(starting("held"))
+        assert await asyncio.to_thread(store.writing.wait, 60)  # the writer has the batch
+        flushed = asyncio.ensure_future(journal.flush())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not flushed.done()  # it returned before the row was committed
+        store.release.set()
+        await asyncio.wait_for(flushed, 60)
+        assert written.done()
+        assert store.get_execution("held") is not None
+    finally:
+        store.release.set()
+        await journal.aclose()
+        pool.shutdown()
+        store.close()
+
+
+async def test_record_then_is_told_once_the_row_is_committed(journal: Journal) -> None:
+    told: list[tuple[bool, BaseException | None]] = []
+    row = starting("then1")
+
+    def then(error: BaseException | None) -> None:
+        told.append((journal.store.get_execution("then1") is not None, error))
+
+    journal.record_then(row, then)
+    await asyncio.wait_for(journal.flush(), 60)
+    assert told == [(True, None)]
+
+
+async def test_record_then_is_told_the_error_of_a_row_that_failed(journal: Journal) -> None:
+    told: list[BaseException | None] = []
+    bad = starting("then2").evolve(created_at=datetime(2026, 1, 1))  # naive: refused
+    journal.record_then(bad, told.append)
+    await asyncio.wait_for(journal.flush(), 60)
+    assert len(told) == 1
+    assert told[0] is not None
+    assert journal.store.get_execution("then2") is None

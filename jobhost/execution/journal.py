@@ -17,6 +17,10 @@ a local spawn reports within a millisecond or two) and goes in the same commit, 
 start costs one commit instead of two. Its caller's future resolves with that commit. The
 process may exist before either is durable, as it already could while the first commit
 was in flight: a run the runner holds that no store knows is ended at reconciliation.
+
+A record whose announcement is all that follows its commit (``record_then``) takes a plain
+callback instead of a future: it is called in the loop callback that settles the batch,
+so the announcement is neither a future with its callbacks nor a loop iteration later.
 """
 
 from __future__ import annotations
@@ -99,6 +103,13 @@ class Journal:
             return self._fold(execution, audit)
         return self._submit(execution, audit)
 
+    def record_then(
+        self, execution: Execution, then: Callable[[BaseException | None], None]
+    ) -> None:
+        """As ``record``, but ``then`` is called (on the loop) once the batch is committed,
+        with None, or with the error that kept the row from being stored."""
+        self._enqueue(execution, (), _Waiter(None, execution.id, (), then))
+
     def record_soon(self, execution: Execution) -> None:
         """Queue a write nobody waits for (progress updates): coalesced with the next batch."""
         execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
@@ -145,9 +156,8 @@ class Journal:
         if self._fold_timer is not None:
             self._fold_timer.cancel()
             self._unfold_all()
-        with self._lock:
-            idle = not (self._executions or self._audit or self._waiters)
-        if not idle:
+        if self._thread is not None and not self._closing:
+            # Settled after every batch before it, the one in flight included.
             await self._submit(None, ())
 
     async def aclose(self) -> None:
@@ -163,9 +173,19 @@ class Journal:
         self, execution: Execution | None, audit: Sequence[AuditEvent]
     ) -> asyncio.Future[None]:
         loop = self._loop
-        if loop is None or self._thread is None or self._closing:
+        if loop is None:
             raise RuntimeError("the journal is not running (JobHost.open() was not awaited)")
         future = loop.create_future()
+        audit = tuple(audit)
+        self._enqueue(execution, audit, _Waiter(future, execution.id if execution else None, audit))
+        return future
+
+    def _enqueue(
+        self, execution: Execution | None, audit: Sequence[AuditEvent], waiter: _Waiter
+    ) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None or self._closing:
+            raise RuntimeError("the journal is not running (JobHost.open() was not awaited)")
         folded = None
         if execution is not None:
             execution = mask_execution(execution, self.secrets_of(execution.id))  # redact
@@ -177,16 +197,13 @@ class Journal:
             if execution is not None:
                 self._executions[execution.id] = execution
             self._audit.extend(audit)
-            self._waiters.append(
-                _Waiter(future, execution.id if execution is not None else None, tuple(audit))
-            )
+            self._waiters.append(waiter)
         if not self._kick_scheduled:
             # Wake the writer once per loop iteration, not once per record: everything
             # recorded in this iteration then goes into one batch (waking it at once would
             # let it commit a batch of one while the loop is still producing the rest).
             self._kick_scheduled = True
             loop.call_soon(self._kick)
-        return future
 
     def _kick(self) -> None:
         self._kick_scheduled = False
@@ -264,17 +281,27 @@ class Journal:
 
 @dataclass(frozen=True, slots=True)
 class _Waiter:
-    future: asyncio.Future[None]
+    """Who waits for a record: a future (``record``) or a callback (``record_then``)."""
+
+    future: asyncio.Future[None] | None
     execution_id: str | None
     audit: tuple[AuditEvent, ...]
+    then: Callable[[BaseException | None], None] | None = None
 
 
 def _settle(waiters: list[_Waiter], errors: dict[int, BaseException]) -> None:
     for index, waiter in enumerate(waiters):
+        error = errors.get(index)
         future = waiter.future
+        if future is None:
+            assert waiter.then is not None
+            try:
+                waiter.then(error)
+            except Exception:  # one caller's bookkeeping must not keep the others waiting
+                log.exception("after recording %s", waiter.execution_id)
+            continue
         if future.done():  # its caller was cancelled
             continue
-        error = errors.get(index)
         if error is None:
             future.set_result(None)
         else:

@@ -100,6 +100,7 @@ class Supervisor:
         self._launches = self.runs.launches
         self._watchers = Watchers()
         self._tasks: set[asyncio.Future[Any]] = set()  # bookkeeping in flight
+        self._unannounced = 0  # transitions recorded, announced once committed
         self._results_read: set[str] = set()  # result files removed once the end commits
         self._restarts = RestartTimers(rng or random.Random())
         self.last_finished: dict[str, Execution] = {}
@@ -567,16 +568,17 @@ class Supervisor:
             self.recent.popitem(last=False)
 
     def _persist_and_announce(self, execution: Execution) -> None:
-        """Announce ``execution`` once its record commits: a callback on the commit, not a
-        task, so a transition costs no extra loop iterations."""
-        write = self.journal.record(execution)
-        write.add_done_callback(functools.partial(self._announce_committed, execution))
-        self._tasks.add(write)
-        write.add_done_callback(self._task_done)
+        """Announce ``execution`` once its record commits: called by the journal as it
+        settles the batch, so a transition costs no future and no extra loop iteration."""
+        self.journal.record_then(execution, functools.partial(self._announce_committed, execution))
+        self._unannounced += 1
 
-    def _announce_committed(self, execution: Execution, write: asyncio.Future[None]) -> None:
-        if not write.cancelled() and write.exception() is None:
+    def _announce_committed(self, execution: Execution, error: BaseException | None) -> None:
+        self._unannounced -= 1
+        if error is None:
             self._announce(execution)
+        else:
+            log.error("recording %s failed", execution.id, exc_info=error)
 
     def announce(self, execution: Execution) -> None:
         """Tell every subscriber about a change recorded elsewhere (reconciliation)."""
@@ -620,8 +622,11 @@ class Supervisor:
 
     async def drain(self) -> None:
         """Wait for every pending bookkeeping task (used at shutdown and by tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._unannounced:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await self.journal.flush()
 
     async def aclose(self, *, stop_running: bool, stopped_by: str = "server shutdown") -> None:
         for job_id in self.restart_pending():
