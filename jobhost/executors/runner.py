@@ -3,7 +3,8 @@
 The processes are children of the runner (``jobhost.runner``), a small process per data
 dir that outlives the server; this class is the server's side of its socket. ``start``
 and ``stop`` are one message each (no reply awaited: ``on_started`` or ``on_exited``
-follows as an event); events are read by one task and passed on to ``ExecutionEvents``.
+follows as an event); events are passed on to ``ExecutionEvents`` in the loop callback
+that reads them (``_EventStream``).
 
 When the server stops or dies, runs go on in the runner. The next server on the machine
 ``adopt``s them: from then on it hears their output totals (continuing from the log's
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -39,11 +41,11 @@ from jobhost.runner.protocol import (
     MAX_LINE,
     READY,
     SOCKET_NAME,
+    LineBuffer,
     Message,
     Outbox,
     decode,
     exit_from_wire,
-    read_lines,
     runner_dir,
     runner_protocol,
     short_path,
@@ -81,7 +83,6 @@ class RunnerExecutor:
         self._writer: asyncio.StreamWriter | None = None
         self._outbox: Outbox | None = None  # the writer's, batched per loop iteration
         self._protocol = 1  # the runner's (``runner_protocol``), read at connect
-        self._reader_task: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
         self._runs: set[str] = set()  # started or adopted here, end not heard yet
         self._held: dict[str, list[Message]] = {}  # events of an adoption in progress
@@ -192,11 +193,6 @@ class RunnerExecutor:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-            self._reader_task = None
         self._runs.clear()
 
     # -- the connection ----------------------------------------------------------------
@@ -234,7 +230,7 @@ class RunnerExecutor:
             error: OSError | None = None
             for _ in range(CONNECT_ATTEMPTS):
                 try:
-                    reader, writer = await self._open()
+                    writer = await self._open()
                 except OSError as exc:
                     error = exc
                     if not spawn:
@@ -244,22 +240,24 @@ class RunnerExecutor:
                 self._protocol = runner_protocol(self._dir)
                 self._writer = writer
                 self._outbox = Outbox(writer)
-                self._reader_task = asyncio.get_running_loop().create_task(
-                    self._read(reader, writer), name="jobhost-runner-events"
-                )
                 return
             raise RunnerUnavailable(
                 f"Cannot reach the runner in {self._dir} ({error}); see {self._dir / LOG_NAME}"
             )
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self) -> asyncio.StreamWriter:
+        loop = asyncio.get_running_loop()
         directory_fd = os.open(self._dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return await asyncio.open_unix_connection(
-                short_path(directory_fd, SOCKET_NAME), limit=MAX_LINE
+            stream = _EventStream(self._received, loop)
+            transport, _ = await loop.create_unix_connection(
+                lambda: stream, short_path(directory_fd, SOCKET_NAME)
             )
         finally:
             os.close(directory_fd)
+        writer = asyncio.StreamWriter(transport, stream, stream.reader, loop)
+        stream.on_lost = functools.partial(self._lost, writer)
+        return writer
 
     def _spawn_runner(self) -> None:
         """Start the runner detached and wait until it listens (on a thread)."""
@@ -294,23 +292,21 @@ class RunnerExecutor:
                 f"The runner for {self._dir} did not start; see {self._dir / LOG_NAME}"
             )
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async for lines in read_lines(reader):
-                for line in lines:
-                    try:
-                        self._dispatch(decode(line))
-                    except Exception:  # one bad event must not end the stream
-                        log.exception("Cannot handle runner event %r", line[:200])
-        except (OSError, ValueError) as exc:
-            log.warning("Lost the connection to the runner in %s: %s", self._dir, exc)
-        finally:
-            if self._writer is writer:
-                self._writer = None
-                self._outbox = None
-            writer.close()
-            if not self._closed:
-                self._runner_gone()
+    def _received(self, lines: list[bytes]) -> None:
+        for line in lines:
+            try:
+                self._dispatch(decode(line))
+            except Exception:  # one bad event must not end the stream
+                log.exception("Cannot handle runner event %r", line[:200])
+
+    def _lost(self, writer: asyncio.StreamWriter, error: Exception | None) -> None:
+        if error is not None:
+            log.warning("Lost the connection to the runner in %s: %s", self._dir, error)
+        if self._writer is writer:
+            self._writer = None
+            self._outbox = None
+        if not self._closed:
+            self._runner_gone()
 
     def _runner_gone(self) -> None:
         """The runner ended under us: its runs cannot be watched by anyone any more."""
@@ -360,6 +356,50 @@ class RunnerExecutor:
     def _release(self, execution_id: str) -> None:
         for message in self._held.pop(execution_id, []):
             self._deliver(execution_id, message)
+
+
+class _EventStream(asyncio.StreamReaderProtocol):
+    """The runner connection's protocol: the whole lines of each read go to ``on_lines``
+    in the loop callback that received them, instead of through a ``StreamReader`` whose
+    reading task is woken a loop iteration later. Its reader stays empty; it is there
+    for the ``StreamWriter`` that the ``Outbox`` writes with. ``on_lost`` is told once
+    the connection is gone (with the error, if one ended it)."""
+
+    def __init__(
+        self, on_lines: Callable[[list[bytes]], None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+        super().__init__(self.reader, loop=loop)
+        self._on_lines = on_lines
+        self._lines = LineBuffer()
+        self._error: Exception | None = None
+        self._stream_transport: asyncio.BaseTransport | None = None
+        self.on_lost: Callable[[Exception | None], None] = lambda _error: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._stream_transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            lines = self._lines.feed(data)
+        except ValueError as exc:  # a line over MAX_LINE: the stream cannot be trusted
+            self._error = exc
+            if self._stream_transport is not None:
+                self._stream_transport.close()
+            return
+        if lines:
+            self._on_lines(lines)
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False  # the runner closed its side: close ours (``connection_lost`` follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.on_lost(exc or self._error)
 
 
 def runner_executor_factory(data_dir: str | os.PathLike[str]) -> Callable[[Any], RunnerExecutor]:
