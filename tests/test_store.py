@@ -32,7 +32,7 @@ from jobhost.models import (
     Trigger,
     User,
 )
-from jobhost.store import SqlStore, head_revision, make_store, normalize_url
+from jobhost.store import SqlStore, head_revision, make_store, normalize_url, tables
 from jobhost.store.tables import metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -745,3 +745,33 @@ def test_history_shows_what_a_finished_run_started_after_it_ended(store: SqlStor
     store.save_executions([ended.evolve(chained=("r2",))])
 
     assert store.history(HistoryQuery()).items[0].chained == ("r2",)
+
+
+def test_a_live_row_is_written_again_after_it_was_deleted(sqlite_store: SqlStore) -> None:
+    sqlite_store.save_executions([run("gone", status=S.RUNNING)])
+    with sqlite_store.write() as conn:
+        conn.execute(sa.delete(tables.executions).where(tables.executions.c.id == "gone"))
+    sqlite_store.save_executions([run("gone", status=S.RUNNING).evolve(pid=7)])  # an update
+    stored = sqlite_store.get_execution("gone")
+    assert stored is not None
+    assert (stored.status, stored.pid, stored.job_id) == (S.RUNNING, 7, "Shop/Nightly")
+
+
+def test_a_live_row_written_again_holds_every_change_of_its_batch(
+    sqlite_store: SqlStore,
+) -> None:
+    sqlite_store.save_executions([run("a", status=S.RUNNING).evolve(host="h", pid=1)])
+    sqlite_store.save_executions(
+        [
+            run("a", status=S.RUNNING).evolve(host="h", pid=1, progress=0.5),
+            run("b", status=S.QUEUED),
+            run("a", status=S.SUCCEEDED).evolve(pid=1, exit_code=0),  # host and progress unset
+        ]
+    )
+    event = AuditEvent(action="job.start", user="alice", target="Shop/Nightly")
+    with pytest.raises(sa.exc.IntegrityError):  # the same audit event twice: nothing stored
+        sqlite_store.save_batch([run("b", status=S.RUNNING)], [event, event])
+    sqlite_store.save_executions([run("b", status=S.QUEUED).evolve(queue_position=2)])
+    a, b = sqlite_store.get_execution("a"), sqlite_store.get_execution("b")
+    assert a == run("a", status=S.SUCCEEDED).evolve(pid=1, exit_code=0)
+    assert b == run("b", status=S.QUEUED).evolve(queue_position=2)

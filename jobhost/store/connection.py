@@ -65,6 +65,7 @@ class Prepared:
     def __init__(self, stmt: Any, table: sa.Table, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=[c.name for c in table.columns])
         self.sql: str = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())  # the ``?`` in order
         convert = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.c}
         self._plan = [(name, convert[name]) for name in compiled.positiontup or ()]
 

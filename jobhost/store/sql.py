@@ -46,6 +46,7 @@ from jobhost.models import (
 from jobhost.store import tables as t
 from jobhost.store.connection import Checkpointer, Prepared, create_engine
 from jobhost.store.finished import FinishedRuns, Key
+from jobhost.store.written import WrittenRows
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -160,6 +161,7 @@ class SqlStore:
         # SQLite: the journal's own connection, kept between batches (``save_batch``).
         self._hot: Any = None
         self._hot_lock = threading.Lock()
+        self._written: WrittenRows | None = None  # the live rows as the hot writes left them
         self._checkpointer = Checkpointer(self._engine)
         self._finished = FinishedRuns()
 
@@ -287,24 +289,29 @@ class SqlStore:
         if self._prepared is None:
             self._prepared = self._prepare()
         upsert, insert = self._prepared
-        batches = [
-            (upsert, upsert.params([t.execution_to_row(e) for e in executions])),
-            (insert, insert.params([t.audit_to_row(e) for e in audit])),
-        ]
+        audit_rows = insert.params([t.audit_to_row(e) for e in audit])
+        values = upsert.params([t.execution_to_row(e) for e in executions])
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
         sql = "BEGIN IMMEDIATE"  # as ``write()``: queue on busy_timeout, never fail at once
         with self._hot_lock:
+            written = self._written
+            if written is None:
+                written = WrittenRows(t.executions, upsert.names, self._engine.dialect)
+                self._written = written
+            batch: dict[str, list[Any]] = {}
             try:
                 cursor = self._hot_cursor()
                 cursor.execute(sql)
                 try:
-                    for prepared, params in batches:
-                        if params:
-                            sql = prepared.sql
-                            cursor.executemany(sql, params)
+                    sql = upsert.sql  # or an UPDATE of the columns that changed
+                    written.write(cursor, upsert.sql, values, batch)
+                    if audit_rows:
+                        sql = insert.sql
+                        cursor.executemany(sql, audit_rows)
                     sql = "COMMIT"
                     cursor.execute(sql)
                 except BaseException:
+                    written.forget()  # whatever the row holds now, the next write is whole
                     with contextlib.suppress(dbapi_error):  # SQLite may have rolled back
                         cursor.execute("ROLLBACK")
                     raise
@@ -312,6 +319,7 @@ class SqlStore:
                 raise sa.exc.DBAPIError.instance(
                     sql, None, exc, dbapi_error, dialect=self._engine.dialect
                 ) from exc
+            written.commit(batch, {e.id for e in executions if e.status.terminal})
         self._finished.refresh(executions)
         self._checkpointer.request()
 
