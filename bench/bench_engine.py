@@ -90,6 +90,7 @@ async def _throughput(
     """
     processes = _host_processes(data_dir)
     host_before, jobs_before = _cpu(processes)
+    commits_before = engine.journal.batches
     begun = time.perf_counter()
 
     async def one() -> Execution:
@@ -105,6 +106,7 @@ async def _throughput(
     ]
     if split is not None:
         split[:] = shares
+        split.append((engine.journal.batches - commits_before) / count)
     jobs = jobs_after - jobs_before
     return count / elapsed, sum(shares), jobs * 1000 / count
 
@@ -146,8 +148,10 @@ async def _run(root: Path) -> dict[str, float]:
             figures["job_cpu_ms_per_execution_1000_true"],
         ) = await _throughput(engine, "Bench/True", 1000, settings.data_dir, split)
         # The host's CPU per run, the server's and the runner's apart.
-        for name, share in zip(("server", "runner"), split, strict=False):
+        *shares, commits = split
+        for name, share in zip(("server", "runner"), shares, strict=False):
             figures[f"{name}_cpu_ms_per_execution_1000_true"] = share
+        figures["journal_commits_per_execution_1000_true"] = commits
         figures["host_rss_mb_1000_running_sleep"] = await _memory(engine, "Bench/Sleep", 1000)
         figures["journal_rows_per_batch"] = engine.journal.rows / max(1, engine.journal.batches)
         return figures

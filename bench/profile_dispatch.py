@@ -1,11 +1,12 @@
 """Where the dispatch path spends its time: py-spy on a burst of ``/bin/true`` runs.
 
-    python -m bench.profile_dispatch [--runs 2000] [--out /tmp/dispatch]
+    python -m bench.profile_dispatch [--runs 2000] [--rate 100] [--out /tmp/dispatch]
 
 Opens an engine as ``python -m bench engine`` does, warms it up, then samples this process
 and the data dir's runner (when the local executor uses one) with py-spy (GIL holder only,
-100 Hz) while ``--runs`` starts are submitted at once and awaited, and prints each
-process's top frames (inclusive and own). The raw stacks stay in ``OUT-engine`` and
+``--rate`` Hz: a burst lasts seconds, so a higher rate gives more samples) while
+``--runs`` starts are submitted at once and awaited, and prints each process's top frames
+(inclusive and own). The raw stacks stay in ``OUT-engine`` and
 ``OUT-runner`` (collapsed format, for flamegraph.pl or speedscope).
 """
 
@@ -24,7 +25,7 @@ from jobhost.config import Settings
 from jobhost.engine import JobHost
 
 
-async def _run(root: Path, runs: int, out: str) -> None:
+async def _run(root: Path, runs: int, out: str, rate_hz: int) -> None:
     apps = root / "apps"
     _job(apps, "True", "run", "#!/bin/sh\n:\n")
     settings = Settings(
@@ -34,7 +35,7 @@ async def _run(root: Path, runs: int, out: str) -> None:
         await _latency(engine, "Bench/True", 50)  # warm-up: imports, first connections
         processes = _host_processes(settings.data_dir)
         names = ["engine", "runner", "other"][: len(processes)]
-        sample = [_py_spy(), "record", "--gil", "-r", "100", "-f", "raw"]
+        sample = [_py_spy(), "record", "--gil", "-r", str(rate_hz), "-f", "raw"]
         spies = [
             subprocess.Popen(
                 [*sample, "-o", f"{out}-{name}", "-p", str(process.pid)],
@@ -59,10 +60,11 @@ async def _run(root: Path, runs: int, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "jobhost-dispatch"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_run(Path(tmp), args.runs, args.out))
+        asyncio.run(_run(Path(tmp), args.runs, args.out, args.rate))
 
 
 if __name__ == "__main__":
