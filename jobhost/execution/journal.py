@@ -79,6 +79,11 @@ class Journal:
         self._thread = threading.Thread(target=self._run, name="jobhost-journal", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether records are taken (between ``start`` and ``aclose``)."""
+        return self._thread is not None and not self._closing
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call on the bounded database pool (reads use this too)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -156,7 +161,7 @@ class Journal:
         if self._fold_timer is not None:
             self._fold_timer.cancel()
             self._unfold_all()
-        if self._thread is not None and not self._closing:
+        if self.running:
             # Settled after every batch before it, the one in flight included.
             await self._submit(None, ())
 

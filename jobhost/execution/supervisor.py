@@ -625,8 +625,10 @@ class Supervisor:
         while self._tasks or self._unannounced:
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            elif self.journal.running:
+                await self.journal.flush()  # the announcements follow their commits
             else:
-                await self.journal.flush()
+                return  # nothing will commit them any more
 
     async def aclose(self, *, stop_running: bool, stopped_by: str = "server shutdown") -> None:
         for job_id in self.restart_pending():
