@@ -30,12 +30,13 @@ from jobhost.errors import Conflict, TooManyRequests
 from jobhost.execution.admission import (
     FREE,
     Admission,
+    Decision,
     Policy,
     Queue,
     Reject,
     admit,
 )
-from jobhost.execution.concurrency import Slots, admission_of, slot_of
+from jobhost.execution.concurrency import Slot, Slots, admission_of, slot_of
 from jobhost.execution.exits import exit_status, timeout_message
 from jobhost.execution.journal import Journal
 from jobhost.execution.launch import Launcher
@@ -138,13 +139,7 @@ class Supervisor:
         ``audit`` makes the event that explains the start; it is committed in the same
         transaction as the execution's first record."""
         job = launch.job
-        definition = job.definition
-        assert definition is not None
-        slot = None if test else slot_of(job.id, definition, launch.variables)
-        policy = Policy.of(definition)
-        request = Admission(job.id, policy, test) if slot is None else admission_of(slot, policy)
-        occupancy = self.slots.occupancy(slot, self.settings.max_queue) if slot else FREE
-        decision = admit(request, occupancy if request.limited else FREE)
+        slot, decision = self._admit(launch, test)
         if isinstance(decision, Reject):
             if decision.full:
                 raise TooManyRequests(decision.reason)
@@ -204,6 +199,21 @@ class Supervisor:
         for old in replace:
             await self.stop(old, by="replaced by a newer run")
         return self.live.get(execution.id, execution)
+
+    def _admit(self, launch: Launch, test: bool) -> tuple[Slot | None, Decision]:
+        """The slot a new run of ``launch`` takes (none for a test run), and whether it may
+        start now, must wait or may not run (``admission.admit``)."""
+        job = launch.job
+        definition = job.definition
+        assert definition is not None
+        slot = None if test else slot_of(job.id, definition, launch.variables)
+        policy = Policy.of(definition)
+        request = Admission(job.id, policy, test) if slot is None else admission_of(slot, policy)
+        if slot is None or not request.limited:
+            # The answer does not depend on the holders: an unlimited job has many in a
+            # burst, and listing them for each start made a burst's starts quadratic.
+            return slot, admit(request, FREE)
+        return slot, admit(request, self.slots.occupancy(slot, self.settings.max_queue))
 
     def _forget(self, execution: Execution) -> None:
         """Drop a run from memory without a record (its first write failed)."""
