@@ -38,9 +38,9 @@ VERBS: dict[str, tuple[str, str]] = {
         "What a start would do now: next fires, argv, env, init verdict, limits, admission.",
     ),
     "run": ("local", "Run a job in the foreground, streaming its output; Ctrl-C stops it cleanly."),
-    "history": ("local", "Past and current executions, newest first."),
-    "status": ("local", "One execution's record."),
-    "output": ("local", "Print an execution's captured output (from a byte offset)."),
+    "history": ("history", "Past and current executions, newest first."),
+    "status": ("history", "One execution's record."),
+    "output": ("history", "Print an execution's captured output (from a byte offset)."),
     "prune": ("local", "Delete history (and logs) past the retention settings."),
     "login": (
         "remote",
@@ -78,7 +78,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "tokens": ("remote", "API tokens for scripts and the CLI."),
     "passwd": ("remote", "Change your own password on the server (the current one is asked)."),
 }
-MODULES = ("local", "plan", "hooks", "schedule", "remote", "serve", "worker")
+MODULES = ("local", "history", "plan", "hooks", "schedule", "remote", "serve", "worker")
 
 
 def load_verbs(*modules: str) -> dict[str, Any]:

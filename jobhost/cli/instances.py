@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from jobhost.cli.common import err, handle_errors, out, print_json, state
+from jobhost.cli.common import err, handle_errors, open_store, out, print_json, state
 from jobhost.cli.remote import client_for
 
 
@@ -48,7 +48,6 @@ def register(app: typer.Typer) -> None:
                 body = client.call("GET", "/api/v1/instances")
             _show(body["instances"], body.get("current"), as_json)
             return
-        from jobhost.cli.local import open_store
         from jobhost.models import utcnow
         from jobhost.store import instances
 

@@ -1,14 +1,15 @@
 """Verbs that work on this machine without a server: the CLI acts as local superuser
-(whoever can run it can read the job files anyway).
+(whoever can run it can read the job files anyway). The run records (``history``,
+``status``, ``output``) are read in ``jobhost.cli.history``.
 
-``catalog``, ``test``, ``run``, ``history``, ``status`` and ``output`` go to the server
-instead when one is configured (see ``CliState.remote``), with the same ``--json`` fields.
+``catalog``, ``test`` and ``run`` go to the server instead when one is configured (see
+``CliState.remote``), with the same ``--json`` fields.
 
-Locally, the read verbs (``catalog``, ``validate``, ``history``, ``status``, ``output``)
-read the store and the logs directly: no engine, no executor, no reconciliation, no
-thread, so a server running on the same data dir is never disturbed. ``run``, ``test``
-and ``prune`` open an engine of their own, registered as a ``cli`` instance with its own
-lease: it owns the runs it starts and touches no other instance's runs.
+Locally, ``catalog`` and ``validate`` read the job folders and the store directly: no
+engine, no executor, no reconciliation, no thread, so a server running on the same data
+dir is never disturbed. ``run``, ``test`` and ``prune`` open an engine of their own,
+registered as a ``cli`` instance with its own lease: it owns the runs it starts and
+touches no other instance's runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -30,31 +30,27 @@ from jobhost.cli.common import (
     STATUS_STYLE,
     ending,
     err,
-    execution_table,
     fail,
     handle_errors,
     out,
     parse_vars,
-    print_execution,
     print_json,
+    remote_verbs,
     state,
+    with_store,
 )
 from jobhost.cli.scaffold import scaffold_job
 from jobhost.errors import (
     BadRequest,
-    ExecutionNotFound,
     InitHookFailed,
     InvalidDefinition,
     JobHostError,
     VariableError,
 )
-from jobhost.models import Execution, ExecutionStatus, HistoryQuery, Principal, Trigger
+from jobhost.models import Execution, ExecutionStatus, Principal, Trigger
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without it
-    from types import ModuleType
-
     from jobhost.engine import JobHost
-    from jobhost.store import SqlStore
 
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -65,14 +61,6 @@ DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", help="The script gets JOBHOST_DRY_RUN=1 and should change nothing."),
 ]
-
-
-def _remote() -> ModuleType:
-    """The remote verbs, imported only when a server is configured: they bring the HTTP
-    client and the API's models (about 0.15 s of imports a local command does not need)."""
-    from jobhost.cli import remote
-
-    return remote
 
 
 def with_engine(ctx: typer.Context, work: Callable[[JobHost], Awaitable[T]]) -> T:
@@ -89,34 +77,11 @@ def with_engine(ctx: typer.Context, work: Callable[[JobHost], Awaitable[T]]) -> 
     return asyncio.run(go())
 
 
-def open_store(ctx: typer.Context) -> SqlStore:
-    """The local store for reading, migrated only when it is behind (a read verb on an
-    up-to-date store takes no write lock)."""
-    from jobhost.store import head_revision, make_store
-
-    store = make_store(state(ctx).settings(watch=False, scheduler_enabled=False))
-    try:
-        if store.current_revision() != head_revision():
-            store.migrate()
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def with_store(ctx: typer.Context, work: Callable[[SqlStore], T]) -> T:
-    store = open_store(ctx)
-    try:
-        return work(store)
-    finally:
-        store.close()
-
-
 @handle_errors
 def catalog_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List every discovered job, valid or not (the server's catalog when one is set)."""
     if (server := state(ctx).remote()) is not None:
-        _remote().catalog(server, as_json)
+        remote_verbs().catalog(server, as_json)
         return
     settings = state(ctx).settings()
     catalog = scan(settings.apps_roots)
@@ -200,7 +165,7 @@ def test_cmd(
     parse_job_id(job_id)
     variables = parse_vars(var)
     if (server := state(ctx).remote()) is not None:
-        _remote().test(server, job_id, variables, as_json, dry_run=dry_run)
+        remote_verbs().test(server, job_id, variables, as_json, dry_run=dry_run)
         return
     checks: list[tuple[bool, str]] = []
 
@@ -278,7 +243,7 @@ def run_cmd(
     parse_job_id(job_id)
     variables = parse_vars(var)
     if (server := state(ctx).remote()) is not None:
-        _remote().run(server, job_id, variables, as_json, dry_run=dry_run)  # the server's run
+        remote_verbs().run(server, job_id, variables, as_json, dry_run=dry_run)  # the server's run
         return
 
     async def work(engine: JobHost) -> Execution:
@@ -317,117 +282,6 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _parse_time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{option} takes an ISO-8601 time, got {value!r}") from None
-
-
-@handle_errors
-def history_cmd(
-    ctx: typer.Context,
-    job: Annotated[str | None, typer.Option("--job", help="App/Job")] = None,
-    status: Annotated[list[str] | None, typer.Option("--status")] = None,
-    user: Annotated[str | None, typer.Option("--user")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="ISO-8601")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="ISO-8601")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-    as_json: JsonOpt = False,
-) -> None:
-    """Past and current executions, newest first."""
-    if (server := state(ctx).remote()) is not None:
-        filters = {
-            "job_id": job,
-            "user": user,
-            "statuses": status or [],
-            "since": since,
-            "until": until,
-            "limit": limit,
-        }
-        _remote().history(server, filters, as_json)
-        return
-    try:
-        statuses = tuple(ExecutionStatus(s) for s in status or [])
-    except ValueError:
-        choices = ", ".join(s.value for s in ExecutionStatus)
-        raise BadRequest(f"--status must be one of {choices}, got {status!r}") from None
-    query = HistoryQuery(
-        job_id=job,
-        user=user,
-        statuses=statuses,
-        since=_parse_time(since, "--since"),
-        until=_parse_time(until, "--until"),
-        limit=limit,
-    )
-    page = with_store(ctx, lambda store: store.history(query))
-    executions = [e.to_api() for e in page.items]
-    if as_json:
-        print_json(executions)
-        return
-    out.print(execution_table(executions))
-
-
-@handle_errors
-def status_cmd(
-    ctx: typer.Context,
-    execution_id: Annotated[str, typer.Argument(metavar="EXEC_ID")],
-    as_json: JsonOpt = False,
-) -> None:
-    """One execution's record."""
-    if (server := state(ctx).remote()) is not None:
-        _remote().status(server, execution_id, as_json)
-        return
-    execution = with_store(ctx, lambda store: _stored(store, execution_id))
-    if as_json:
-        print_json(execution.to_api())
-        return
-    print_execution(execution.to_api())
-
-
-@handle_errors
-def output_cmd(
-    ctx: typer.Context,
-    execution_id: Annotated[str, typer.Argument(metavar="EXEC_ID")],
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends (server).")
-    ] = False,
-) -> None:
-    """Print an execution's captured output (from a byte offset)."""
-    if (server := state(ctx).remote()) is not None:
-        _remote().output(server, execution_id, offset, follow)
-        return
-    if follow:
-        # A local engine only sees the runs of its own process; live runs belong to a server.
-        raise BadRequest(
-            "output --follow needs a server (jobhost login, or --server URL); "
-            "locally, 'jobhost run' streams the output as it runs"
-        )
-
-    from jobhost.execution.launch import log_path
-    from jobhost.execution.output import read_output
-
-    execution = with_store(ctx, lambda store: _stored(store, execution_id))
-    path = str(log_path(state(ctx).settings(), execution.id))
-    position = offset
-    while True:
-        data, position = read_output(path, position, 1024 * 1024)
-        if not data:
-            break
-        sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
-
-def _stored(store: SqlStore, execution_id: str) -> Execution:
-    execution = store.get_execution(execution_id)
-    if execution is None:
-        raise ExecutionNotFound(f"No execution {execution_id!r}")
-    return execution
-
-
 @handle_errors
 def prune_cmd(ctx: typer.Context) -> None:
     """Delete history (and logs) past the retention settings."""
@@ -441,9 +295,6 @@ def register(app: typer.Typer) -> None:
     app.command("new")(new_cmd)
     app.command("test")(test_cmd)
     app.command("run")(run_cmd)
-    app.command("history")(history_cmd)
-    app.command("status")(status_cmd)
-    app.command("output")(output_cmd)
     app.command("prune")(prune_cmd)
 
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from jobhost.catalog.definition import parse_job_id
 from jobhost.catalog.discovery import scan
-from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
+from jobhost.cli.common import handle_errors, open_store, out, parse_vars, print_json, state
 from jobhost.models import ExecutionStatus, HistoryQuery, Principal, utcnow
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -58,7 +58,6 @@ def plan_cmd(
 
 
 def _local_plan(ctx: typer.Context, job_id: str, variables: dict[str, str]) -> dict[str, Any]:
-    from jobhost.cli.local import open_store
     from jobhost.plan import Admission, admission, plan_run
     from jobhost.store import schedules as db
 

@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from jobhost.catalog.definition import parse_job_id
-from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state
-from jobhost.cli.local import with_engine, with_store
+from jobhost.cli.common import handle_errors, out, parse_vars, print_json, state, with_store
+from jobhost.cli.local import with_engine
 from jobhost.cli.remote import connect
 from jobhost.client import plain
 from jobhost.errors import Conflict
