@@ -15,12 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jobhost.config import Settings
+from jobhost.cli.location import StoreLocation, Unusual, store_location
 from jobhost.errors import BadRequest, JobHostError, NotAuthenticated
 
 if TYPE_CHECKING:  # imported when a verb runs: the CLI starts fast without them
     from types import ModuleType
 
+    from jobhost.config import Settings
     from jobhost.store import SqlStore
 
 P = ParamSpec("P")
@@ -60,6 +61,8 @@ class CliState:
         return Remote(server=server, token=token)
 
     def settings(self, **overrides: Any) -> Settings:
+        from jobhost.config import Settings  # pydantic-settings: only for verbs that need it
+
         given: dict[str, Any] = dict(overrides)
         if self.apps:
             given["apps_roots"] = self.apps
@@ -68,6 +71,13 @@ class CliState:
         if self.database_url is not None:
             given["database_url"] = self.database_url
         return Settings(**given)
+
+    def store(self) -> StoreLocation | Settings:
+        """Where the store is: read cheaply, or by ``Settings`` when only it can tell."""
+        try:
+            return store_location(self.data_dir, self.database_url)
+        except Unusual:
+            return self.settings()
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,7 @@ def open_store(ctx: typer.Context) -> SqlStore:
     up-to-date store takes no write lock)."""
     from jobhost.store import head_revision, make_store
 
-    store = make_store(state(ctx).settings(watch=False, scheduler_enabled=False))
+    store = make_store(state(ctx).store())
     try:
         if store.current_revision() != head_revision():
             store.migrate()

@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
-
-from jobhost.config import Settings
 
 # Feature modules that add tables to ``tables.metadata`` (each with its own migration).
 from jobhost.store import hooks as _hooks  # noqa: F401
@@ -17,10 +16,20 @@ from jobhost.store import instances as _instances  # noqa: F401
 from jobhost.store import schedules as _schedules  # noqa: F401
 from jobhost.store.sql import SqlStore, head_revision, normalize_url
 
-__all__ = ["SqlStore", "head_revision", "make_store", "normalize_url"]
+__all__ = ["SqlStore", "StoreSettings", "head_revision", "make_store", "normalize_url"]
 
 
-def make_store(settings: Settings) -> SqlStore:
+class StoreSettings(Protocol):
+    """What ``make_store`` reads of ``Settings`` (a local read passes only these)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def db_url(self) -> str: ...
+
+
+def make_store(settings: StoreSettings) -> SqlStore:
     """The store for these settings; for SQLite the data dir (and the file's folder) is
     created. The schema is not touched: call ``migrate()``."""
     url = make_url(settings.db_url)
