@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from jobhost.cli.coercion import plain_values
+
 # Verb -> (module in jobhost.cli whose ``register(app)`` adds it, the line --help shows),
 # in the order --help lists them. A new verb: register it in its module and add it here.
 VERBS: dict[str, tuple[str, str]] = {
@@ -116,6 +118,10 @@ class LazyVerbs(TyperGroup):
             self.commands.update(load_verbs(*wanted))
         return self.commands.get(cmd_name)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        plain_values(self, ctx)  # the global options
+        return super().parse_args(ctx, args)
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
@@ -126,7 +132,10 @@ class LazyVerbs(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and args[0] not in VERBS and args[0] not in self.commands:
             self.commands.update(load_verbs(*MODULES))  # for "did you mean" and unlisted verbs
-        return super().resolve_command(ctx, args)
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            plain_values(command, ctx)
+        return name, command, rest
 
 
 app = typer.Typer(
