@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import pkgutil
 import subprocess
@@ -305,11 +306,11 @@ def test_last_executions_breaks_ties_by_id_and_spans_chunks(store: SqlStore) -> 
 
 
 def _sqlite_plans(sql_store: SqlStore, work: Callable[[], object]) -> list[str]:
-    """SQLite's query plan for each SELECT that ``work`` runs on ``sql_store``."""
+    """SQLite's query plan for each SELECT (and DELETE) that ``work`` runs on ``sql_store``."""
     statements: list[tuple[str, Any]] = []
 
     def capture(conn: object, cursor: object, sql: str, params: Any, *rest: object) -> None:
-        if sql.lstrip().upper().startswith("SELECT"):
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE")):
             statements.append((sql, params))
 
     sa.event.listen(sql_store.engine, "before_cursor_execute", capture)
@@ -349,6 +350,29 @@ def test_engine_open_reads_no_finished_history(sqlite_store: SqlStore) -> None:
     for plan in plans:
         assert "SCAN executions" not in plan, plan
         assert "SCAN newest" not in plan, plan
+
+
+def test_reconciliation_at_open_reads_no_finished_history(sqlite_store: SqlStore) -> None:
+    """Every open looks for runs whose owner died and forgets dead instances: both find the
+    active runs through the status index, not by reading every finished run (NOT IN over
+    the finished statuses did, a second per million runs)."""
+    from jobhost.store import instances
+
+    gone = dataclasses.replace(run("b", "B/y", status=S.RUNNING), owner="dead")
+    sqlite_store.save_executions([run("a", "A/x"), gone])
+    found: list[list[str]] = []
+
+    def work() -> None:
+        orphans, _ = instances.orphaned_executions(sqlite_store, T0)
+        found.append([e.id for e in orphans])
+        instances.forget_dead(sqlite_store, T0)
+
+    plans = _sqlite_plans(sqlite_store, work)
+
+    assert found == [["b"]]
+    assert len(plans) >= 2
+    for plan in plans:
+        assert "SCAN executions" not in plan, plan
 
 
 def test_a_filtered_history_page_reads_from_the_newest_end(sqlite_store: SqlStore) -> None:

@@ -13,9 +13,13 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from jobhost.models import TERMINAL_STATUSES, Execution, Instance
+from jobhost.models import TERMINAL_STATUSES, Execution, ExecutionStatus, Instance
 from jobhost.store import tables as t
 from jobhost.store.sql import SqlStore
+
+# IN over the few unfinished statuses, not NOT IN over the finished ones: the (status,
+# created_at) index then answers "the active runs" without reading all of history.
+_UNFINISHED = sorted(s.value for s in ExecutionStatus if s not in TERMINAL_STATUSES)
 
 instances = sa.Table(
     "instances",
@@ -77,11 +81,10 @@ def orphaned_executions(
     owner with no row), and the expired owners that are known, by id."""
     c = t.executions.c
     i = instances.c
-    terminal = sorted(s.value for s in TERMINAL_STATUSES)
     alive = sa.select(i.id).where(i.lease_expires_at > now)
     query = (
         sa.select(t.executions)
-        .where(c.status.not_in(terminal), sa.or_(c.owner.is_(None), c.owner.not_in(alive)))
+        .where(c.status.in_(_UNFINISHED), sa.or_(c.owner.is_(None), c.owner.not_in(alive)))
         .order_by(c.created_at, c.id)
     )
     with store.read() as conn:
@@ -98,8 +101,7 @@ def forget_dead(store: SqlStore, now: datetime, keep: Sequence[str] = ()) -> int
     """Delete expired instances that no active execution names any more."""
     c = t.executions.c
     i = instances.c
-    terminal = sorted(s.value for s in TERMINAL_STATUSES)
-    still_named = sa.select(c.owner).where(c.status.not_in(terminal), c.owner.is_not(None))
+    still_named = sa.select(c.owner).where(c.status.in_(_UNFINISHED), c.owner.is_not(None))
     query = sa.delete(instances).where(i.lease_expires_at <= now, i.id.not_in(still_named))
     if keep:
         query = query.where(i.id.not_in(list(keep)))
@@ -120,8 +122,7 @@ def take_over(store: SqlStore, old: str, new: str, now: datetime) -> list[Execut
     active runs ``new``'s in the same transaction: no server elsewhere can find them
     orphaned in between and record them lost while this one can re-adopt them."""
     c = t.executions.c
-    terminal = sorted(s.value for s in TERMINAL_STATUSES)
-    active = sa.and_(c.owner == old, c.status.not_in(terminal))
+    active = sa.and_(c.owner == old, c.status.in_(_UNFINISHED))
     with store.write() as conn:
         taken = [
             t.execution_from_row(r)
