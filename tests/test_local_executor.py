@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from jobhost.errors import Conflict
+from jobhost.execution.cgroups import Isolation, Mode
 from jobhost.execution.output import stderr_spans
 from jobhost.executors.local import LocalExecutor
 from jobhost.models import Execution, ExecutionStatus, ExitInfo, LaunchSpec, Trigger
@@ -132,12 +133,15 @@ async def executor(recorder: Recorder) -> Any:
     await executor.aclose()
 
 
+@pytest.mark.parametrize("isolation", ["auto", "rlimits"])  # rlimits: through the trampoline
 async def test_output_of_stdout_and_stderr_is_captured_with_stderr_marked(
-    executor: LocalExecutor, recorder: Recorder, tmp_path: Path
+    recorder: Recorder, tmp_path: Path, isolation: Mode
 ) -> None:
+    executor = LocalExecutor(recorder, host="test-host", isolation=Isolation.detect(isolation))
     spec = make_spec(tmp_path, "e1", sh("echo one; echo two >&2; echo three"))
     await executor.start(spec)
     info = await recorder.exited("e1")
+    await executor.aclose()
 
     # One log, each stream in its order; which bytes came from stderr is on the side.
     log = Path(spec.log_path).read_bytes()

@@ -145,7 +145,8 @@ class ChildProcess:
             popen: subprocess.Popen[bytes] | Spawned | None = None
             setup = ExecSetup() if confinement is None else confinement.exec_setup()
             if setup is not None:
-                popen = _through_trampoline(argv, cwd, child_env, stdin, output_w, control_w, setup)
+                outputs = (output_w, error_w if split_stderr else output_w, control_w)
+                popen = _through_trampoline(argv, cwd, child_env, stdin, outputs, setup)
             if popen is None:
                 popen = start() if confinement is None else confinement.spawn(start)
             if confinement is not None:
@@ -252,15 +253,15 @@ def _through_trampoline(
     cwd: str,
     env: Mapping[str, str],
     stdin: int | None,
-    output_w: int,
-    control_w: int,
+    outputs: tuple[int, int, int],
     setup: ExecSetup,
 ) -> Spawned | None:
+    """``outputs``: the child's stdout, stderr (the same pipe when merged) and control."""
     if stdin is not None:
-        return TRAMPOLINE.spawn(argv, cwd, env, (stdin, output_w, control_w), setup)
+        return TRAMPOLINE.spawn(argv, cwd, env, (stdin, *outputs), setup)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return TRAMPOLINE.spawn(argv, cwd, env, (devnull, output_w, control_w), setup)
+        return TRAMPOLINE.spawn(argv, cwd, env, (devnull, *outputs), setup)
     finally:
         os.close(devnull)
 

@@ -9,9 +9,10 @@ yet is a child of the runner, which keeps its pidfd, ``wait4`` and rusage.
 
 Run as ``python -I -S spawn_helper.py <socket fd>``; standard library only, never
 imported by the server. Requests (one at a time, from ``jobhost.execution.trampoline``):
-a 4-byte length and a ``marshal``-ed dict, with stdin, output and control descriptors attached
-(``SCM_RIGHTS``); the reply is ``{"pid": N}``, with ``"errno"`` and ``"step"`` when the
-child failed before its ``exec`` (it then exits 127, for the parent to reap).
+a 4-byte length and a ``marshal``-ed dict, with stdin, stdout, stderr and control
+descriptors attached (``SCM_RIGHTS``); the reply is ``{"pid": N}``, with ``"errno"`` and
+``"step"`` when the child failed before its ``exec`` (it then exits 127, for the parent
+to reap).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ CLONE_PARENT = 0x00008000
 SIGCHLD = 17
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}  # flags come first on both; the rest are 0
 HEADER = Struct("!I")
-FDS = 3  # stdin, output (stdout and stderr), control
+FDS = 4  # stdin, stdout, stderr, control (an older sender: stdin, stdout and stderr, control)
 INT = 4  # bytes of one descriptor number in SCM_RIGHTS
 CONTROL_FD = 3  # the job's JOBHOST_CONTROL_FD
 NOT_THERE = (2, 20)  # ENOENT, ENOTDIR: try the next folder of PATH
@@ -79,6 +80,19 @@ def programs(argv0: str, env: dict[str, str]) -> list[str]:
     return [os.path.join(folder or ".", argv0) for folder in path.split(os.pathsep)]
 
 
+def descriptors(fds: list[int], report: int) -> int:
+    """Put stdin, stdout, stderr and the control pipe in place, close every other one;
+    returns where ``report`` went."""
+    if len(fds) == FDS - 1:  # an older sender: stdout and stderr are one pipe
+        fds = [fds[0], fds[1], fds[1], fds[2]]
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, FIRST_FREE) for fd in (*fds, report)]
+    for target, fd in enumerate(moved[:FDS]):
+        os.dup2(fd, target)
+    report = os.dup2(moved[FDS], CONTROL_FD + 1, inheritable=False)
+    os.closerange(CONTROL_FD + 2, 1 << 30)  # close_range(2) under the hood
+    return report
+
+
 def child(
     request: dict[str, Any], fds: list[int], report: int, env: dict[str, str], paths: list[str]
 ) -> NoReturn:
@@ -91,13 +105,7 @@ def child(
             os.close(joined)
         step = "setup"
         os.setsid()
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, FIRST_FREE) for fd in (*fds, report)]
-        os.dup2(moved[0], 0)
-        os.dup2(moved[1], 1)
-        os.dup2(moved[1], 2)
-        os.dup2(moved[2], CONTROL_FD)
-        report = os.dup2(moved[3], CONTROL_FD + 1, inheritable=False)
-        os.closerange(CONTROL_FD + 2, 1 << 30)  # close_range(2) under the hood
+        report = descriptors(fds, report)
         for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
             _signal.signal(signum, _signal.SIG_DFL)  # as subprocess restores them
         step = "chdir"

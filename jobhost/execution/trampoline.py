@@ -95,7 +95,7 @@ class _Helper:
     def usable(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
 
-    def request(self, body: bytes, fds: tuple[int, int, int]) -> dict[str, Any]:
+    def request(self, body: bytes, fds: tuple[int, int, int, int]) -> dict[str, Any]:
         self.sock.sendmsg(
             [HEADER.pack(len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))]
         )
@@ -132,10 +132,10 @@ class Trampoline:
         argv: Sequence[str],
         cwd: str,
         env: Mapping[str, str],
-        fds: tuple[int, int, int],
+        fds: tuple[int, int, int, int],
         setup: ExecSetup,
     ) -> Spawned | None:
-        """Start ``argv`` with ``fds`` as stdin, stdout+stderr and the control pipe.
+        """Start ``argv`` with ``fds`` as stdin, stdout, stderr and the control pipe.
 
         ``OSError`` as ``subprocess`` raises it when the program cannot start; None when
         the helper is not available (the caller spawns the usual way).
