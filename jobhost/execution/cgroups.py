@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import queue
-import secrets
 import signal
 import threading
 import time
@@ -80,12 +80,39 @@ def _read(path: str) -> str:
     return b"".join(chunks).decode()
 
 
+def _read_small(path: str) -> str:
+    """A file of a few lines written in one go by the kernel (a value, ``oom_control``):
+    one read returns all of it, so no second read is made to see its end."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode()
+    finally:
+        os.close(fd)
+
+
 def _write(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+
+
+_homes_lock = threading.Lock()
+_home_tasks: dict[str, int] = {}  # a v1 cgroup of this process → its ``tasks``, kept open
+
+
+def _home_fd(home: str) -> int:
+    """The open ``tasks`` file a spawner thread writes itself back to (one write per move,
+    instead of an open, a write and a close)."""
+    fd = _home_tasks.get(home)
+    if fd is None:
+        with _homes_lock:
+            fd = _home_tasks.get(home)
+            if fd is None:
+                fd = os.open(home + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+                _home_tasks[home] = fd
+    return fd
 
 
 def _own_cgroups(text: str) -> dict[str, str]:
@@ -211,7 +238,7 @@ class Isolation:
         joined: list[str] = []
         try:
             for controller, path in group.paths.items():
-                _write(os.path.join(path, "tasks"), tid)
+                _write(path + "/tasks", tid)
                 joined.append(controller)
             return spawn()
         finally:
@@ -221,8 +248,9 @@ class Isolation:
         """Send the spawning thread back to its own cgroups, and give the run its exact
         ``pids_max`` (the thread counted while it was inside)."""
         try:
+            value = tid.encode()
             for controller in joined:
-                _write(os.path.join(self.homes[controller], "tasks"), tid)
+                os.write(_home_fd(self.homes[controller]), value)
         except OSError as exc:
             # It stays in the run's cgroup: this thread spawns through helpers from now on.
             log.warning("A spawner thread cannot leave the cgroup of a run: %s", exc)
@@ -351,6 +379,9 @@ def _detect_v1(
     return Isolation("cgroup1", bases), why
 
 
+_serial = itertools.count(1)  # of the run cgroups this process made
+
+
 class RunGroup:
     """One run's cgroup (one directory per v1 hierarchy, one on v2)."""
 
@@ -361,11 +392,11 @@ class RunGroup:
         self.pids_max: int | None = None
         # Unique even when an ID comes back (tests, a retried spawn) while the last cgroup
         # of that ID is still being removed; the ID first, for whoever looks.
-        name = f"{execution_id}-{secrets.token_hex(4)}"
+        name = f"{execution_id}-{os.getpid():x}.{next(_serial):x}"
         cpu_limited = limits.cpu_quota_percent is not None or limits.cpu_weight is not None
         # The cpu hierarchy only when it has a limit to hold: each one joined costs time.
         self.paths = {
-            controller: os.path.join(base, name)
+            controller: f"{base}/{name}"
             for controller, base in isolation.bases.items()
             if controller != "cpu" or cpu_limited
         }
@@ -471,10 +502,10 @@ class RunGroup:
             ooms = _field(os.path.join(base, "memory.events"), "oom_kill") or 0
             return Usage(peak, cpu, ooms)
         memory = self.paths["memory"]
-        peak = _int_file(os.path.join(memory, "memory.max_usage_in_bytes"))
+        peak = _int_file(memory + "/memory.max_usage_in_bytes")
         cpuacct = self.paths.get("cpuacct")
-        cpu_ns = None if cpuacct is None else _int_file(os.path.join(cpuacct, "cpuacct.usage"))
-        ooms = _field(os.path.join(memory, "memory.oom_control"), "oom_kill") or 0
+        cpu_ns = None if cpuacct is None else _int_file(cpuacct + "/cpuacct.usage")
+        ooms = _field(memory + "/memory.oom_control", "oom_kill") or 0
         return Usage(peak, None if cpu_ns is None else cpu_ns / 1e9, ooms)
 
     def remove(self, *, killed: bool = False) -> None:
@@ -504,7 +535,7 @@ class RunGroup:
 
 def _int_file(path: str) -> int | None:
     try:
-        return int(_read(path).strip())
+        return int(_read_small(path).strip())
     except (OSError, ValueError):
         return None
 
@@ -512,7 +543,7 @@ def _int_file(path: str) -> int | None:
 def _field(path: str, name: str) -> int | None:
     """The value of ``name`` in a flat-keyed file (``memory.events``, ``cpu.stat``…)."""
     try:
-        text = _read(path)
+        text = _read_small(path)
     except OSError:
         return None
     for line in text.splitlines():

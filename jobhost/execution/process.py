@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import os
@@ -175,10 +176,12 @@ class ChildProcess:
             if split_stderr:
                 os.close(error_r)
             raise
-        os.set_blocking(output_r, False)
-        os.set_blocking(control_r, False)
+        # One fcntl each (os.set_blocking reads the flags first): a pipe's read end from
+        # pipe2(O_CLOEXEC) has no other status flag.
+        fcntl.fcntl(output_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        fcntl.fcntl(control_r, fcntl.F_SETFL, os.O_NONBLOCK)
         if split_stderr:
-            os.set_blocking(error_r, False)
+            fcntl.fcntl(error_r, fcntl.F_SETFL, os.O_NONBLOCK)
         return cls(popen, output_r, control_r, pidfd, confinement, error_fd=error_r)
 
     def signal(self, signum: int) -> bool:
