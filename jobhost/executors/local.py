@@ -78,16 +78,19 @@ _Request = tuple[asyncio.AbstractEventLoop, _Launch, LaunchSpec, _Done]
 
 
 class _SpawnThreads:
-    """A fixed set of threads that run launches; each answer comes back as one loop callback.
+    """A fixed set of threads that run launches; the answers come back in loop callbacks.
 
-    Leaner than ``run_in_executor`` (one queue put, one ``call_soon_threadsafe``, no
-    future): dispatch does this once per start.
+    Leaner than ``run_in_executor`` (one queue put, no future): dispatch does this once per
+    start. Answers that arrive while the loop has not taken the previous ones yet join
+    them: a burst's spawns wake the loop once per batch, not once each.
     """
 
     def __init__(self, count: int) -> None:
         self._count = count
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._answers: list[tuple[_Done, LaunchSpec, _Launched | BaseException]] = []
+        self._answers_lock = threading.Lock()
 
     def run(
         self, loop: asyncio.AbstractEventLoop, fn: _Launch, spec: LaunchSpec, done: _Done
@@ -109,8 +112,22 @@ class _SpawnThreads:
                 result: _Launched | BaseException = fn(spec)
             except BaseException as exc:  # handed to the loop's callback
                 result = exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(done, spec, result)
+            with self._answers_lock:
+                first = not self._answers
+                self._answers.append((done, spec, result))
+            if first:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(self._answer)
+
+    def _answer(self) -> None:
+        """On the loop: every answer that has arrived, in order."""
+        with self._answers_lock:
+            answers, self._answers = self._answers, []
+        for done, spec, result in answers:
+            try:
+                done(spec, result)
+            except Exception:  # the others are still due
+                log.exception("Handling the spawn of %s failed", spec.execution_id)
 
     def close(self) -> None:
         for _ in self._threads:
@@ -388,16 +405,20 @@ class LocalExecutor:
         if exit is None:
             return  # woken early: the pidfd stays registered
         loop = asyncio.get_running_loop()
-        _unwatch(run, run.process.pidfd)
-        for _ in range(DRAIN_CHUNKS):
-            if not self._read_output(run):
-                break
-        for _ in range(DRAIN_CHUNKS):
-            if not self._read_stderr(run):
-                break
-        for _ in range(DRAIN_CHUNKS):
-            if not self._read_control(run):
-                break
+        process = run.process
+        _unwatch(run, process.pidfd)
+        # What is still buffered in the pipes; one that has reached its end already (it is
+        # no longer watched) has nothing more.
+        watching = run.watching
+        for fd, read in (
+            (process.output_fd, self._read_output),
+            (process.error_fd, self._read_stderr),
+            (process.control_fd, self._read_control),
+        ):
+            if fd in watching:
+                for _ in range(DRAIN_CHUNKS):
+                    if not read(run):
+                        break
         self._release(loop, run)
         self._runs.pop(run.spec.execution_id, None)
         self._events.on_exited(
