@@ -100,6 +100,7 @@ class Confinement:
         self.group = group
         self.account = account
         self._start_ticks: int | None = None  # the leader's start, for the sweep
+        self._leader: int | None = None
         self._signalled = False  # stop or timeout reached the run
         self._uid = os.geteuid() if account is None else account.uid
 
@@ -221,12 +222,15 @@ class Confinement:
         return rlimits
 
     def started(self, pid: int) -> None:
-        """Note the leader's start time (the sweep reads only processes started since)."""
-        if self.group is None:
-            self._start_ticks = _start_ticks(pid)
+        """Note the leader, whose start time bounds the sweep (processes started since)."""
+        self._leader = pid
 
     def signal(self, signum: int) -> None:
         """Signal every descendant, those that left the process group included."""
+        if not self._signalled and self.group is None and self._leader is not None:
+            # Read at the first signal, not at every spawn: the leader is not reaped before
+            # its run's last signal, so its pid still names it.
+            self._start_ticks = _start_ticks(self._leader)
         self._signalled = True
         if self.group is not None:
             self.group.signal(signum)
