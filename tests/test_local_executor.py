@@ -480,3 +480,27 @@ async def test_a_thousand_concurrent_jobs_run_and_stop(
     assert all(recorder.exits[i].stopped for i in ids)
     assert [pid for pid in pids if pid is not None and alive(pid)] == []
     assert executor.running_ids() == []
+
+
+async def test_runs_one_after_another_each_get_their_own_log_and_leave_no_other_file(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """Logs are made ahead of the next start, in the folder of the last one: a run whose
+    log already exists gets it emptied, a run in another folder gets its log there, and
+    closing the executor leaves only the runs' logs."""
+    executor = LocalExecutor(recorder, host="test-host")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "e3.log").write_text("an earlier run's output\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    for n in range(1, 6):
+        log_path = other / f"e{n}.log" if n == 4 else logs / f"e{n}.log"
+        spec = make_spec(tmp_path, f"e{n}", sh(f"echo run {n}"), log_path=str(log_path))
+        await executor.start(spec)
+        assert (await recorder.exited(f"e{n}")).exit_code == 0
+        assert log_path.read_text() == f"run {n}\n"
+    await executor.aclose()
+    assert sorted(os.listdir(logs)) == ["e1.log", "e2.log", "e3.log", "e5.log"]
+    assert os.listdir(other) == ["e4.log"]
+    assert (logs / "e1.log").stat().st_mode & 0o777 == 0o640

@@ -35,10 +35,12 @@ within one loop turn may show swapped, as with any capture that keeps them apart
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,11 +93,18 @@ class OutputLog:
     """
 
     def __init__(
-        self, path: str, max_bytes: int, secrets: Sequence[str] = (), *, resume: bool = False
+        self,
+        path: str,
+        max_bytes: int,
+        secrets: Sequence[str] = (),
+        *,
+        resume: bool = False,
+        fd: int | None = None,
     ) -> None:
         """Create (truncate) the log at ``path``; with ``resume``, continue the one an
         earlier writer left unfinished (``release``, or a crash): the head, the tail
-        segments and the logical size are taken from the files."""
+        segments and the logical size are taken from the files. ``fd``: the log, empty and
+        named ``path`` already (``SpareLogs.take``)."""
         max_bytes = max(max_bytes, MIN_CAP)
         # redact: secret values are masked as written, also when split across writes.
         self._masker = OutputMasker(secrets) if secrets else None
@@ -109,6 +118,9 @@ class OutputLog:
         self._stderr_fd: int | None = None  # the span file, opened at the first stderr read
         self._stderr_masker = OutputMasker(secrets) if secrets else None
         self._closed = False
+        if fd is not None:
+            self._fd = fd
+            return
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
         try:
             self._fd = os.open(path, flags, 0o640)
@@ -278,6 +290,88 @@ class OutputLog:
         for start, _size in self._segments:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_segment_path(self.path, start))
+
+
+class SpareLogs:
+    """Log files made ahead of time, off the path of a start.
+
+    Creating a file is the slowest step of a launch (an ext4 folder where many files were
+    deleted lately makes each new inode cost most of a millisecond). A spawner thread with
+    nothing to do makes a nameless file (``O_TMPFILE``) in the folder of the last log; the
+    next start names it (``linkat``, a few microseconds). Nameless files vanish with the
+    process, so none is ever left behind.
+    """
+
+    def __init__(self, count: int = 2) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+        self._folder: str | None = None  # where the logs go: that of the last one taken
+        self._spares: list[int] = []
+        self._making = 0
+        self._usable = True
+        self._fds = -1  # /proc/self/fd: a nameless file is named through its entry there
+
+    def take(self, path: str) -> int | None:
+        """An open, empty file named ``path`` now; None when there is no spare for it (or
+        ``path`` exists): the caller creates the file."""
+        folder = os.path.dirname(path)
+        fd = None
+        with self._lock:
+            if folder == self._folder:
+                fd = self._spares.pop() if self._spares else None
+            else:
+                self._folder = folder  # the next spares are made there
+                self._close(self._spares)
+                self._spares = []
+        if fd is None:
+            return None
+        try:
+            os.link(str(fd), path, src_dir_fd=self._fds, follow_symlinks=True)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def make(self) -> None:
+        """Make one spare if fewer than ``count`` are there (a blocking call)."""
+        with self._lock:
+            folder = self._folder
+            if (
+                not self._usable
+                or folder is None
+                or len(self._spares) + self._making >= self._count
+            ):
+                return
+            self._making += 1
+            if self._fds < 0:
+                self._fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = None
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # not on this file system
+                self._usable = False
+        finally:
+            with self._lock:
+                self._making -= 1
+                if fd is not None and folder == self._folder:
+                    self._spares.append(fd)
+                    fd = None
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close(self._spares)
+            self._spares = []
+            if self._fds >= 0:
+                os.close(self._fds)
+                self._fds = -1
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ the pipes is drained, and ``on_exited`` reports it.
 
 Spawning goes through a small fixed set of threads (``SPAWN_THREADS``): ``fork_exec``
 releases the GIL, so two cores start processes in parallel and the loop keeps serving
-while a spawn is in progress. The threads are busy only during the spawn and the creation
-of the log file; no thread ever waits on a running job. Measured on two cores, a burst of
+while a spawn is in progress. The threads are busy only during the spawn and, when no start
+is waiting, making the next run's log file ahead of it; no thread ever waits on a running
+job. Measured on two cores, a burst of
 trivial jobs runs about half again as fast with two threads as with one, and spawning on
 the loop itself is slower still.
 
@@ -38,7 +39,7 @@ from jobhost.abc import ExecutionEvents
 from jobhost.errors import Conflict
 from jobhost.execution.cgroups import Isolation
 from jobhost.execution.confinement import Confinement
-from jobhost.execution.output import CHUNK, OutputLog
+from jobhost.execution.output import CHUNK, OutputLog, SpareLogs
 from jobhost.execution.process import (
     MAX_CONTROL_LINE,
     ChildProcess,
@@ -85,8 +86,10 @@ class _SpawnThreads:
     them: a burst's spawns wake the loop once per batch, not once each.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, idle: Callable[[], None]) -> None:
+        """``idle()`` runs on a thread that has answered and finds no request waiting."""
         self._count = count
+        self._idle = idle
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._answers: list[tuple[_Done, LaunchSpec, _Launched | BaseException]] = []
@@ -118,6 +121,11 @@ class _SpawnThreads:
             if first:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     loop.call_soon_threadsafe(self._answer)
+            if self._requests.empty():
+                try:
+                    self._idle()
+                except Exception:  # only work done ahead of time: the spawns go on without
+                    log.exception("Preparing the next spawn failed")
 
     def _answer(self) -> None:
         """On the loop: every answer that has arrived, in order."""
@@ -171,7 +179,8 @@ class LocalExecutor:
         self._runs: dict[str, _Run] = {}
         # Executions being spawned right now → the grace of a stop asked for meanwhile.
         self._spawning: dict[str, float] = {}
-        self._spawner = _SpawnThreads(SPAWN_THREADS)
+        self._spare_logs = SpareLogs()
+        self._spawner = _SpawnThreads(SPAWN_THREADS, self._prepare)
         self._then: dict[str, Callable[[], object]] = {}  # after a spawn (``launch``)
         self._devnull = -1  # shared stdin of every child, opened on first use
         raise_fd_limit()
@@ -288,6 +297,7 @@ class LocalExecutor:
             run.process.detach()
         self._runs.clear()
         self._spawner.close()  # waits for a spawn in flight: it takes a millisecond
+        self._spare_logs.close()
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
@@ -301,7 +311,9 @@ class LocalExecutor:
         than doing part of its work before being killed.
         """
         try:
-            output = OutputLog(spec.log_path, spec.max_output_bytes, spec.secrets)  # redact
+            spare = self._spare_logs.take(spec.log_path)
+            # redact: the log masks the run's secret values as it writes
+            output = OutputLog(spec.log_path, spec.max_output_bytes, spec.secrets, fd=spare)
         except OSError as exc:
             return f"Cannot open the output log {spec.log_path}: {exc}"
         try:
@@ -322,6 +334,11 @@ class LocalExecutor:
             # The program only: arguments and environment may hold secret values.
             return f"Cannot start {shlex.quote(spec.argv[0]) if spec.argv else 'job'}: {exc}"
         return output, process
+
+    def _prepare(self) -> None:
+        """Ahead of the next start, on a spawner thread with nothing else to do: its log
+        file, so that the start itself only names it."""
+        self._spare_logs.make()
 
     # -- loop callbacks ---------------------------------------------------------------
 
