@@ -169,6 +169,11 @@ def sse(response: httpx.Response) -> Iterator[tuple[str, str | None, Any]]:
             event, event_id = "message", None
 
 
+def next_event(changes: Iterator[tuple[str, str | None, Any]]) -> tuple[str, str | None, Any]:
+    """The next SSE message that is not a heartbeat."""
+    return next(change for change in changes if change[0] != "heartbeat")
+
+
 def until_ended(client: httpx.Client, execution_id: str) -> dict[str, Any]:
     """Follow the run's output stream to its ``end`` event (awaited, no polling)."""
     with client.stream("GET", f"/api/v1/jobs/output/{execution_id}/stream") as stream:
@@ -239,7 +244,7 @@ def test_stops_and_restarts_sent_to_either_server_reach_the_owner(
         # events carry the end of A's run.
         with on_b.stream("GET", "/api/v1/jobs/events") as events:
             changes = sse(events)
-            assert next(changes)[0] == "snapshot"
+            assert next_event(changes)[0] == "snapshot"
             stopped = ops_on_b.post("/api/v1/jobs/stop", json={"execution_id": run["id"]})
             assert stopped.status_code == 202, stopped.text
             assert stopped.json()["executions"][0]["status"] in ("stopping", "stopped")
@@ -291,7 +296,7 @@ def test_the_other_server_tells_its_subscribers_a_runs_progress_and_stopping(
         until_output(on_a, run["id"], "ready")
         with on_b.stream("GET", "/api/v1/jobs/events") as events:
             changes = sse(events)
-            assert next(changes)[0] == "snapshot"  # subscribed: nothing can be missed now
+            assert next_event(changes)[0] == "snapshot"  # subscribed: nothing can be missed now
             gate.touch()  # the run reports its progress on A
             seen: list[tuple[str, str | None, float | None]] = []
             deadline = time.monotonic() + WAIT  # heartbeats keep the stream from idling
@@ -360,7 +365,7 @@ def test_an_owner_killed_for_good_has_its_runs_resolved_after_its_lease(
         pid = on_a.get(f"/api/v1/jobs/status/{run['id']}").json()["pid"]
     with b.client() as on_b, on_b.stream("GET", "/api/v1/jobs/events") as events:
         changes = sse(events)
-        assert next(changes)[0] == "snapshot"  # subscribed: no change can be missed now
+        assert next_event(changes)[0] == "snapshot"  # subscribed: no change can be missed now
         a.kill()  # for good: its lease runs out (3 s), and B resolves its runs
         for event, _, data in changes:
             if event == "execution" and data["id"] == run["id"] and data["status"] == "lost":
