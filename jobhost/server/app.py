@@ -28,6 +28,7 @@ from jobhost.server.adhoc import AdhocRunner
 from jobhost.server.auth import Authenticator
 from jobhost.server.contract import install_contract
 from jobhost.server.errors import install_error_handlers
+from jobhost.server.fastreads import FastReads
 from jobhost.server.limits import BodySizeLimit, LoginLimiter
 from jobhost.server.metrics import LoginCounter, Metrics
 from jobhost.server.metrics import router as metrics_router
@@ -187,6 +188,7 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
     # Added last = outermost: headers land even on a 413 answered before the app runs.
     app.add_middleware(LoginCounter, logins=metrics.runs.logins)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(FastReads, api=app)  # the polled reads: inside the headers and 503
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequireLifespan, started=lambda: running)
     return app

@@ -458,6 +458,30 @@ class Authenticator:
         self.identities.put(key, identity, generation)
         return identity
 
+    def cached_identity(self, authorization: str | None, session: str | None) -> Identity | None:
+        """The identity ``identify`` would return, when it is in the cache and needs no
+        store call (no ``last_used_at`` write due); else None. No side effects, no audit."""
+        now = self.engine.clock()
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token.startswith(BEARER_PREFIX):
+                return None
+            identity = self.identities.get(_KEY_BEARER + hash_token(token))
+            stored = identity.token if identity is not None else None
+            if stored is None or (stored.expires_at is not None and stored.expires_at <= now):
+                return None
+            last = self._touched.get(stored.id)
+            if last is None or time.monotonic() - last >= TOUCH_EVERY_SECONDS:
+                return None
+            return identity
+        if session:
+            identity = self.identities.get(_KEY_COOKIE + hash_token(session))
+            if identity is None or identity.session is None or identity.session.expires_at <= now:
+                return None
+            return identity
+        return None
+
     async def identify(self, request: Request) -> Identity:
         """The request's identity; a bearer token wins over a cookie. NotAuthenticated if none."""
         header = request.headers.get("authorization")

@@ -45,7 +45,8 @@ class ExecutionViews:
         if execution.ended_at is None and execution.started_at is not None:
             return dumps(self.api(execution))  # its duration grows while it runs
         entry = self._json.get(execution.id)
-        if entry is None or entry[0] is not execution:
+        # An equal copy (a store read of a finished run) renders the same: compare first.
+        if entry is None or (entry[0] is not execution and entry[0] != execution):
             entry = (execution, dumps(execution.to_api()))
             self._keep(self._json, execution.id, entry)
         return entry[1]

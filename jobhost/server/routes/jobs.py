@@ -25,6 +25,7 @@ from jobhost.server.auth import (
     client_address,
     engine_of,
 )
+from jobhost.server.fastreads import executions_body, history_body
 from jobhost.server.schemas import (
     CatalogOut,
     ExecutionList,
@@ -36,7 +37,7 @@ from jobhost.server.schemas import (
     SamplesOut,
     answers,
 )
-from jobhost.server.views import dumps, views_of
+from jobhost.server.views import views_of
 from jobhost.store.recent import recent_outcomes
 from jobhost.store.sql import SqlStore
 
@@ -190,17 +191,18 @@ async def catalog_entries(
 
 
 # The reads come first: routes are matched in order, and clients poll these most.
+# Their common case is answered before routing (``jobhost.server.fastreads``); these
+# routes answer the rest and document them.
 @router.get("/status/{execution_id}", **answers(ExecutionOut))
-async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> dict[str, Any]:
+async def status(execution_id: str, identity: CurrentIdentity, request: Request) -> Response:
     execution = await engine_of(request).status(execution_id, identity.principal)
-    return execution.to_api()
+    return Response(views_of(request).json(execution), media_type="application/json")
 
 
 @router.get("/running", **answers(ExecutionList))
-async def running(identity: CurrentIdentity, request: Request) -> dict[str, Any]:
-    views = views_of(request)
+async def running(identity: CurrentIdentity, request: Request) -> Response:
     live = await cluster.running(engine_of(request), identity.principal)  # any server's
-    return {"executions": [views.api(e) for e in live]}
+    return Response(executions_body(views_of(request), live), media_type="application/json")
 
 
 @router.get("/scheduled", **answers(ExecutionList))
@@ -259,12 +261,7 @@ async def history(
         limit=limit,
         cursor=cursor or None,
     )
-    page = await engine_of(request).history(query, identity.principal)
-    views = views_of(request)
-    body = b'{"executions":[%b],"next_cursor":%b}' % (
-        b",".join(views.json(e) for e in page.items),
-        dumps(page.next_cursor),
-    )
+    body = await history_body(engine_of(request), views_of(request), query, identity.principal)
     return Response(body, media_type="application/json")
 
 
