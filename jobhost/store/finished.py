@@ -37,6 +37,17 @@ class FinishedRuns:
                 self._runs.move_to_end(key)
             return execution
 
+    def get_many(self, keys: Sequence[Key]) -> dict[str, Execution]:
+        """The cached runs of ``keys`` by ID (one lock for a whole page)."""
+        found: dict[str, Execution] = {}
+        with self._lock:
+            for key in keys:
+                execution = self._runs.get(key)
+                if execution is not None:
+                    self._runs.move_to_end(key)
+                    found[key[0]] = execution
+        return found
+
     def put(self, execution: Execution) -> None:
         if not execution.status.terminal:
             return

@@ -410,7 +410,7 @@ class SqlStore:
             stmt = stmt.where(_before(c.created_at, c.id, query.cursor))
         stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
         with self.read() as conn:
-            items = self._runs(conn, [(r.id, r.status, r.output_bytes) for r in conn.execute(stmt)])
+            items = self._runs(conn, [tuple(r) for r in conn.execute(stmt).all()])
         if len(items) <= limit:
             return Page(items=items)
         items = items[:limit]
@@ -419,7 +419,7 @@ class SqlStore:
     def _runs(self, conn: Connection, keys: list[Key]) -> list[Execution]:
         """The executions of ``keys``, in order: finished ones from the cache when their key
         is unchanged, the others from their rows (one gone since is left out)."""
-        found = {key[0]: run for key in keys if (run := self._finished.get(key)) is not None}
+        found = self._finished.get_many(keys)
         missing = [key[0] for key in keys if key[0] not in found]
         c = t.executions.c
         for chunk in _chunks(missing):
