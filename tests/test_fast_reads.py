@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from jobhost.server.fastreads import SharedReads
+from jobhost.server.shared import SharedReads
 from tests.serverfixtures import Harness, harness_fixture  # noqa: F401
 
 HISTORY = "/api/v1/jobs/history"

@@ -42,6 +42,7 @@ from jobhost.security import (
     new_csrf_token,
     new_session_id,
 )
+from jobhost.server.shared import SharedReads
 from jobhost.server.sse import paced
 
 SESSION_COOKIE = "jobhost_session"
@@ -246,6 +247,8 @@ class Authenticator:
         self.passwords = PasswordWork(engine.settings.max_pending_logins)
         self.denials = DenialBudget()
         self._touched: dict[str, float] = {}
+        # Streams opened together recheck together: one store check per credential.
+        self._rechecks = SharedReads()
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await self.engine.journal.call(fn, *args)
@@ -381,7 +384,9 @@ class Authenticator:
                 async for item in items:
                     if item is not None:
                         yield item
-                    elif not await self.still_valid(identity):
+                    elif not await self._rechecks.read(
+                        (key, identity.user.username), functools.partial(self.still_valid, identity)
+                    ):
                         return
         finally:
             self.identities.unwatch(watcher)
