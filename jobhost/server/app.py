@@ -11,6 +11,7 @@ that mounts JobHost under a prefix composes JobHost's lifespan into its own with
 
 from __future__ import annotations
 
+import gc
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -135,10 +136,16 @@ def create_app(settings: Settings, *, engine: JobHost | None = None) -> FastAPI:
         await host.open()
         try:
             app.state.one_time_password = await auth.bootstrap_admin()
+            # What start-up built (modules, the catalog) lives as long as the process:
+            # left out of the collector's full passes, which otherwise walk it all and
+            # stall the loop (hundreds of ms on a busy machine) while runs come and go.
+            gc.collect()
+            gc.freeze()
             running = True
             yield
         finally:
             running = False
+            gc.unfreeze()  # collectable again (an embedding process, a test suite)
             await adhoc.aclose()
             await host.aclose()
 
