@@ -150,7 +150,11 @@ class FastReads:
         execution_id = route[len("status/") :]
         if not execution_id or "/" in execution_id:
             return None
-        execution = await self.shared.read(
-            ("status", execution_id, principal), lambda: engine.status(execution_id, principal)
-        )
+        supervisor = engine.supervisor
+        if execution_id in supervisor.live or execution_id in supervisor.recent:
+            execution = await engine.status(execution_id, principal)  # from memory
+        else:
+            execution = await self.shared.read(
+                ("status", execution_id, principal), lambda: engine.status(execution_id, principal)
+            )
         return views.json(execution)
