@@ -5,10 +5,15 @@ revocation still takes effect at once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from jobhost.models import Execution, ExecutionStatus, Trigger, utcnow
 from jobhost.server.shared import SharedReads
+from jobhost.server.views import ExecutionViews
 from tests.serverfixtures import Harness, harness_fixture  # noqa: F401
 
 HISTORY = "/api/v1/jobs/history"
@@ -133,3 +138,26 @@ async def test_shared_reads_pass_an_error_to_every_caller() -> None:
     for waiter in waiters:
         with pytest.raises(LookupError):
             await waiter
+
+
+def test_a_running_executions_json_is_its_api_view_with_the_duration_now() -> None:
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    running = Execution(
+        id="r1",
+        job_id="Lab/Slow",
+        status=ExecutionStatus.RUNNING,
+        trigger=Trigger.USER,
+        user="ann",
+        variables={"duration_seconds": None, "note": '"duration_seconds":1'},
+        created_at=started,
+        started_at=started,
+    )
+    views = ExecutionViews()
+    for _ in range(2):  # built, then from its kept parts
+        answer = json.loads(views.json(running))
+        expected = running.to_api()
+        assert answer.pop("duration_seconds") >= 30
+        expected.pop("duration_seconds")
+        assert answer == expected
+    ended = dataclasses.replace(running, status=ExecutionStatus.SUCCEEDED, ended_at=utcnow())
+    assert json.loads(views.json(ended)) == ended.to_api()

@@ -28,6 +28,7 @@ class ExecutionViews:
         self._views: dict[str, tuple[Execution, dict[str, Any]]] = {}
         self._frames: dict[str, tuple[Execution, bytes]] = {}
         self._json: dict[str, tuple[Execution, bytes]] = {}
+        self._live: dict[str, tuple[Execution, bytes, bytes]] = {}
 
     def api(self, execution: Execution) -> dict[str, Any]:
         """A fresh dict equal to ``execution.to_api()`` (callers may change it)."""
@@ -43,7 +44,14 @@ class ExecutionViews:
     def json(self, execution: Execution) -> bytes:
         """``execution.to_api()`` as compact UTF-8 JSON (for pages built as bytes)."""
         if execution.ended_at is None and execution.started_at is not None:
-            return dumps(self.api(execution))  # its duration grows while it runs
+            # Its duration grows while it runs: the JSON around it is kept, in two parts.
+            live = self._live.get(execution.id)
+            if live is None or live[0] is not execution:
+                live = (execution, *_around_duration(execution.to_api()))
+                self._keep(self._live, execution.id, live)
+            return live[1] + dumps(execution.duration_seconds) + live[2]
+        if self._live:
+            self._live.pop(execution.id, None)
         entry = self._json.get(execution.id)
         # An equal copy (a store read of a finished run) renders the same: compare first.
         if entry is None or (entry[0] is not execution and entry[0] != execution):
@@ -64,6 +72,16 @@ class ExecutionViews:
         if len(table) >= self.size:
             del table[next(iter(table))]  # the oldest: dicts keep insertion order
         table[key] = entry
+
+
+def _around_duration(view: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The JSON of ``view`` before and after the value of its ``duration_seconds``
+    (a key neither first nor last in ``to_api``)."""
+    keys = list(view)
+    at = keys.index("duration_seconds")
+    head = dumps({k: view[k] for k in keys[:at]})[:-1]  # without its "}"
+    tail = dumps({k: view[k] for k in keys[at + 1 :]})[1:]  # without its "{"
+    return head + b',"duration_seconds":', b"," + tail
 
 
 def dumps(value: Any) -> bytes:
