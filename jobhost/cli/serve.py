@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from jobhost.cli.common import err, handle_errors, state
+from jobhost.cli.common import err, fail, handle_errors, state
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -104,12 +104,14 @@ def register(app: typer.Typer) -> None:
         if data_dir is not None:
             settings = settings.model_copy(update={"data_dir": data_dir})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _migrate_apart(settings)
         web = create_app(settings)
         config = uvicorn.Config(
             web,
             host=settings.host,
             port=settings.port,
             lifespan="on",
+            ws="none",  # no WebSocket route: its protocol module is memory for nothing
             log_level="info",
             # A line per request costs ~90 µs of the ~600 µs a small read takes; every
             # action that matters is in the audit log. Opt in with access_log = true.
@@ -127,3 +129,17 @@ def register(app: typer.Typer) -> None:
         server.run()
         if not server.started:
             raise typer.Exit(1)
+
+
+def _migrate_apart(settings: Any) -> None:
+    """Bring the store to the current schema in a child process before serving, so the
+    server never holds Alembic (``SqlStore.migrate_apart``)."""
+    from jobhost.store import make_store
+
+    store = make_store(settings)
+    try:
+        store.migrate_apart()
+    except RuntimeError as exc:  # the store is unreachable or refuses the migration
+        fail(str(exc), 2)
+    finally:
+        store.close()

@@ -112,7 +112,6 @@ class Notifier(Hook):
     async def start(self) -> None:
         """Validate the channels, resume pending deliveries, start the two tasks."""
         self.channels = parse_channels(self._settings.channels)
-        self._client = httpx.AsyncClient()
         for delivery in await self._records.call(rows.pending_deliveries, self._store):
             self._schedule(delivery)
         loop = asyncio.get_running_loop()
@@ -355,7 +354,8 @@ class Notifier(Hook):
             if isinstance(channel, EmailChannel):
                 await send_email(self._settings, delivery.recipient, delivery.payload)
             else:
-                assert self._client is not None
+                if self._client is None:  # made on the first webhook: its TLS context
+                    self._client = httpx.AsyncClient()  # is megabytes nobody else needs
                 await post_webhook(self._client, channel, delivery.id, delivery.payload)
         except DeliveryError as exc:
             error = str(exc)

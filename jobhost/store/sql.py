@@ -17,6 +17,8 @@ import functools
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +85,12 @@ def _alembic_config() -> Config:
 
 
 _REVISION = re.compile(r"""^(down_)?revision\s*(?::[^=]*)?=\s*(?:["']([^"']+)["']|None)""", re.M)
+
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+_MIGRATE_CHILD = (
+    "import sys; from jobhost.store.sql import SqlStore; SqlStore(sys.stdin.read()).migrate()"
+)
 
 
 @functools.cache
@@ -215,7 +223,7 @@ class SqlStore:
         in one transaction that first takes the database's migration lock (PostgreSQL
         advisory lock; SQLite's write lock via ``BEGIN IMMEDIATE`` and busy_timeout).
         """
-        if self._at_head():
+        if self.at_head():
             return
         from alembic import command
 
@@ -250,9 +258,35 @@ class SqlStore:
         except (sa.exc.OperationalError, sa.exc.ProgrammingError):
             return None  # no schema yet
 
-    def _at_head(self) -> bool:
+    def at_head(self) -> bool:
         """Already migrated: one read, and Alembic is not even imported."""
         return self.current_revision() == head_revision()
+
+    def migrate_apart(self) -> None:
+        """``migrate()`` in a short-lived child process, when there is anything to do.
+
+        For long-lived processes (``jobhost serve``): Alembic and Mako, once imported, stay
+        in memory for the life of the process (about 9 MB here). The child takes the same
+        locks, so it is as safe as ``migrate()``. The URL, which may hold a password, goes
+        on the child's stdin, never on its command line.
+        """
+        if self.at_head():
+            return
+        database = make_url(self.url).database
+        if self._dialect == "sqlite" and (not database or database == ":memory:"):
+            self.migrate()  # a database only this process can see
+            return
+        child = subprocess.run(
+            [sys.executable, "-c", _MIGRATE_CHILD],
+            input=self.url,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            lines = child.stderr.strip().splitlines() or [f"exit code {child.returncode}"]
+            raised = [line for line in lines if _RAISED.match(line)]  # the traceback's last
+            raise RuntimeError(f"Migrating the store failed: {(raised or lines)[-1]}")
 
     def close(self) -> None:
         with self._hot_lock:
