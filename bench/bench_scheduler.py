@@ -87,7 +87,10 @@ async def _lateness(jobs: int, seconds: float) -> dict[str, float]:
     with _scratch() as scratch, tempfile.TemporaryDirectory() as tmp:
         apps = Path(scratch) / "apps"
         _write_jobs(apps, jobs, "* * * * * *")
-        settings = Settings(apps_roots=[apps], data_dir=Path(tmp) / "data", watch=False)
+        # Runs still going at close are stopped: the folder is removed right after.
+        settings = Settings(
+            apps_roots=[apps], data_dir=Path(tmp) / "data", watch=False, shutdown_policy="stop"
+        )
         async with JobHost(settings) as engine:
             scheduler = engine.scheduler
             assert scheduler is not None
@@ -121,7 +124,10 @@ async def _idle_cpu(jobs: int, seconds: float) -> dict[str, float]:
     with _scratch() as scratch, tempfile.TemporaryDirectory() as tmp:
         apps = Path(scratch) / "apps"
         _write_jobs(apps, jobs, "0 3 * * *")
-        settings = Settings(apps_roots=[apps], data_dir=Path(tmp) / "data", watch=False)
+        # Runs still going at close are stopped: the folder is removed right after.
+        settings = Settings(
+            apps_roots=[apps], data_dir=Path(tmp) / "data", watch=False, shutdown_policy="stop"
+        )
         async with JobHost(settings) as engine:
             assert engine.scheduler is not None
             await asyncio.sleep(1.0)  # let start-up work (catalog hooks, first writes) end
