@@ -45,6 +45,9 @@ asyncio.run(main())
 """
 
 
+SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
+
+
 def first_line_then_sigkill(script: str, *args: Path) -> dict[str, Any]:
     """Run ``script`` as a host process, read the JSON line it prints, then SIGKILL it."""
     with subprocess.Popen(
@@ -61,13 +64,7 @@ def first_line_then_sigkill(script: str, *args: Path) -> dict[str, Any]:
 async def test_a_sigkilled_hosts_run_is_re_adopted_by_the_next_server_at_once(
     tmp_path: Path, apps: Path, engine_factory: EngineFactory
 ) -> None:
-    write_job(
-        apps,
-        "Demo",
-        "Sleeper",
-        {"Name": "Sleeper"},
-        script_text="import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
-    )
+    write_job(apps, "Demo", "Sleeper", {"Name": "Sleeper"}, script_text=SLEEPER)
     started = first_line_then_sigkill(HOST, apps, tmp_path / "data")
     assert psutil.pid_exists(started["pid"])  # the orphan outlived its host
 
@@ -175,13 +172,7 @@ async def test_a_server_on_another_host_never_takes_a_run_the_restarted_server_r
     """The restarted server on the dead host makes the dead server's runs its own in the
     same transaction that ends its lease, so a server on another host that reconciles in
     between (here: exactly then) finds nothing to record lost."""
-    write_job(
-        apps,
-        "Demo",
-        "Sleeper",
-        {"Name": "Sleeper"},
-        script_text="import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
-    )
+    write_job(apps, "Demo", "Sleeper", {"Name": "Sleeper"}, script_text=SLEEPER)
     data = tmp_path / "data"
     started = first_line_then_sigkill(HOST, apps, data)
     common = {"apps_roots": [apps], "watch": False, "scheduler_enabled": False}

@@ -7,7 +7,6 @@ whose logs are in this server's data dir, and 404 for the others.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,7 +15,8 @@ from fastapi.responses import StreamingResponse
 from jobhost.engine import SYSTEM, JobHost
 from jobhost.errors import ExecutionNotFound
 from jobhost.server.cluster import is_here, verify
-from jobhost.server.sse import HEADERS, frame, with_heartbeats
+from jobhost.server.routes.output import output_frames
+from jobhost.server.sse import HEADERS, with_heartbeats
 
 router = APIRouter(
     prefix="/api/v1/cluster",
@@ -52,18 +52,8 @@ async def output_stream(
 ) -> StreamingResponse:
     """The public stream's frames (``output`` with the next offset as id, then ``end``)."""
     engine = await _here(request, execution_id)
-
-    async def events() -> AsyncIterator[bytes]:
-        async for chunk in engine.follow(execution_id, SYSTEM, offset=offset):
-            if chunk.data:
-                data = chunk.to_api()
-                data.pop("done", None)
-                yield frame("output", data, chunk.next_offset)
-            if chunk.done:
-                break
-        final = await engine.status(execution_id, SYSTEM)
-        yield frame("end", final.to_api())
-
     return StreamingResponse(
-        with_heartbeats(events()), media_type="text/event-stream", headers=HEADERS
+        with_heartbeats(output_frames(engine, execution_id, SYSTEM, offset)),
+        media_type="text/event-stream",
+        headers=HEADERS,
     )

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from jobhost.engine import JobHost
 from jobhost.errors import BadRequest
-from jobhost.models import Action
+from jobhost.models import Action, Principal
 from jobhost.security import can_on_execution
 from jobhost.server import cluster
 from jobhost.server.auth import CurrentIdentity, authenticator_of, engine_of
@@ -35,6 +36,22 @@ async def output(
     execution = await engine.status(execution_id, identity.principal)
     # A log in another server's data dir is read through that server (server.cluster).
     return await cluster.read_page(engine, request, execution, identity.principal, offset, limit)
+
+
+async def output_frames(
+    engine: JobHost, execution_id: str, principal: Principal, offset: int
+) -> AsyncIterator[bytes]:
+    """A run's output stream as SSE frames: ``output`` (its id the next offset) until the
+    run has ended and all is read, then ``end`` with the run as recorded."""
+    async for chunk in engine.follow(execution_id, principal, offset=offset):
+        if chunk.data:
+            data = chunk.to_api()
+            data.pop("done", None)
+            yield frame("output", data, chunk.next_offset)
+        if chunk.done:
+            break
+    final = await engine.status(execution_id, principal)
+    yield frame("end", final.to_api())
 
 
 def _resume_offset(last_event_id: str | None, offset: int | None) -> int:
@@ -74,19 +91,9 @@ async def output_stream(
             with_heartbeats(guarded), media_type="text/event-stream", headers=HEADERS
         )
 
-    async def events() -> AsyncIterator[bytes]:
-        async for chunk in engine.follow(execution_id, principal, offset=start):
-            if chunk.data:
-                data = chunk.to_api()
-                data.pop("done", None)
-                yield frame("output", data, chunk.next_offset)
-            if chunk.done:
-                break
-        final = await engine.status(execution_id, principal)
-        yield frame("end", final.to_api())
-
     # auth: the stream ends when its credential is revoked or its user disabled.
-    guarded = authenticator_of(request).until_revoked(identity, events())
+    frames = output_frames(engine, execution_id, principal, start)
+    guarded = authenticator_of(request).until_revoked(identity, frames)
     return StreamingResponse(
         with_heartbeats(guarded), media_type="text/event-stream", headers=HEADERS
     )
